@@ -1,0 +1,91 @@
+"""The candidate pool: every trajectory of a run, in SQLite in the run directory.
+
+Each batch of executed trajectories is committed as it arrives, so a killed run loses nothing it
+already executed. `select` applies the eq. 2 filter and per-input dedup to one iteration and adds
+the winners to the long-term pool; `training_set` builds U1 and U2 from that pool. The same
+database records which stages of which iteration have finished, which is what `--resume` reads.
+"""
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import astuple, fields
+from pathlib import Path
+
+from envisions_ray.selection import TrainingSet, build_training_set, dedupe, filter_pair
+from envisions_ray.types import Trajectory
+
+COLUMNS = [f.name for f in fields(Trajectory)]
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS trajectories (
+    example_id TEXT NOT NULL, solution TEXT NOT NULL, reward INTEGER NOT NULL, self_reward REAL NOT NULL,
+    iteration INTEGER NOT NULL, source TEXT NOT NULL, output TEXT, error TEXT,
+    id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES trajectories(id),
+    in_pool INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS by_iteration ON trajectories(iteration, source);
+CREATE TABLE IF NOT EXISTS stages (iteration INTEGER, stage TEXT, detail TEXT, PRIMARY KEY (iteration, stage));
+"""
+
+
+class CandidatePool:
+    def __init__(self, path: str):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path)
+        self.db.executescript(SCHEMA)
+
+    def record(self, trajectories: list[Trajectory]) -> list[int]:
+        """Store executed trajectories in one transaction; returns their ids."""
+        ids = []
+        with self.db:
+            for trajectory in trajectories:
+                values = astuple(trajectory)
+                cursor = self.db.execute(f"INSERT INTO trajectories ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(values))})", values)
+                ids.append(cursor.lastrowid)
+        return ids
+
+    def trajectories(self, iteration: int | None = None, source: str | None = None, in_pool: bool | None = None) -> list[Trajectory]:
+        clauses, params = [], []
+        for column, value in (("iteration", iteration), ("source", source), ("in_pool", in_pool)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(int(value) if isinstance(value, bool) else value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM trajectories {where} ORDER BY id", params)
+        return [Trajectory(*row) for row in rows]
+
+    def select(self, iteration: int) -> int:
+        """Eq. 2 over this iteration's (explored, refined) pairs, deduped against the pool; returns how many joined."""
+        refined_by_parent = {t.parent_id: t for t in self.trajectories(iteration, "refine")}
+        winners = [filter_pair(t, refined_by_parent.get(t.id)) for t in self.trajectories(iteration, "explore")]
+        already_pooled = self.trajectories(in_pool=True)
+        joining = dedupe(already_pooled + winners)[len(already_pooled) :]
+        with self.db:
+            self.db.executemany("UPDATE trajectories SET in_pool = 1 WHERE id = ?", [(t.id,) for t in joining])
+        return len(joining)
+
+    def training_set(self, n1: int, n2: int, leave_positive_for_pair: bool, rank_by: str = "self_reward", seed: int = 0) -> TrainingSet:
+        return build_training_set(self.trajectories(in_pool=True), n1, n2, leave_positive_for_pair, rank_by, seed)
+
+    def solved_inputs(self, iteration: int) -> set[str]:
+        """M_i: inputs with at least one correct trajectory this iteration (explored or refined)."""
+        rows = self.db.execute("SELECT DISTINCT example_id FROM trajectories WHERE iteration = ? AND reward = 1", (iteration,))
+        return {row[0] for row in rows}
+
+    def pool_counts(self) -> dict[str, int]:
+        size, correct = self.db.execute("SELECT COUNT(*), COALESCE(SUM(reward), 0) FROM trajectories WHERE in_pool = 1").fetchone()
+        return {"pool_size": size, "unique_correct": correct}
+
+    def mark_done(self, iteration: int, stage: str, detail: str | None = None) -> None:
+        """Record a finished stage; `detail` (JSON) is what resuming needs of it, e.g. the checkpoint."""
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO stages VALUES (?, ?, ?)", (iteration, stage, detail))
+
+    def is_done(self, iteration: int, stage: str) -> bool:
+        return self.db.execute("SELECT 1 FROM stages WHERE iteration = ? AND stage = ?", (iteration, stage)).fetchone() is not None
+
+    def stage_detail(self, iteration: int, stage: str) -> str | None:
+        row = self.db.execute("SELECT detail FROM stages WHERE iteration = ? AND stage = ?", (iteration, stage)).fetchone()
+        return row[0] if row else None
+
+    def close(self) -> None:
+        self.db.close()

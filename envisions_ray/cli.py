@@ -1,0 +1,115 @@
+"""`envisions`: run, eval, exec and report.
+
+A mistake in what the user gave (config, data, model, run directory) prints one line and exits
+with code 2; `--debug` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from envisions_ray.config import RunConfig, load_config
+from envisions_ray.errors import UserError
+
+USAGE_ERROR = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="envisions", description="ENVISIONS neural-symbolic self-training on Ray")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="self-train: explore, refine, filter, train, evaluate")
+    run.add_argument("config", nargs="?", help="YAML in conf/")
+    run.add_argument("overrides", nargs="*", help="key=value")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    run.add_argument("--dry-run", action="store_true", help="check everything, print the plan, write nothing")
+
+    evaluate = commands.add_parser("eval", help="greedy accuracy of a model on a dataset")
+    evaluate.add_argument("checkpoint", help="model directory, or 'smollm2'")
+    evaluate.add_argument("dataset", help="JSONL path, builtin:arith:eval or hf:NAME[:CONFIG]:SPLIT")
+    evaluate.add_argument("overrides", nargs="*", help="key=value")
+    evaluate.add_argument("--config", default="conf/math_quickstart.yaml")
+    evaluate.add_argument("--size", type=int, help="first N examples")
+    evaluate.add_argument("--shots", type=int, help="demonstrations in the prompt (default: few-shot for the base model, 0 otherwise)")
+
+    execute = commands.add_parser("exec", help="run one solution through a domain's environment")
+    execute.add_argument("domain", help="environment name, e.g. math")
+    execute.add_argument("solution_file")
+    execute.add_argument("--input", required=True, help='the input as JSON, e.g. \'{"answer": "72"}\'')
+    execute.add_argument("--config", help="YAML whose env settings to use")
+
+    report = commands.add_parser("report", help="summarise runs: a table and accuracy plots")
+    report.add_argument("run_dirs", nargs="+")
+
+    args = parser.parse_args(argv)
+    try:
+        return {"run": _run, "eval": _eval, "exec": _exec, "report": _report}[args.command](args)
+    except UserError as err:
+        if args.debug:
+            raise
+        print(f"envisions: error: {err}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+def _run(args) -> int:
+    from envisions_ray import driver
+
+    if args.resume:
+        if args.config or args.overrides:
+            raise UserError("--resume takes the run's own config.yaml: give no config or overrides")
+        cfg = load_config(Path(args.resume) / "config.yaml")
+    else:
+        if args.config is None:
+            raise UserError("run needs a CONFIG (e.g. conf/math_quickstart.yaml) or --resume RUN_DIR")
+        cfg = load_config(args.config, args.overrides)
+    if args.dry_run:
+        print(driver.plan(cfg))
+        return 0
+    driver.run(cfg, resume=bool(args.resume))
+    return 0
+
+
+def _eval(args) -> int:
+    from envisions_ray import driver
+
+    cfg = load_config(args.config, [*args.overrides, f"model.path={args.checkpoint}"])
+    scores = driver.evaluate_model(cfg, args.dataset, args.size, args.shots)
+    print(json.dumps(scores))
+    return 0
+
+
+def _exec(args) -> int:
+    from envisions_ray.types import Example
+    from envs import make_env
+
+    cfg = load_config(args.config, ["run_dir=unused"]) if args.config else RunConfig(run_dir="unused")
+    cfg.env.name = args.domain
+    solution_path = Path(args.solution_file)
+    if not solution_path.is_file():
+        raise UserError(f"solution file not found: {solution_path}")
+    try:
+        fields = json.loads(args.input)
+    except json.JSONDecodeError as err:
+        raise UserError(f"--input is not valid JSON: {err.msg}") from None
+    example = Example(str(fields.pop("id", "cli")), str(fields.pop("question", "")), str(fields.pop("answer", "")), fields)
+    env = make_env(cfg.env)
+    try:
+        outcome = env.execute(solution_path.read_text(), example)
+    finally:
+        env.close()
+    print(json.dumps({"reward": outcome.reward, "output": outcome.output, "error": outcome.error}))
+    return 0
+
+
+def _report(args) -> int:
+    from envisions_ray.report import report
+
+    print(report([Path(d) for d in args.run_dirs]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

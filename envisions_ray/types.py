@@ -1,0 +1,39 @@
+"""The plain data that flows between generators, environments, the pool and the trainer."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Example:
+    """One input x with its expected output y. `id` is stable across iterations."""
+
+    id: str
+    question: str
+    answer: str
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an environment says about one solution: binary reward b, what it produced, why not."""
+
+    reward: int
+    output: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """T = (x, y, a, b, r) plus bookkeeping (ALGORITHM.md, "Objects")."""
+
+    example_id: str
+    solution: str
+    reward: int
+    self_reward: float
+    iteration: int
+    source: str  # "explore" or "refine"
+    output: str = ""
+    error: str = ""
+    id: int | None = None  # row id once the candidate pool has stored it
+    parent_id: int | None = None  # for a refined trajectory: the id of the one it refined

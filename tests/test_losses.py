@@ -1,0 +1,56 @@
+"""Loss masking: prompt and padding tokens never count; targets end with EOS."""
+import math
+
+import torch
+
+from envisions_ray.losses import IGNORE, TrainExample, collate, sequence_logprobs, target_token_loss, tokenize
+
+
+class WordTokenizer:
+    """One id per character, enough to check where the mask falls."""
+
+    eos_token_id = 0
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in text]}
+
+
+def test_prompt_tokens_are_masked_and_eos_closes_the_target():
+    ids, labels = tokenize(WordTokenizer(), TrainExample("ab", "cd", "l1"), max_length=100)
+    assert ids == [97, 98, 99, 100, 0]
+    assert labels == [IGNORE, IGNORE, 99, 100, 0]
+
+
+def test_truncation_keeps_ids_and_labels_aligned():
+    ids, labels = tokenize(WordTokenizer(), TrainExample("abc", "de", "l2"), max_length=4)
+    assert ids == [97, 98, 99, 100] and labels == [IGNORE, IGNORE, IGNORE, 100]
+
+
+def test_collate_pads_with_ignored_labels():
+    batch = collate([([5, 6, 7], [IGNORE, 6, 7]), ([5], [IGNORE])], pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
+    assert batch["labels"].tolist() == [[IGNORE, 6, 7], [IGNORE, IGNORE, IGNORE]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_loss_counts_only_target_tokens():
+    # Vocabulary of 2. Logits favour token 1 with log-odds log(3): p(1) = 3/4, p(0) = 1/4.
+    logits = torch.tensor([[[0.0, math.log(3)]] * 4])
+    labels = torch.tensor([[IGNORE, IGNORE, 1, 0]])  # targets at positions 2 and 3
+    expected = -(math.log(3 / 4) + math.log(1 / 4)) / 2
+    assert abs(target_token_loss(logits, labels).item() - expected) < 1e-6
+    total, count = sequence_logprobs(logits, labels)
+    assert count.tolist() == [2]
+    assert abs(total.item() - (math.log(3 / 4) + math.log(1 / 4))) < 1e-6
+
+
+def test_logits_that_predict_prompt_tokens_do_not_move_the_loss():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 5, 7)
+    labels = torch.tensor([[IGNORE, IGNORE, 3, 4, 5]])
+    before = target_token_loss(logits, labels)
+    changed = logits.clone()
+    changed[0, 0] += 10 * torch.randn(7)  # position 0 predicts token 1, a prompt token
+    assert torch.equal(target_token_loss(changed, labels), before)
+    changed[0, 1] += 10 * torch.randn(7)  # position 1 predicts token 2, the first target token
+    assert not torch.equal(target_token_loss(changed, labels), before)

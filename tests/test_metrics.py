@@ -1,0 +1,29 @@
+"""EA and STB (paper appendix B) on hand-computed cases."""
+import pytest
+
+from envisions_ray.metrics import accuracy, exploratory_ability, stability
+
+
+def test_paper_worked_example():
+    # Iteration 1 solves 1,000 inputs; iteration 2 solves 1,200, of which 800 were solved before.
+    first = {f"a{i}" for i in range(1000)}
+    second = {f"a{i}" for i in range(800)} | {f"b{i}" for i in range(400)}
+    assert exploratory_ability([first, second]) == pytest.approx(0.4)
+    assert stability([first, second]) == pytest.approx(0.8)
+
+
+def test_three_iterations_accumulate_over_the_union_of_earlier_ones():
+    m1, m2, m3 = {"a", "b"}, {"b", "c"}, {"a", "d", "e"}
+    # i=2: before={a,b}: new {c} -> 1/2, kept {b} -> 1/2. i=3: before={a,b,c}: new {d,e} -> 2/3, kept {a} -> 1/3.
+    assert exploratory_ability([m1, m2, m3]) == pytest.approx(1 / 2 + 2 / 3)
+    assert stability([m1, m2, m3]) == pytest.approx(1 / 2 + 1 / 3)
+
+
+def test_nothing_solved_before_contributes_nothing():
+    assert exploratory_ability([set(), {"a"}]) == 0.0
+    assert stability([set(), {"a"}, {"a"}]) == pytest.approx(1.0)
+
+
+def test_accuracy():
+    assert accuracy([1, 0, 1, 1]) == 0.75
+    assert accuracy([]) == 0.0

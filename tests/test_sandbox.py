@@ -1,0 +1,223 @@
+"""Containment tests for the math sandbox: each hostile program fails in a specific way, and the
+same sandbox still scores a correct program afterwards."""
+import ast
+import os
+import shutil
+import socket
+import tempfile
+import time
+
+import pytest
+
+from envisions_ray.config import SandboxConfig
+from envisions_ray.errors import UserError
+from envisions_ray.types import Example
+from envs.math_sandbox import REPLY_MARGIN_S, MathSandbox
+
+TIMEOUT_S = 1.0
+SLACK_S = 1.0  # how far past the timeout a hostile program may hold the caller
+TWELVE = Example(id="t", question="What is 3 * 4?", answer="12")
+CORRECT = "def solution():\n    return 3 * 4\n"
+
+needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    if shutil.which("bwrap") is None:
+        pytest.skip("needs bubblewrap")
+    # One sandbox for the whole module, as in a run: every hostile program must leave it usable.
+    env = MathSandbox(SandboxConfig(timeout_s=TIMEOUT_S))
+    yield env
+    env.close()
+
+
+def assert_still_works(env: MathSandbox) -> None:
+    assert env.execute(CORRECT, TWELVE).reward == 1
+
+
+def timed(env: MathSandbox, program: str):
+    start = time.monotonic()
+    outcome = env.execute(program, TWELVE)
+    return outcome, time.monotonic() - start
+
+
+def test_describe_is_the_question(sandbox):
+    assert sandbox.describe(TWELVE) == "What is 3 * 4?"
+
+
+@pytest.mark.parametrize(
+    "program, answer, reward",
+    [
+        (CORRECT, "12", 1),
+        (CORRECT, " 12 ", 1),
+        (CORRECT, "12.00001", 1),  # within 1e-4
+        (CORRECT, "12.001", 0),
+        (CORRECT, "13", 0),
+        ("def solution():\n    return 0.1 + 0.2\n", "0.3", 1),
+        ("def solution():\n    return 'x = 2'\n", "x = 2", 1),
+        ("def solution():\n    return 'x = 2'\n", "x = 3", 0),
+    ],
+)
+def test_scores_answers(sandbox, program, answer, reward):
+    outcome = sandbox.execute(program, Example(id="a", question="", answer=answer))
+    assert outcome.reward == reward
+    assert outcome.error == ""
+
+
+@pytest.mark.parametrize(
+    "program, error",
+    [
+        ("def solution():\n    return open('/etc/passwd').read()\n", "FileNotFoundError"),
+        ("def solution():\n    return len(bytearray(10 * 1024**3))\n", "MemoryError"),
+        ("import sys\ndef solution():\n    sys.exit(0)\n", "SystemExit"),
+        ("import os\ndef solution():\n    os.kill(os.getpid(), 9)\n", "killed by signal 9"),
+        ("answer = 12\n", "program did not define solution()"),
+        ("def solution(:\n    return 12\n", "SyntaxError"),
+        ("def solution():\n    raise ValueError('bad')\n", "ValueError: bad"),
+    ],
+)
+def test_bad_programs_fail_with_their_reason(sandbox, program, error):
+    outcome = sandbox.execute(program, TWELVE)
+    assert outcome.reward == 0
+    assert error in outcome.error
+    assert_still_works(sandbox)
+
+
+def test_sees_only_system_dirs_as_nobody(sandbox):
+    program = "import os\ndef solution():\n    return sorted(os.listdir('/')), os.getuid()\n"
+    outcome = sandbox.execute(program, TWELVE)
+    visible, uid = ast.literal_eval(outcome.output)
+    assert not {"etc", "root", "home", "work", "var"} & set(visible)
+    if os.geteuid() == 0:
+        assert uid == SandboxConfig().unprivileged_uid
+
+
+def test_cannot_reach_host_port(sandbox):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        program = (
+            "import socket\ndef solution():\n"
+            f"    socket.create_connection(('127.0.0.1', {port}), timeout=0.5).sendall(b'hi')\n"
+            "    return 12\n"
+        )
+        outcome = sandbox.execute(program, TWELVE)
+        assert outcome.reward == 0
+        assert "Error" in outcome.error
+        with pytest.raises(BlockingIOError):  # nothing ever connected
+            listener.accept()
+    assert_still_works(sandbox)
+
+
+def test_cannot_delete_host_directory(sandbox):
+    victim = tempfile.mkdtemp(dir="/var/tmp")
+    try:
+        os.chmod(victim, 0o777)  # permissions would allow it: only the sandbox stands in the way
+        open(os.path.join(victim, "keep.txt"), "w").close()
+        program = f"import shutil\ndef solution():\n    shutil.rmtree({victim!r})\n    return 12\n"
+        outcome = sandbox.execute(program, TWELVE)
+        assert outcome.reward == 0
+        assert "FileNotFoundError" in outcome.error  # the host directory is not even visible
+        assert os.path.exists(os.path.join(victim, "keep.txt"))
+    finally:
+        shutil.rmtree(victim)
+    assert_still_works(sandbox)
+
+
+def test_fork_bomb_is_contained_and_cleaned_up(sandbox):
+    bomb = (
+        "import os\ndef solution():\n    while True:\n        try:\n            os.fork()\n"
+        "        except OSError:\n            pass\n"
+    )
+    outcome, elapsed = timed(sandbox, bomb)
+    assert outcome.reward == 0
+    assert outcome.error == f"timeout after {TIMEOUT_S}s"
+    assert elapsed < TIMEOUT_S + SLACK_S
+    # The PID namespace holds only bwrap (1), the server and the program listing it.
+    census = "import os\ndef solution():\n    return sum(p.isdigit() for p in os.listdir('/proc'))\n"
+    assert sandbox.execute(census, Example(id="c", question="", answer="3")).reward == 1
+    assert_still_works(sandbox)
+
+
+def test_background_process_is_killed(sandbox):
+    daemon = (
+        "import os, time\ndef solution():\n    if os.fork() == 0:\n        os.setsid()\n"
+        "        time.sleep(60)\n    return 12\n"
+    )
+    assert sandbox.execute(daemon, TWELVE).reward == 1
+    census = "import os\ndef solution():\n    return sum(p.isdigit() for p in os.listdir('/proc'))\n"
+    assert sandbox.execute(census, Example(id="c", question="", answer="3")).reward == 1
+
+
+def test_infinite_loop_times_out(sandbox):
+    outcome, elapsed = timed(sandbox, "def solution():\n    while True:\n        pass\n")
+    assert outcome.reward == 0
+    assert outcome.error == f"timeout after {TIMEOUT_S}s"
+    assert elapsed < TIMEOUT_S + SLACK_S
+    assert_still_works(sandbox)
+
+
+def test_huge_stdout_is_harmless(sandbox):
+    program = "def solution():\n    for _ in range(100):\n        print('x' * 1_000_000)\n    return 12\n"
+    outcome, elapsed = timed(sandbox, program)
+    assert outcome.reward == 1 and outcome.output == "12"
+    assert elapsed < TIMEOUT_S
+    assert_still_works(sandbox)
+
+
+def test_long_output_is_truncated(sandbox):
+    outcome = sandbox.execute("def solution():\n    return 'x' * 10**6\n", TWELVE)
+    assert outcome.reward == 0
+    assert 0 < len(outcome.output) <= 1000
+
+
+def test_killing_the_server_costs_one_program(sandbox):
+    outcome = sandbox.execute("import os\ndef solution():\n    os.kill(os.getppid(), 9)\n", TWELVE)
+    assert outcome.reward == 0
+    assert outcome.error.startswith("sandbox server died")
+    assert_still_works(sandbox)
+
+
+def test_wedged_server_is_replaced(sandbox):
+    # A stopped server never answers: the caller's own deadline must fire and replace it.
+    program = "import os, signal\ndef solution():\n    os.kill(os.getppid(), signal.SIGSTOP)\n"
+    outcome, elapsed = timed(sandbox, program)
+    assert outcome.reward == 0
+    assert "did not reply" in outcome.error
+    assert elapsed < TIMEOUT_S + REPLY_MARGIN_S + SLACK_S
+    assert_still_works(sandbox)
+
+
+@needs_bwrap
+def test_close_is_idempotent():
+    env = MathSandbox(SandboxConfig(timeout_s=TIMEOUT_S))
+    assert_still_works(env)
+    env.close()
+    env.close()
+
+
+def test_refuses_to_start_without_bwrap(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda *args, **kwargs: None)
+    with pytest.raises(UserError, match="allow_rlimit_only"):
+        MathSandbox(SandboxConfig())
+
+
+def test_rlimit_only_mode_when_allowed(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda *args, **kwargs: None)
+    env = MathSandbox(SandboxConfig(timeout_s=TIMEOUT_S, allow_rlimit_only=True))
+    try:
+        assert_still_works(env)
+        if os.geteuid() == 0:
+            uid = env.execute("import os\ndef solution():\n    return os.getuid()\n", TWELVE)
+            assert uid.output == str(SandboxConfig().unprivileged_uid)
+        outcome, elapsed = timed(env, "def solution():\n    while True:\n        pass\n")
+        assert outcome.error == f"timeout after {TIMEOUT_S}s"
+        assert elapsed < TIMEOUT_S + SLACK_S
+        memory = env.execute("def solution():\n    return len(bytearray(10 * 1024**3))\n", TWELVE)
+        assert "MemoryError" in memory.error
+        assert_still_works(env)
+    finally:
+        env.close()
