@@ -61,6 +61,8 @@ def bwrap_command(bwrap: str, python: str, script: Path) -> list[str]:
             system += ["--ro-bind", path, path]
     return [
         bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+        # No nested user namespaces: they would hand the program capabilities and kernel surface.
+        "--unshare-user", "--disable-userns",
         *system,
         "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
         "--ro-bind", str(script), SERVER_IN_SANDBOX,

@@ -22,6 +22,7 @@ import sys
 import time
 
 READY = {"ready": True}
+WARMUP_PROGRAM = "def solution():\n    return 1 + 1\n"
 MAX_TEXT_CHARS = 1000  # output and error are cut to this so a reply stays one short line
 MAX_RESULT_BYTES = 64 * 1024  # a child writing more than this has not written a result
 CPU_GRACE_S = 1  # CPU limit above the wall timeout: the wall clock reports a busy loop first
@@ -72,14 +73,18 @@ def describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {message}" if message else type(err).__name__
 
 
+def solve(program: str) -> dict:
+    namespace = {"__name__": "__main__"}
+    exec(compile(program, "<solution>", "exec"), namespace)
+    if not callable(namespace.get("solution")):
+        return {"ok": False, "output": "", "error": "program did not define solution()"}
+    return {"ok": True, "output": str(namespace["solution"]())[:MAX_TEXT_CHARS], "error": ""}
+
+
 def run_program(request: dict) -> dict:
     try:
         confine(request)
-        namespace = {"__name__": "__main__"}
-        exec(compile(request["program"], "<solution>", "exec"), namespace)
-        if not callable(namespace.get("solution")):
-            return {"ok": False, "output": "", "error": "program did not define solution()"}
-        return {"ok": True, "output": str(namespace["solution"]())[:MAX_TEXT_CHARS], "error": ""}
+        return solve(request["program"])
     except BaseException as err:  # SystemExit and KeyboardInterrupt are the program's failures too
         return {"ok": False, "output": "", "error": describe(err)[:MAX_TEXT_CHARS]}
 
@@ -187,6 +192,8 @@ def main() -> None:
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     # Not dumpable: a program (same uid) can neither ptrace the server nor open its /proc fds.
     prctl(PR_SET_DUMPABLE, 0)
+    # The compiler initialises itself lazily; doing it here, once, spares every fork about 1 ms.
+    solve(WARMUP_PROGRAM)
     write_line(READY)
     for line in sys.stdin.buffer:
         write_line(handle(json.loads(line)))

@@ -36,6 +36,52 @@ def tiny_model(tmp_path_factory) -> str:
 def ray_session():
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
+    # Logical CPUs for 1 generator, 2 executors and 2 train workers at once, as a run holds them.
+    ray.init(num_cpus=5, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
+
+
+SOLVER_PROGRAM = "def solution():\n    return 12"
+
+
+@pytest.fixture(scope="session")
+def tiny_solver(tiny_model, tmp_path_factory) -> str:
+    """The tiny model after 200 steps of learning to answer every zero-shot prompt with
+    SOLVER_PROGRAM: sampling from it at temperature 0.8 yields both correct and wrong programs."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from envisions_ray.losses import TrainExample, collate, target_token_loss, tokenize
+    from envisions_ray.prompts import PromptBook
+
+    torch.manual_seed(0)
+    prompts = PromptBook.load("conf/prompts/math.yaml")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    rng = __import__("random").Random(1)
+    rows = [tokenize(tokenizer, TrainExample(prompts.explore(arithmetic_problem(rng)[0]), SOLVER_PROGRAM, "l1"), 512) for _ in range(64)]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    for step in range(200):
+        batch = collate(rows[step % 16 * 4 : step % 16 * 4 + 4], tokenizer.pad_token_id)
+        loss = target_token_loss(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    path = tmp_path_factory.mktemp("tiny-solver")
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture
+def twelves(tmp_path) -> str:
+    """A JSONL dataset of word problems; most answers are 12, a few are not."""
+    import json
+    import random
+
+    rng = random.Random(2)
+    path = tmp_path / "twelves.jsonl"
+    lines = [json.dumps({"id": f"t{i}", "question": arithmetic_problem(rng)[0], "answer": "12" if i % 4 else "13"}) for i in range(12)]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)

@@ -93,6 +93,13 @@ def test_sees_only_system_dirs_as_nobody(sandbox):
         assert uid == SandboxConfig().unprivileged_uid
 
 
+def test_cannot_create_user_namespaces(sandbox):
+    clone_newuser = 0x10000000
+    program = f"import ctypes\ndef solution():\n    return ctypes.CDLL(None).unshare({clone_newuser})\n"
+    assert sandbox.execute(program, TWELVE).output == "-1"
+    assert_still_works(sandbox)
+
+
 def test_cannot_reach_host_port(sandbox):
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
