@@ -1,11 +1,11 @@
 """The `hf` generator backend: transformers `generate` on CPU or one GPU.
 
-Self-reward (ALGORITHM.md "Objects"): after sampling, each solution is scored in one
-teacher-forced forward pass over prompt + solution + EOS. The log-softmax of the raw logits is
-the policy at temperature 1, whatever temperature and top-p the sampling used; the self-reward is
-the mean of those log-probs over the solution tokens and the closing EOS, which is what vLLM's
-`cumulative_logprob / len(token_ids)` gives the authors. Scoring the stored text (not the sampled
-token ids) keeps the score consistent with what the trainer later fits.
+Self-reward (ALGORITHM.md "Objects") comes from the same `generate` call: `output_logits=True`
+returns the raw logits of every step, before temperature, top-p or any other processing. Their
+log-softmax is the policy at temperature 1, whatever the sampling temperature was. The self-reward
+of a sample is the mean of those log-probs over the tokens it sampled, up to the stop string or
+EOS; that is what vLLM's `cumulative_logprob / len(token_ids)` gives the authors, and it needs no
+second forward pass.
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import torch
 
 from actors.generator import Sample
 from envisions_ray.config import GeneratorConfig
-from envisions_ray.losses import TrainExample, collate, sequence_logprobs, tokenize
 from envisions_ray.model import load_model_and_tokenizer
 
 
@@ -21,6 +20,14 @@ def cut_at_stop(text: str, stops: list[str]) -> str:
     """The text before the earliest stop string, without trailing whitespace."""
     end = min((text.find(stop) for stop in stops if stop in text), default=len(text))
     return text[:end].rstrip()
+
+
+def mean_sampled_logprob(step_logits: tuple[torch.Tensor, ...], tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Per row: mean over its sampled tokens of log_softmax(raw logits); finished rows pad with pad_id."""
+    logprobs = torch.stack([torch.log_softmax(logits.float(), dim=-1) for logits in step_logits], dim=1)
+    picked = logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    sampled = (tokens != pad_id).cumprod(dim=1)  # everything before the first pad (= EOS here) was sampled
+    return (picked * sampled).sum(dim=1) / sampled.sum(dim=1).clamp(min=1)
 
 
 class HFBackend:
@@ -48,23 +55,14 @@ class HFBackend:
             stop_strings=self.cfg.stop,
             tokenizer=self.tokenizer,
             pad_token_id=self.tokenizer.pad_token_id,
+            return_dict_in_generate=True,
+            output_logits=with_self_reward,
         )
-        new_tokens = output[:, batch["input_ids"].shape[1] :]
+        new_tokens = output.sequences[:, batch["input_ids"].shape[1] :]
         texts = [cut_at_stop(t, self.cfg.stop) for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
-        prompt_per_text = [prompt for prompt in prompts for _ in range(n)]
-        rewards = self.self_rewards(prompt_per_text, texts) if with_self_reward else [0.0] * len(texts)
+        if with_self_reward:
+            rewards = mean_sampled_logprob(output.logits, new_tokens, self.tokenizer.pad_token_id).tolist()
+        else:
+            rewards = [0.0] * len(texts)
         samples = [Sample(text, reward) for text, reward in zip(texts, rewards)]
         return [samples[i * n : (i + 1) * n] for i in range(len(prompts))]
-
-    @torch.inference_mode()
-    def self_rewards(self, prompts: list[str], solutions: list[str]) -> list[float]:
-        rewards = []
-        for start in range(0, len(prompts), self.cfg.score_batch_size):
-            pairs = zip(prompts[start : start + self.cfg.score_batch_size], solutions[start : start + self.cfg.score_batch_size])
-            # Tokenised exactly as the trainer tokenises a (prompt, target) example.
-            rows = [tokenize(self.tokenizer, TrainExample(p, s, "score"), self.model.config.max_position_embeddings) for p, s in pairs]
-            batch = collate(rows, self.tokenizer.pad_token_id)
-            logits = self.model(input_ids=batch["input_ids"].to(self.device), attention_mask=batch["attention_mask"].to(self.device)).logits
-            total, count = sequence_logprobs(logits, batch["labels"].to(self.device))
-            rewards.extend((total / count).tolist())
-        return rewards

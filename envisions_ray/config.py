@@ -31,14 +31,13 @@ class GeneratorConfig:
     num_actors: int = 1
     num_cpus: float = 1.0
     num_gpus: float = 0.0
-    # Prompts per generation call; each chunk's solutions stream to executors when it finishes.
-    chunk_size: int = 8
+    # Sequences (prompts x samples each) per generation call; each chunk's solutions stream to
+    # the executors as soon as it finishes.
+    chunk_size: int = 32
     temperature: float = 0.8
     top_p: float = 0.95
     max_new_tokens: int = 256
-    stop: list[str] = field(default_factory=lambda: ["\n\n\n", "\nQuestion:", "```\n"])
-    # Batch size of the teacher-forced pass that computes self-rewards.
-    score_batch_size: int = 8
+    stop: list[str] = field(default_factory=lambda: ["\n\n\n", "\nQuestion:"])
     seed: int = 0
 
 

@@ -78,12 +78,15 @@ def run(cfg: RunConfig, resume: bool = False) -> None:
     (session.run_dir / "config.yaml").write_text(to_yaml(cfg))
     connect_ray(cfg)
     session.pool = ray.remote(CandidatePool).options(num_cpus=0).remote(str(session.run_dir / "pool.sqlite"))
-    start_actors(session)
-    if not session.pool_call("is_done", -1, "eval"):
-        _record(session, {"policy": 0, "eval": evaluate(session, shots=cfg.algorithm.few_shot)})
-        session.pool_call("mark_done", -1, "eval")
-    for iteration in range(cfg.algorithm.iterations):
-        run_iteration(session, iteration)
+    try:
+        start_actors(session)
+        if not session.pool_call("is_done", -1, "eval"):
+            _record(session, {"policy": 0, "eval": evaluate(session, shots=cfg.algorithm.few_shot)})
+            session.pool_call("mark_done", -1, "eval")
+        for iteration in range(cfg.algorithm.iterations):
+            run_iteration(session, iteration)
+    finally:
+        stop_actors(session)
 
 
 def run_iteration(run: Run, i: int) -> None:
@@ -155,7 +158,7 @@ def stream(run: Run, requests: list[Request], n: int, temperature: float, max_ne
     With `source` set the trajectories are committed to the pool batch by batch; the outcomes are
     returned in request order either way.
     """
-    chunk = run.cfg.generator.chunk_size
+    chunk = max(1, run.cfg.generator.chunk_size // n)  # prompts per call
     pending_generation = {}
     for c, start in enumerate(range(0, len(requests), chunk)):
         part = requests[start : start + chunk]
@@ -214,8 +217,11 @@ def evaluate_model(cfg: RunConfig, dataset: str, size: int | None, shots: int | 
     if shots is None:  # a model we trained answers the zero-shot prompt it was trained on
         shots = 0 if (Path(model) / TRAINED_MARKER).is_file() else cfg.algorithm.few_shot
     connect_ray(cfg)
-    start_actors(session)
-    return evaluate(session, shots)
+    try:
+        start_actors(session)
+        return evaluate(session, shots)
+    finally:
+        stop_actors(session)
 
 
 def plan(cfg: RunConfig) -> str:
@@ -262,6 +268,13 @@ def start_actors(run: Run) -> None:
     for i in range(run.cfg.algorithm.iterations if run.pool else 0):  # resume: the newest finished checkpoint
         run.policy = _checkpoint_of(run, i) or run.policy
     run.generators = start_generators(run.cfg.generator, run.policy, run.cfg.model.dtype)
+
+
+def stop_actors(run: Run) -> None:
+    """Free the actors' CPUs and memory (and the pool's database handle) for whatever runs next."""
+    for actor in [*run.generators, *run.executors, *([run.pool] if run.pool else [])]:
+        ray.kill(actor)
+    run.generators, run.executors, run.pool = [], [], None
 
 
 def _checkpoint_of(run: Run, i: int) -> str | None:

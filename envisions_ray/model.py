@@ -8,6 +8,7 @@ directory, or a hub id when online.
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import shutil
@@ -54,13 +55,17 @@ def _converted_packaged_model(name: str, cache_dir: Path) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=gguf_name)
     quantised = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=gguf_name)
-    # A model built from the config can be saved; the GGUF-loaded one cannot.
-    model = type(quantised)(quantised.config)
-    model.load_state_dict(quantised.state_dict())
+    # A model built from the config can be saved; the GGUF-loaded one cannot. The config must
+    # lose its quantization_config too, or every reload is GGUF-flagged and unsavable again.
+    config = copy.deepcopy(quantised.config)
+    del config.quantization_config
+    model = type(quantised)(config)
+    model.load_state_dict(quantised.state_dict(), strict=True)
     model.generation_config = quantised.generation_config
     cache_dir.mkdir(parents=True, exist_ok=True)
     # Write beside the target and rename, so an interrupted conversion never leaves half a model.
     staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".converting-"))
+    staging.chmod(0o755)  # mkdtemp makes it private; the model is for every user of the cache
     try:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)

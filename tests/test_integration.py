@@ -62,3 +62,29 @@ def test_one_iteration_end_to_end(tiny_solver, twelves, tmp_path, ray_session):
     assert (checkpoint / "model.safetensors").is_file() and (checkpoint / TRAINED_MARKER).is_file()
     exported = (run_dir / "iter-0" / "train.jsonl").read_text().splitlines()
     assert len(exported) == summary["u1"] + summary["u2"]
+
+
+@pytest.mark.timeout(600)
+def test_resume_after_a_crash_redoes_nothing_already_executed(tiny_solver, twelves, tmp_path, ray_session, monkeypatch):
+    run_dir = tmp_path / "run"
+    cfg = tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "algorithm.refine=false")
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("node lost during training")
+
+    monkeypatch.setattr(driver, "train", crash)
+    with pytest.raises(RuntimeError, match="node lost"):
+        driver.run(cfg)
+    db = sqlite3.connect(run_dir / "pool.sqlite")
+    explored_before = db.execute("SELECT id, solution FROM trajectories ORDER BY id").fetchall()
+    assert len(explored_before) == 6 * 2  # everything executed before the crash is kept
+
+    monkeypatch.undo()
+    with pytest.raises(Exception, match="already holds a run"):
+        driver.run(cfg)  # a fresh run must not overwrite it
+    driver.run(load_config(run_dir / "config.yaml"), resume=True)
+
+    assert db.execute("SELECT id, solution FROM trajectories ORDER BY id").fetchall() == explored_before
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [line["policy"] for line in metrics] == [0, 1]  # the base eval was not repeated
+    assert metrics[1]["u1"] >= 1 and metrics[1]["train_loss"] is not None

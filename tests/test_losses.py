@@ -54,3 +54,15 @@ def test_logits_that_predict_prompt_tokens_do_not_move_the_loss():
     assert torch.equal(target_token_loss(changed, labels), before)
     changed[0, 1] += 10 * torch.randn(7)  # position 1 predicts token 2, the first target token
     assert not torch.equal(target_token_loss(changed, labels), before)
+
+
+def test_self_reward_is_the_mean_raw_logprob_of_sampled_tokens_before_the_first_pad():
+    from actors.hf_backend import mean_sampled_logprob
+
+    # Two steps over a vocabulary of 2 (token 0 is pad/EOS). Raw logits give p(1) = 3/4 at step 1
+    # and p(1) = 1/2 at step 2.
+    step_logits = (torch.tensor([[0.0, math.log(3)]] * 2), torch.tensor([[0.0, 0.0]] * 2))
+    tokens = torch.tensor([[1, 1], [1, 0]])  # row 2 ended after one token
+    rewards = mean_sampled_logprob(step_logits, tokens, pad_id=0)
+    assert abs(rewards[0].item() - (math.log(3 / 4) + math.log(1 / 2)) / 2) < 1e-6
+    assert abs(rewards[1].item() - math.log(3 / 4)) < 1e-6

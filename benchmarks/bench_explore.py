@@ -1,0 +1,56 @@
+"""Exploration wall time (generate + stream to executors + execute + record) against generation
+alone for the same prompts, both through the same Ray generator actor in one run. Streaming hides
+execution behind generation; the goal is a ratio of 1.15 or less.
+
+    python benchmarks/bench_explore.py [--model smollm2] [--inputs 16] [--k 4]
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import ray
+from tqdm import tqdm
+
+from actors.pool import CandidatePool
+from envisions_ray import driver
+from envisions_ray.config import load_config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--inputs", type=int, default=16)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=160)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        cfg = load_config("conf/math_quickstart.yaml", [f"run_dir={run_dir}", f"model.path={args.model}", f"data.train_size={args.inputs}"])
+        run = driver.prepare(cfg)
+        driver.connect_ray(cfg)
+        run.pool = ray.remote(CandidatePool).remote(f"{run_dir}/pool.sqlite")
+        driver.start_actors(run)
+        requests = [driver.Request(x, run.prompts.explore(run.problems[x.id], cfg.algorithm.few_shot)) for x in run.train_set]
+        sample = run.generators[0].sample
+        ray.get(sample.remote([requests[0].prompt], 1, 0.0, 4, False))  # warm-up: weights paged in
+
+        start = time.perf_counter()
+        chunk = max(1, cfg.generator.chunk_size // args.k)  # prompts per call, as the driver cuts them
+        refs = [sample.remote([r.prompt for r in requests[i : i + chunk]], args.k, cfg.generator.temperature, args.max_new_tokens, True) for i in range(0, len(requests), chunk)]
+        for ref in tqdm(refs, desc="generation alone"):
+            ray.get(ref)
+        generation_only = time.perf_counter() - start
+
+        start = time.perf_counter()
+        driver.stream(run, requests, args.k, cfg.generator.temperature, args.max_new_tokens, "explore", 0)
+        exploration = time.perf_counter() - start
+
+    print(f"generation alone: {generation_only:7.1f} s")
+    print(f"exploration (generate + execute + record, streamed): {exploration:7.1f} s")
+    print(f"ratio (exploration / generation): {exploration / generation_only:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Actors: executors survive a crash with no work lost; the hf backend's self-reward and reload."""
+import os
+import signal
+
+import ray
+import torch
+
+from actors.executor import start_executors
+from actors.hf_backend import HFBackend
+from envisions_ray.config import EnvConfig, GeneratorConfig, SandboxConfig
+from envisions_ray.losses import TrainExample, collate, sequence_logprobs, tokenize
+from envisions_ray.prompts import PromptBook
+from envisions_ray.types import Example
+
+SLOW_PROGRAM = "def solution():\n    import time\n    time.sleep(0.05)\n    return {n}"
+
+
+def test_a_killed_executor_is_restarted_and_its_work_retried(ray_session):
+    executors = start_executors(EnvConfig(num_executors=2, sandbox=SandboxConfig(timeout_s=2.0)))
+    batches = [[(SLOW_PROGRAM.format(n=n), Example(str(n), "", str(n))) for n in range(b * 10, b * 10 + 10)] for b in range(8)]
+    refs = [executors[b % 2].execute.remote(batch) for b, batch in enumerate(batches)]
+    victim = ray.get(executors[0].pid.remote())
+    os.kill(victim, signal.SIGKILL)  # mid-run: executor 0 still has batches queued
+    results = ray.get(refs, timeout=120)
+    assert [o.reward for batch in results for o in batch] == [1] * 80
+    assert ray.get(executors[0].pid.remote()) != victim  # a new process took over
+    for executor in executors:
+        ray.kill(executor)
+
+
+def test_self_reward_is_the_teacher_forced_mean_logprob(tiny_solver):
+    backend = HFBackend(GeneratorConfig(stop=[], num_cpus=1), tiny_solver, "float32")
+    prompt = PromptBook.load("conf/prompts/math.yaml").explore("Ava has 3 apples. Then Ava gets 9 more apples. How many apples does Ava have now?")
+    [[sample]] = backend.sample([prompt], 1, 0.0, 32, True)
+    assert sample.text.startswith("def solution")
+    # The same number from an independent teacher-forced pass over prompt + text (EOS excluded).
+    input_ids, labels = tokenize(backend.tokenizer, TrainExample(prompt, sample.text, "check"), 1024)
+    batch = collate([(input_ids[:-1], labels[:-1])], backend.tokenizer.pad_token_id)
+    with torch.inference_mode():
+        logits = backend.model(input_ids=batch["input_ids"]).logits
+    total, count = sequence_logprobs(logits, batch["labels"])
+    assert abs(sample.self_reward - (total / count).item()) < 1e-4
+
+
+def test_self_reward_ignores_the_sampling_temperature(tiny_solver):
+    # Greedy picks the same tokens at any temperature setting; their temperature-1 score must not move.
+    backend = HFBackend(GeneratorConfig(stop=[], num_cpus=1, top_p=1.0), tiny_solver, "float32")
+    prompt = PromptBook.load("conf/prompts/math.yaml").explore("Ben has 4 cards. Then Ben gets 8 more cards. How many cards does Ben have now?")
+    greedy = backend.sample([prompt], 1, 0.0, 32, True)[0][0]
+    torch.manual_seed(0)
+    cold = backend.sample([prompt], 1, 1e-3, 32, True)[0][0]  # sampling this cold is greedy
+    assert cold.text == greedy.text and abs(cold.self_reward - greedy.self_reward) < 1e-5
+
+
+def test_load_swaps_weights_in_place(tiny_model, tiny_solver):
+    backend = HFBackend(GeneratorConfig(stop=[], num_cpus=1), tiny_solver, "float32")
+    prompt = "Question: Ava has 3 apples.\n"
+    before = backend.sample([prompt], 1, 0.0, 16, False)[0][0].text
+    backend.load(tiny_model)
+    after = backend.sample([prompt], 1, 0.0, 16, False)[0][0].text
+    backend.load(tiny_solver)
+    assert before != after and backend.sample([prompt], 1, 0.0, 16, False)[0][0].text == before

@@ -1,0 +1,84 @@
+"""Bad input gives one line on stderr and exit code 2, and nothing is written; `exec` and `--dry-run`."""
+import json
+
+import pytest
+
+from envisions_ray.cli import main
+
+QUICKSTART = "conf/math_quickstart.yaml"
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *needles):
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("envisions: error: ") and "Traceback" not in err
+    for needle in needles:
+        assert needle in err
+
+
+@pytest.mark.parametrize(
+    "overrides, needles",
+    [
+        (["algorithm.itrations=2"], ["algorithm.itrations", "algorithm.iterations"]),
+        (["algorithm.k=many"], ["algorithm.k"]),
+        (["data.train=/nonexistent/train.jsonl"], ["dataset not found", "/nonexistent/train.jsonl"]),
+        (["model.path=/nonexistent/model"], ["model not found", "/nonexistent/model"]),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(capsys, tmp_path, overrides, needles):
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, "run", QUICKSTART, f"run_dir={run_dir}", *overrides)
+    assert_one_line_error(code, err, *needles)
+    assert not run_dir.exists()
+
+
+def test_bad_dataset_line_names_file_and_line(capsys, tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"question": "1+1?", "answer": "2"}\nnot json\n')
+    code, _, err = run_cli(capsys, "run", QUICKSTART, f"run_dir={tmp_path / 'run'}", f"data.train={data}")
+    assert_one_line_error(code, err, f"{data}:2")
+    assert not (tmp_path / "run").exists()
+
+
+def test_unwritable_run_dir(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, _, err = run_cli(capsys, "run", QUICKSTART, f"run_dir={blocker / 'run'}")
+    assert_one_line_error(code, err, "not writable")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(Exception, match="algorithm.itrations"):
+        main(["--debug", "run", QUICKSTART, f"run_dir={tmp_path}", "algorithm.itrations=2"])
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(capsys, tmp_path):
+    run_dir = tmp_path / "run"
+    code, out, _ = run_cli(capsys, "run", QUICKSTART, f"run_dir={run_dir}", "--dry-run")
+    assert code == 0
+    assert "3 iterations" in out and "48 inputs" in out and "K=4" in out and "2 x math executor" in out
+    assert not run_dir.exists()
+
+
+def test_exec_runs_one_solution_as_a_run_would(capsys, tmp_path):
+    solution = tmp_path / "solution.py"
+    solution.write_text("def solution():\n    return 8 * 9\n")
+    code, out, _ = run_cli(capsys, "exec", "math", str(solution), "--input", '{"answer": "72"}')
+    assert code == 0 and json.loads(out) == {"reward": 1, "output": "72", "error": ""}
+    solution.write_text("def solution():\n    return open('/etc/passwd').read()\n")
+    code, out, _ = run_cli(capsys, "exec", "math", str(solution), "--input", '{"answer": "72"}')
+    result = json.loads(out)
+    assert code == 0 and result["reward"] == 0 and "FileNotFoundError" in result["error"]
+
+
+def test_exec_bad_input(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "exec", "math", str(tmp_path / "absent.py"), "--input", "{}")
+    assert_one_line_error(code, err, "solution file not found")
+    (tmp_path / "s.py").write_text("")
+    code, _, err = run_cli(capsys, "exec", "math", str(tmp_path / "s.py"), "--input", "{oops")
+    assert_one_line_error(code, err, "--input is not valid JSON")
