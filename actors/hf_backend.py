@@ -52,7 +52,7 @@ class HFBackend:
             **sampling,
             num_return_sequences=n,
             max_new_tokens=max_new_tokens,
-            stop_strings=self.cfg.stop,
+            stop_strings=self.cfg.stop or None,  # transformers rejects an empty list
             tokenizer=self.tokenizer,
             pad_token_id=self.tokenizer.pad_token_id,
             return_dict_in_generate=True,

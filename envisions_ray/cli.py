@@ -44,7 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     report = commands.add_parser("report", help="summarise runs: a table and accuracy plots")
     report.add_argument("run_dirs", nargs="+")
 
-    args = parser.parse_args(argv)
+    # Overrides may also follow options (`--size 200 key=value`), which argparse leaves over.
+    args, extra = parser.parse_known_args(argv)
+    stray = [word for word in extra if word.startswith("-") or "=" not in word]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         return {"run": _run, "eval": _eval, "exec": _exec, "report": _report}[args.command](args)
     except UserError as err:

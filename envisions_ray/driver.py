@@ -92,7 +92,7 @@ def run(cfg: RunConfig, resume: bool = False) -> None:
 def run_iteration(run: Run, i: int) -> None:
     cfg, algo = run.cfg, run.cfg.algorithm
     if run.pool_call("is_done", i, "eval"):
-        run.policy = _checkpoint_of(run, i) or run.policy
+        run.policy = _trained(run, i)[0] or run.policy
         return
     seconds: dict[str, float] = {}
     shots = algo.few_shot if run.policy == run.base_model else 0  # few-shot only for pi_0
@@ -105,9 +105,9 @@ def run_iteration(run: Run, i: int) -> None:
     if algo.refine and i >= algo.refine_from_iteration:
         with _timed(seconds, "refine"):  # 2. one refined solution per explored one
             refined = {t.parent_id for t in run.pool_call("trajectories", i, "refine")}
-            examples = {x.id: x for x in run.train_set}
+            inputs = {x.id: x for x in run.train_set}
             parents = [t for t in run.pool_call("trajectories", i, "explore") if t.id not in refined]
-            todo = [Request(examples[t.example_id], run.prompts.refine(run.problems[t.example_id], t.solution), t) for t in parents]
+            todo = [Request(inputs[t.example_id], run.prompts.refine(run.problems[t.example_id], t.solution), t) for t in parents]
             stream(run, todo, 1, cfg.generator.temperature, cfg.generator.max_new_tokens, "refine", i)
 
     with _timed(seconds, "select"):  # 3-5. eq. 2 filter, pool with dedup, U1 and U2
@@ -120,7 +120,7 @@ def run_iteration(run: Run, i: int) -> None:
         _export(run.run_dir / f"iter-{i}" / "train.jsonl", examples)
 
     with _timed(seconds, "train"):  # 6. from the base model (or pi_i), L1 + L2
-        checkpoint, loss = _checkpoint_of(run, i), None
+        checkpoint, loss = _trained(run, i)
         if checkpoint is None and examples:
             init = run.base_model if algo.train_from == "base" else run.policy
             checkpoint, loss = train(cfg.train, init, examples, str(run.run_dir / "checkpoints"), f"iter-{i}")
@@ -266,7 +266,7 @@ def start_actors(run: Run) -> None:
     run.problems = {x.id: text for x, text in zip(run.train_set, described)}
     run.policy = run.base_model
     for i in range(run.cfg.algorithm.iterations if run.pool else 0):  # resume: the newest finished checkpoint
-        run.policy = _checkpoint_of(run, i) or run.policy
+        run.policy = _trained(run, i)[0] or run.policy
     run.generators = start_generators(run.cfg.generator, run.policy, run.cfg.model.dtype)
 
 
@@ -277,9 +277,10 @@ def stop_actors(run: Run) -> None:
     run.generators, run.executors, run.pool = [], [], None
 
 
-def _checkpoint_of(run: Run, i: int) -> str | None:
+def _trained(run: Run, i: int) -> tuple[str | None, float | None]:
+    """(checkpoint, loss) of iteration i's finished training, or (None, None)."""
     detail = run.pool_call("stage_detail", i, "train")
-    return json.loads(detail)["checkpoint"] if detail else None
+    return (json.loads(detail)["checkpoint"], json.loads(detail)["loss"]) if detail else (None, None)
 
 
 def _trajectory(request: Request, sample: Sample, outcome: Outcome, iteration: int, source: str) -> Trajectory:

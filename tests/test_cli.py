@@ -82,3 +82,10 @@ def test_exec_bad_input(capsys, tmp_path):
     (tmp_path / "s.py").write_text("")
     code, _, err = run_cli(capsys, "exec", "math", str(tmp_path / "s.py"), "--input", "{oops")
     assert_one_line_error(code, err, "--input is not valid JSON")
+
+
+def test_overrides_may_follow_options(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "run", QUICKSTART, "--dry-run", f"run_dir={tmp_path / 'run'}", "algorithm.k=7")
+    assert code == 0 and "K=7" in out
+    with pytest.raises(SystemExit):
+        main(["run", QUICKSTART, "--dry-run", "--no-such-flag"])

@@ -25,6 +25,7 @@ def tiny_run_config(tiny_model, run_dir, *extra):
             "algorithm.k=2",
             "algorithm.iterations=1",
             "algorithm.few_shot=0",
+            "algorithm.refine_from_iteration=0",
             "train.num_workers=2",
             "train.epochs=1",
             "train.max_length=256",
