@@ -87,5 +87,10 @@ class CandidatePool:
         row = self.db.execute("SELECT detail FROM stages WHERE iteration = ? AND stage = ?", (iteration, stage)).fetchone()
         return row[0] if row else None
 
+    def last_stage_detail(self, stage: str) -> str | None:
+        """The detail of the newest iteration that finished `stage`, e.g. the latest checkpoint."""
+        row = self.db.execute("SELECT detail FROM stages WHERE stage = ? ORDER BY iteration DESC LIMIT 1", (stage,)).fetchone()
+        return row[0] if row else None
+
     def close(self) -> None:
         self.db.close()

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--dry-run", action="store_true", help="check everything, print the plan, write nothing")
 
     evaluate = commands.add_parser("eval", help="greedy accuracy of a model on a dataset")
-    evaluate.add_argument("checkpoint", help="model directory, or 'smollm2'")
+    evaluate.add_argument("checkpoint", help="model directory, 'smollm2', or a run directory (its newest checkpoint)")
     evaluate.add_argument("dataset", help="JSONL path, builtin:arith:eval or hf:NAME[:CONFIG]:SPLIT")
     evaluate.add_argument("overrides", nargs="*", help="key=value")
     evaluate.add_argument("--config", default="conf/math_quickstart.yaml")

@@ -85,6 +85,7 @@ def run(cfg: RunConfig, resume: bool = False) -> None:
             session.pool_call("mark_done", -1, "eval")
         for iteration in range(cfg.algorithm.iterations):
             run_iteration(session, iteration)
+        print(f"done: {session.run_dir} (envisions report {session.run_dir} draws the curves)")
     finally:
         stop_actors(session)
 
@@ -210,8 +211,8 @@ def evaluate(run: Run, shots: int) -> dict[str, float]:
 
 
 def evaluate_model(cfg: RunConfig, dataset: str, size: int | None, shots: int | None) -> dict[str, float]:
-    """`envisions eval`: greedy accuracy of cfg.model.path on one dataset."""
-    model = resolve_model_path(cfg.model.path, cfg.model.cache_dir)
+    """`envisions eval`: greedy accuracy of cfg.model.path (a model, or a run's newest checkpoint) on one dataset."""
+    model = resolve_model_path(newest_checkpoint(Path(cfg.model.path)) or cfg.model.path, cfg.model.cache_dir)
     examples = load_examples(dataset, size, cfg.data.seed)
     session = Run(cfg, Path(cfg.run_dir), model, PromptBook.load(cfg.env.prompt_file), [], {dataset: examples})
     if shots is None:  # a model we trained answers the zero-shot prompt it was trained on
@@ -222,6 +223,18 @@ def evaluate_model(cfg: RunConfig, dataset: str, size: int | None, shots: int | 
         return evaluate(session, shots)
     finally:
         stop_actors(session)
+
+
+def newest_checkpoint(run_dir: Path) -> str | None:
+    """The last checkpoint a run directory's training wrote; None when `run_dir` is no run."""
+    if not (run_dir / "pool.sqlite").is_file():
+        return None
+    pool = CandidatePool(str(run_dir / "pool.sqlite"))
+    detail = pool.last_stage_detail("train")
+    pool.close()
+    if detail is None:
+        raise UserError(f"run {run_dir} has not finished training an iteration yet")
+    return json.loads(detail)["checkpoint"]
 
 
 def plan(cfg: RunConfig) -> str:

@@ -46,11 +46,13 @@ def _plot(run_dir: Path, lines: list[dict], names: list[str]) -> None:
 
     matplotlib.use("Agg")  # files only; works without a display
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, axes = plt.subplots(figsize=(6, 4))
     for name in names:
         points = [(line["policy"], line["eval"][name]) for line in lines if name in line["eval"]]
         axes.plot([p for p, _ in points], [100 * a for _, a in points], marker="o", label=name)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("iteration (0 = base model)")
     axes.set_ylabel("eval accuracy (%)")
     axes.set_title(run_dir.name)

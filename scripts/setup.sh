@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs everything envisions-ray needs on a bare Debian machine with Python 3.11:
-# bubblewrap (the math sandbox), the package with its dev extra, and the default model.
+# bubblewrap and Debian's python3.11 (the math sandbox), the package with its dev extra, and the
+# default model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v bwrap >/dev/null; then
+# The sandbox runs programs with Debian's own interpreter: a dropped uid can read it, unlike one
+# installed under a private home directory.
+if ! command -v bwrap >/dev/null || [ ! -x /usr/bin/python3.11 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq bubblewrap
+  $SUDO apt-get install -y -qq bubblewrap python3.11
 fi
 
 python3 -m pip install -q --upgrade pip

@@ -60,3 +60,24 @@ def test_load_swaps_weights_in_place(tiny_model, tiny_solver):
     after = backend.sample([prompt], 1, 0.0, 16, False)[0][0].text
     backend.load(tiny_solver)
     assert before != after and backend.sample([prompt], 1, 0.0, 16, False)[0][0].text == before
+
+
+def test_ddp_fallback_trains_and_lowers_the_loss(tiny_model, ray_session, tmp_path):
+    from actors.trainer import train
+    from envisions_ray.config import TrainConfig
+    from envisions_ray.model import load_model_and_tokenizer
+
+    examples = [TrainExample("Question: Ava has 3 apples.\n", "def solution():\n    return 3", "l1")] * 8
+
+    def loss_of(path):
+        model, tokenizer = load_model_and_tokenizer(path)
+        batch = collate([tokenize(tokenizer, examples[0], 256)], tokenizer.pad_token_id)
+        with torch.inference_mode():
+            logits = model(input_ids=batch["input_ids"]).logits
+        total, count = sequence_logprobs(logits, batch["labels"])
+        return -(total / count).item()
+
+    config = TrainConfig(num_workers=2, deepspeed=False, epochs=3, lr=3e-3, global_batch_size=4, micro_batch_size=2)
+    checkpoint, mean_loss = train(config, tiny_model, examples, str(tmp_path), "ddp")
+    assert mean_loss > 0
+    assert loss_of(checkpoint) < 0.5 * loss_of(tiny_model)

@@ -64,6 +64,11 @@ def test_one_iteration_end_to_end(tiny_solver, twelves, tmp_path, ray_session):
     exported = (run_dir / "iter-0" / "train.jsonl").read_text().splitlines()
     assert len(exported) == summary["u1"] + summary["u2"]
 
+    # `envisions eval RUN_DIR DATASET` evaluates the run's newest checkpoint, zero-shot.
+    assert driver.newest_checkpoint(run_dir) == str(checkpoint)
+    scores = driver.evaluate_model(load_config(run_dir / "config.yaml", [f"model.path={run_dir}"]), twelves, 4, None)
+    assert list(scores) == [twelves] and 0.0 <= scores[twelves] <= 1.0
+
 
 @pytest.mark.timeout(600)
 def test_resume_after_a_crash_redoes_nothing_already_executed(tiny_solver, twelves, tmp_path, ray_session, monkeypatch):
