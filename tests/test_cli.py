@@ -1,5 +1,7 @@
 """Bad input gives one line on stderr and exit code 2, and nothing is written; `exec` and `--dry-run`."""
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -8,10 +10,11 @@ from envisions_ray.cli import main
 QUICKSTART = "conf/math_quickstart.yaml"
 
 
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+def run_envisions(*argv):
+    """The CLI as its own process, as users meet it: in-process, Ray log lines forwarded from
+    other tests' actors can land on this process's stderr at any moment."""
+    done = subprocess.run([sys.executable, "-m", "envisions_ray.cli", *argv], capture_output=True, text=True, timeout=120)
+    return done.returncode, done.stdout, done.stderr
 
 
 def assert_one_line_error(code, err, *needles):
@@ -30,25 +33,25 @@ def assert_one_line_error(code, err, *needles):
         (["model.path=/nonexistent/model"], ["model not found", "/nonexistent/model"]),
     ],
 )
-def test_bad_input_is_one_line_and_writes_nothing(capsys, tmp_path, overrides, needles):
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, overrides, needles):
     run_dir = tmp_path / "run"
-    code, _, err = run_cli(capsys, "run", QUICKSTART, f"run_dir={run_dir}", *overrides)
+    code, _, err = run_envisions("run", QUICKSTART, f"run_dir={run_dir}", *overrides)
     assert_one_line_error(code, err, *needles)
     assert not run_dir.exists()
 
 
-def test_bad_dataset_line_names_file_and_line(capsys, tmp_path):
+def test_bad_dataset_line_names_file_and_line(tmp_path):
     data = tmp_path / "train.jsonl"
     data.write_text('{"question": "1+1?", "answer": "2"}\nnot json\n')
-    code, _, err = run_cli(capsys, "run", QUICKSTART, f"run_dir={tmp_path / 'run'}", f"data.train={data}")
+    code, _, err = run_envisions("run", QUICKSTART, f"run_dir={tmp_path / 'run'}", f"data.train={data}")
     assert_one_line_error(code, err, f"{data}:2")
     assert not (tmp_path / "run").exists()
 
 
-def test_unwritable_run_dir(capsys, tmp_path):
+def test_unwritable_run_dir(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    code, _, err = run_cli(capsys, "run", QUICKSTART, f"run_dir={blocker / 'run'}")
+    code, _, err = run_envisions("run", QUICKSTART, f"run_dir={blocker / 'run'}")
     assert_one_line_error(code, err, "not writable")
 
 
@@ -57,35 +60,35 @@ def test_debug_shows_the_traceback(tmp_path):
         main(["--debug", "run", QUICKSTART, f"run_dir={tmp_path}", "algorithm.itrations=2"])
 
 
-def test_dry_run_prints_the_plan_and_writes_nothing(capsys, tmp_path):
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     run_dir = tmp_path / "run"
-    code, out, _ = run_cli(capsys, "run", QUICKSTART, f"run_dir={run_dir}", "--dry-run")
+    code, out, _ = run_envisions("run", QUICKSTART, f"run_dir={run_dir}", "--dry-run")
     assert code == 0
     assert "3 iterations" in out and "48 inputs" in out and "K=4" in out and "2 x math executor" in out
     assert not run_dir.exists()
 
 
-def test_exec_runs_one_solution_as_a_run_would(capsys, tmp_path):
+def test_exec_runs_one_solution_as_a_run_would(tmp_path):
     solution = tmp_path / "solution.py"
     solution.write_text("def solution():\n    return 8 * 9\n")
-    code, out, _ = run_cli(capsys, "exec", "math", str(solution), "--input", '{"answer": "72"}')
+    code, out, _ = run_envisions("exec", "math", str(solution), "--input", '{"answer": "72"}')
     assert code == 0 and json.loads(out) == {"reward": 1, "output": "72", "error": ""}
     solution.write_text("def solution():\n    return open('/etc/passwd').read()\n")
-    code, out, _ = run_cli(capsys, "exec", "math", str(solution), "--input", '{"answer": "72"}')
+    code, out, _ = run_envisions("exec", "math", str(solution), "--input", '{"answer": "72"}')
     result = json.loads(out)
     assert code == 0 and result["reward"] == 0 and "FileNotFoundError" in result["error"]
 
 
-def test_exec_bad_input(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "exec", "math", str(tmp_path / "absent.py"), "--input", "{}")
+def test_exec_bad_input(tmp_path):
+    code, _, err = run_envisions("exec", "math", str(tmp_path / "absent.py"), "--input", "{}")
     assert_one_line_error(code, err, "solution file not found")
     (tmp_path / "s.py").write_text("")
-    code, _, err = run_cli(capsys, "exec", "math", str(tmp_path / "s.py"), "--input", "{oops")
+    code, _, err = run_envisions("exec", "math", str(tmp_path / "s.py"), "--input", "{oops")
     assert_one_line_error(code, err, "--input is not valid JSON")
 
 
-def test_overrides_may_follow_options(capsys, tmp_path):
-    code, out, _ = run_cli(capsys, "run", QUICKSTART, "--dry-run", f"run_dir={tmp_path / 'run'}", "algorithm.k=7")
+def test_overrides_may_follow_options(tmp_path):
+    code, out, _ = run_envisions("run", QUICKSTART, "--dry-run", f"run_dir={tmp_path / 'run'}", "algorithm.k=7")
     assert code == 0 and "K=7" in out
     with pytest.raises(SystemExit):
         main(["run", QUICKSTART, "--dry-run", "--no-such-flag"])
