@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from envisions_ray.config import RunConfig, load_config
+from envisions_ray.config import EnvConfig, load_config
 from envisions_ray.errors import UserError
 
 USAGE_ERROR = 2
@@ -91,8 +91,8 @@ def _exec(args) -> int:
     from envisions_ray.types import Example
     from envs import make_env
 
-    cfg = load_config(args.config, ["run_dir=unused"]) if args.config else RunConfig(run_dir="unused")
-    cfg.env.name = args.domain
+    env_cfg = load_config(args.config, ["run_dir=unused"]).env if args.config else EnvConfig()
+    env_cfg.name = args.domain
     solution_path = Path(args.solution_file)
     if not solution_path.is_file():
         raise UserError(f"solution file not found: {solution_path}")
@@ -101,7 +101,7 @@ def _exec(args) -> int:
     except json.JSONDecodeError as err:
         raise UserError(f"--input is not valid JSON: {err.msg}") from None
     example = Example(str(fields.pop("id", "cli")), str(fields.pop("question", "")), str(fields.pop("answer", "")), fields)
-    env = make_env(cfg.env)
+    env = make_env(env_cfg)
     try:
         outcome = env.execute(solution_path.read_text(), example)
     finally:

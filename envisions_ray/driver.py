@@ -63,12 +63,15 @@ class Run:
         return ray.get(getattr(self.pool, method).remote(*args))
 
 
-def prepare(cfg: RunConfig) -> Run:
-    """Check everything a user can get wrong, before anything is written or started."""
+def prepare(cfg: RunConfig, convert_model: bool = True) -> Run:
+    """Check everything a user can get wrong, before anything is written or started.
+
+    Without `convert_model` a packaged model is only checked, not converted, so nothing is written.
+    """
     prompts = PromptBook.load(cfg.env.prompt_file)
     train_set = load_examples(cfg.data.train, cfg.data.train_size, cfg.data.seed)
     eval_sets = {name: load_examples(spec, cfg.data.eval_size, cfg.data.seed) for name, spec in cfg.data.eval.items()}
-    base_model = resolve_model_path(cfg.model.path, cfg.model.cache_dir)
+    base_model = resolve_model_path(cfg.model.path, cfg.model.cache_dir) if convert_model else check_model_path(cfg.model.path)
     return Run(cfg, Path(cfg.run_dir).resolve(), base_model, prompts, train_set, eval_sets)
 
 
@@ -92,8 +95,7 @@ def run(cfg: RunConfig, resume: bool = False) -> None:
 
 def run_iteration(run: Run, i: int) -> None:
     cfg, algo = run.cfg, run.cfg.algorithm
-    if run.pool_call("is_done", i, "eval"):
-        run.policy = _trained(run, i)[0] or run.policy
+    if run.pool_call("is_done", i, "eval"):  # finished before a resume; start_actors loaded its policy
         return
     seconds: dict[str, float] = {}
     shots = algo.few_shot if run.policy == run.base_model else 0  # few-shot only for pi_0
@@ -239,26 +241,22 @@ def newest_checkpoint(run_dir: Path) -> str | None:
 
 def plan(cfg: RunConfig) -> str:
     """`run --dry-run`: check config, model, data, environment and run directory; write nothing."""
-    prompts = PromptBook.load(cfg.env.prompt_file)
-    train_set = load_examples(cfg.data.train, cfg.data.train_size, cfg.data.seed)
-    eval_sizes = {name: len(load_examples(spec, cfg.data.eval_size, cfg.data.seed)) for name, spec in cfg.data.eval.items()}
-    model = check_model_path(cfg.model.path)
+    run = prepare(cfg, convert_model=False)
     make_env(cfg.env).close()
-    run_dir = Path(cfg.run_dir).resolve()
-    existing = next((p for p in [run_dir, *run_dir.parents] if p.exists()), None)
+    existing = next((p for p in [run.run_dir, *run.run_dir.parents] if p.exists()), None)
     if existing is None or not os.access(existing, os.W_OK):
-        raise UserError(f"run directory {run_dir} is not writable")
-    if (run_dir / "pool.sqlite").exists():
-        raise UserError(f"{run_dir} already holds a run: resume it with --resume {run_dir}, or set another run_dir")
+        raise UserError(f"run directory {run.run_dir} is not writable")
+    if (run.run_dir / "pool.sqlite").exists():
+        raise _existing_run(run.run_dir)
     algo, gen = cfg.algorithm, cfg.generator
     return "\n".join([
         f"plan: {algo.iterations} iterations of explore -> refine -> filter -> train -> eval",
-        f"  model      {model} ({len(prompts.shots)} shots in the prompt file, {algo.few_shot} used in iteration 0)",
-        f"  train      {len(train_set)} inputs from {cfg.data.train}, K={algo.k}, refine={'on' if algo.refine else 'off'}, N1={algo.n1}, N2={algo.n2}",
-        f"  eval       " + ", ".join(f"{name} ({n} inputs)" for name, n in eval_sizes.items()),
+        f"  model      {run.base_model} ({len(run.prompts.shots)} shots in the prompt file, {algo.few_shot} used in iteration 0)",
+        f"  train      {len(run.train_set)} inputs from {cfg.data.train}, K={algo.k}, refine={'on' if algo.refine else 'off'}, N1={algo.n1}, N2={algo.n2}",
+        f"  eval       " + ", ".join(f"{name} ({len(examples)} inputs)" for name, examples in run.eval_sets.items()),
         f"  actors     {gen.num_actors} x {gen.backend} generator, {cfg.env.num_executors} x {cfg.env.name} executor, {cfg.train.num_workers} train workers",
         f"  training   from {algo.train_from}, {cfg.train.epochs} epoch(s), lr {cfg.train.lr} {cfg.train.lr_schedule}",
-        f"  run_dir    {run_dir}",
+        f"  run_dir    {run.run_dir}",
     ])
 
 
@@ -277,9 +275,8 @@ def start_actors(run: Run) -> None:
     run.executors = start_executors(run.cfg.env)
     described = ray.get(run.executors[0].describe.remote(run.train_set))
     run.problems = {x.id: text for x, text in zip(run.train_set, described)}
-    run.policy = run.base_model
-    for i in range(run.cfg.algorithm.iterations if run.pool else 0):  # resume: the newest finished checkpoint
-        run.policy = _trained(run, i)[0] or run.policy
+    newest = run.pool_call("last_stage_detail", "train") if run.pool else None  # set when resuming
+    run.policy = json.loads(newest)["checkpoint"] if newest else run.base_model
     run.generators = start_generators(run.cfg.generator, run.policy, run.cfg.model.dtype)
 
 
@@ -293,7 +290,10 @@ def stop_actors(run: Run) -> None:
 def _trained(run: Run, i: int) -> tuple[str | None, float | None]:
     """(checkpoint, loss) of iteration i's finished training, or (None, None)."""
     detail = run.pool_call("stage_detail", i, "train")
-    return (json.loads(detail)["checkpoint"], json.loads(detail)["loss"]) if detail else (None, None)
+    if detail is None:
+        return None, None
+    trained = json.loads(detail)
+    return trained["checkpoint"], trained["loss"]
 
 
 def _trajectory(request: Request, sample: Sample, outcome: Outcome, iteration: int, source: str) -> Trajectory:
@@ -307,7 +307,7 @@ def _claim_run_dir(run_dir: Path, resume: bool) -> None:
     if resume and not has_pool:
         raise UserError(f"nothing to resume in {run_dir}: it has no pool.sqlite")
     if not resume and has_pool:
-        raise UserError(f"{run_dir} already holds a run: resume it with --resume {run_dir}, or set another run_dir")
+        raise _existing_run(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -315,6 +315,10 @@ def _claim_run_dir(run_dir: Path, resume: bool) -> None:
         probe.unlink()
     except OSError as err:
         raise UserError(f"run directory {run_dir} is not writable: {err.strerror}") from None
+
+
+def _existing_run(run_dir: Path) -> UserError:
+    return UserError(f"{run_dir} already holds a run: resume it with --resume {run_dir}, or set another run_dir")
 
 
 def _export(path: Path, examples: list[TrainExample]) -> None:

@@ -49,12 +49,3 @@ def target_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     shifted_logits = logits[:, :-1, :].reshape(-1, logits.size(-1))
     shifted_labels = labels[:, 1:].reshape(-1)
     return F.cross_entropy(shifted_logits.float(), shifted_labels, ignore_index=IGNORE)
-
-
-def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sequence: the sum of target-token log-probs and the number of target tokens."""
-    logprobs = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)
-    targets = labels[:, 1:]
-    mask = targets != IGNORE
-    picked = logprobs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (picked * mask).sum(dim=-1), mask.sum(dim=-1)

@@ -8,7 +8,7 @@ import torch
 from actors.executor import start_executors
 from actors.hf_backend import HFBackend
 from envisions_ray.config import EnvConfig, GeneratorConfig, SandboxConfig
-from envisions_ray.losses import TrainExample, collate, sequence_logprobs, tokenize
+from envisions_ray.losses import TrainExample, collate, target_token_loss, tokenize
 from envisions_ray.prompts import PromptBook
 from envisions_ray.types import Example
 
@@ -38,8 +38,8 @@ def test_self_reward_is_the_teacher_forced_mean_logprob(tiny_solver):
     batch = collate([(input_ids[:-1], labels[:-1])], backend.tokenizer.pad_token_id)
     with torch.inference_mode():
         logits = backend.model(input_ids=batch["input_ids"]).logits
-    total, count = sequence_logprobs(logits, batch["labels"])
-    assert abs(sample.self_reward - (total / count).item()) < 1e-4
+    mean_logprob = -target_token_loss(logits, batch["labels"]).item()
+    assert abs(sample.self_reward - mean_logprob) < 1e-4
 
 
 def test_self_reward_ignores_the_sampling_temperature(tiny_solver):
@@ -74,8 +74,7 @@ def test_ddp_fallback_trains_and_lowers_the_loss(tiny_model, ray_session, tmp_pa
         batch = collate([tokenize(tokenizer, examples[0], 256)], tokenizer.pad_token_id)
         with torch.inference_mode():
             logits = model(input_ids=batch["input_ids"]).logits
-        total, count = sequence_logprobs(logits, batch["labels"])
-        return -(total / count).item()
+        return target_token_loss(logits, batch["labels"]).item()
 
     # 2 workers x micro-batch 2 = global batch 4: 4 optimizer steps per epoch, 32 in all.
     config = TrainConfig(num_workers=2, deepspeed=False, epochs=8, lr=3e-3, global_batch_size=4, micro_batch_size=2)

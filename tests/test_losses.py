@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from envisions_ray.losses import IGNORE, TrainExample, collate, sequence_logprobs, target_token_loss, tokenize
+from envisions_ray.losses import IGNORE, TrainExample, collate, target_token_loss, tokenize
 
 
 class WordTokenizer:
@@ -39,9 +39,9 @@ def test_loss_counts_only_target_tokens():
     labels = torch.tensor([[IGNORE, IGNORE, 1, 0]])  # targets at positions 2 and 3
     expected = -(math.log(3 / 4) + math.log(1 / 4)) / 2
     assert abs(target_token_loss(logits, labels).item() - expected) < 1e-6
-    total, count = sequence_logprobs(logits, labels)
-    assert count.tolist() == [2]
-    assert abs(total.item() - (math.log(3 / 4) + math.log(1 / 4))) < 1e-6
+    # One more target token with p = 3/4 moves the mean: only the two (then three) targets count.
+    three_targets = torch.tensor([[IGNORE, 1, 1, 0]])
+    assert abs(target_token_loss(logits, three_targets).item() - (expected * 2 - math.log(3 / 4)) / 3) < 1e-6
 
 
 def test_logits_that_predict_prompt_tokens_do_not_move_the_loss():
