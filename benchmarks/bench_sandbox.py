@@ -13,9 +13,8 @@ import time
 
 from tqdm import tqdm
 
-from envisions_ray.config import SandboxConfig
 from envisions_ray.types import Example
-from envs.math_sandbox import MathSandbox, is_correct
+from envs.math_sandbox import MathSandbox, SandboxSettings, is_correct
 
 # (program, expected answer): the size and flavour of what the model writes for word problems.
 PROGRAMS = [
@@ -31,7 +30,7 @@ PROGRAMS = [
 ]
 
 
-def bench_sandbox(cfg: SandboxConfig, jobs: list[tuple[str, str]]) -> tuple[float, int]:
+def bench_sandbox(cfg: SandboxSettings, jobs: list[tuple[str, str]]) -> tuple[float, int]:
     env = MathSandbox(cfg)  # the server starts once, outside the timed loop, as in a run
     try:
         start = time.perf_counter()
@@ -42,7 +41,7 @@ def bench_sandbox(cfg: SandboxConfig, jobs: list[tuple[str, str]]) -> tuple[floa
         env.close()
 
 
-def bench_fresh_process(cfg: SandboxConfig, jobs: list[tuple[str, str]]) -> tuple[float, int]:
+def bench_fresh_process(cfg: SandboxSettings, jobs: list[tuple[str, str]]) -> tuple[float, int]:
     start = time.perf_counter()
     correct = 0
     for program, answer in tqdm(jobs, desc="fresh process"):
@@ -56,7 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300, help="programs per side")
     args = parser.parse_args()
-    cfg = SandboxConfig()
+    cfg = SandboxSettings()
     jobs = [PROGRAMS[i % len(PROGRAMS)] for i in range(args.n)]
     ours, ours_correct = bench_sandbox(cfg, jobs)
     baseline, baseline_correct = bench_fresh_process(cfg, jobs)

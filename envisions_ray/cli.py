@@ -29,14 +29,14 @@ def main(argv: list[str] | None = None) -> int:
 
     evaluate = commands.add_parser("eval", help="greedy accuracy of a model on a dataset")
     evaluate.add_argument("checkpoint", help="model directory, 'smollm2', or a run directory (its newest checkpoint)")
-    evaluate.add_argument("dataset", help="JSONL path, builtin:arith:eval or hf:NAME[:CONFIG]:SPLIT")
+    evaluate.add_argument("dataset", help="JSONL path, builtin:arith:eval, ruletaker:PATH or hf:NAME[:CONFIG]:SPLIT")
     evaluate.add_argument("overrides", nargs="*", help="key=value")
     evaluate.add_argument("--config", default="conf/math_quickstart.yaml")
     evaluate.add_argument("--size", type=int, help="first N examples")
     evaluate.add_argument("--shots", type=int, help="demonstrations in the prompt (default: few-shot for the base model, 0 otherwise)")
 
     execute = commands.add_parser("exec", help="run one solution through a domain's environment")
-    execute.add_argument("domain", help="environment name, e.g. math")
+    execute.add_argument("domain", help="environment name: math or logic")
     execute.add_argument("solution_file")
     execute.add_argument("--input", required=True, help='the input as JSON, e.g. \'{"answer": "72"}\'')
     execute.add_argument("--config", help="YAML whose env settings to use")
@@ -91,8 +91,9 @@ def _exec(args) -> int:
     from envisions_ray.types import Example
     from envs import make_env
 
-    env_cfg = load_config(args.config, ["run_dir=unused"]).env if args.config else EnvConfig()
-    env_cfg.name = args.domain
+    env_cfg = load_config(args.config, ["run_dir=unused"]).env if args.config else EnvConfig(name=args.domain)
+    if env_cfg.name != args.domain:
+        raise UserError(f"{args.config} configures the '{env_cfg.name}' environment, not '{args.domain}'")
     solution_path = Path(args.solution_file)
     if not solution_path.is_file():
         raise UserError(f"solution file not found: {solution_path}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -42,37 +43,25 @@ class GeneratorConfig:
 
 
 @dataclass
-class SandboxConfig:
-    # Debian's interpreter: a dropped uid cannot read one under /root (mode 700).
-    python: str = "/usr/bin/python3.11"
-    timeout_s: float = 2.0
-    memory_mb: int = 512
-    max_processes: int = 64
-    max_file_mb: int = 1
-    max_open_files: int = 32
-    # Without bubblewrap the sandbox refuses to start unless this weaker rlimit-only mode is allowed.
-    allow_rlimit_only: bool = False
-    # Uid/gid the sandbox drops to when started as root.
-    unprivileged_uid: int = 65534
-    unprivileged_gid: int = 65534
-
-
-@dataclass
 class EnvConfig:
     name: str = "math"
     num_executors: int = 2
     # Retries of one solution after its executor actor died.
     max_retries: int = 2
     prompt_file: str = "conf/prompts/math.yaml"
-    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    # The environment's own settings. Their schema is the `Settings` dataclass of the env's module
+    # in envs/, so a new domain brings its settings without touching this file.
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class DataConfig:
-    # "builtin:arith" (seeded word problems, nothing downloaded), a JSONL path, or "hf:NAME[:CONFIG]:SPLIT".
-    train: str = "builtin:arith"
-    # Eval sets by name; held-out sets are only ever evaluated.
-    eval: dict[str, str] = field(default_factory=lambda: {"arith": "builtin:arith"})
+    # "builtin:arith:train" (seeded word problems, nothing downloaded), a JSONL path,
+    # "ruletaker:PATH" or "hf:NAME[:CONFIG]:SPLIT"; envisions_ray/data.py has the details.
+    train: str = "builtin:arith:train"
+    # Eval sets by name, evaluated after every iteration; held-out sets are only ever evaluated.
+    # Empty by default: YAML entries are added to the defaults, never replace them.
+    eval: dict[str, str] = field(default_factory=dict)
     train_size: int = 64
     eval_size: int = 64
     seed: int = 0
@@ -162,16 +151,18 @@ def _is_known(schema, key: str) -> bool:
     return True
 
 
-def _unknown_key_error(key: str, schema) -> UserError:
-    nearest = difflib.get_close_matches(key, _all_keys(OmegaConf.to_container(schema)), n=1, cutoff=0.0)
+def _unknown_key_error(key: str, schema, prefix: str = "") -> UserError:
+    candidates = [prefix + name for name in _all_keys(OmegaConf.to_container(schema))]
+    nearest = difflib.get_close_matches(prefix + key, candidates, n=1, cutoff=0.0)
     hint = f"; did you mean '{nearest[0]}'?" if nearest else ""
-    return UserError(f"config: unknown key '{key}'{hint}")
+    return UserError(f"config: unknown key '{prefix}{key}'{hint}")
 
 
-def _explain(err: OmegaConfBaseException, schema) -> UserError:
+def _explain(err: OmegaConfBaseException, schema, prefix: str = "") -> UserError:
     key = err.full_key or getattr(err, "key", "") or "?"
     if isinstance(err, ConfigKeyError):
-        return _unknown_key_error(str(key), schema)
+        return _unknown_key_error(str(key), schema, prefix)
+    key = f"{prefix}{key}"
     if isinstance(err, ValidationError):
         return UserError(f"config: '{key}' has the wrong type: {err.msg.splitlines()[0]}")
     return UserError(f"config: '{key}': {err.msg.splitlines()[0]}")
@@ -200,6 +191,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"]))
     except OmegaConfBaseException as err:
         raise _explain(err, schema) from None
+    cfg.env.settings = _env_settings(cfg.env.name, cfg.env.settings)
     if OmegaConf.is_missing(cfg, "run_dir"):
         raise UserError("config: 'run_dir' is required (set it in the YAML or as run_dir=PATH)")
     for key, allowed in CHOICES.items():
@@ -207,6 +199,17 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
         if value not in allowed:
             raise UserError(f"config: '{key}' must be one of {', '.join(allowed)}, got '{value}'")
     return OmegaConf.to_object(cfg)
+
+
+def _env_settings(env_name: str, given):
+    """`env.settings` checked against the env's own schema, with its defaults filled in."""
+    from envs import environment_class  # the env module owns the schema
+
+    schema = OmegaConf.structured(environment_class(env_name).Settings)
+    try:
+        return OmegaConf.to_container(OmegaConf.merge(schema, given))
+    except OmegaConfBaseException as err:
+        raise _explain(err, schema, prefix="env.settings.") from None
 
 
 def to_yaml(cfg: RunConfig) -> str:

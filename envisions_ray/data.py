@@ -4,6 +4,10 @@ A dataset is named by a spec string:
 - `builtin:arith:train` / `builtin:arith:eval`: seeded arithmetic word problems (1-3 operations)
   generated here, so the quickstart downloads nothing. The two splits are disjoint by construction.
 - a path to JSONL with `question` and `answer` (GSM8K's `... #### 72` answers are reduced to `72`).
+  Other fields stay with the example for its environment: ProofWriter's `context` (the theory)
+  is read by the logic environment.
+- `ruletaker:PATH`: AllenAI's RuleTaker / ProofWriter release format (`meta-*.jsonl`), one theory
+  per line with its questions; each question becomes one example, its theory the `context`.
 - `hf:NAME[:CONFIG]:SPLIT`: a Hugging Face `datasets` dataset with `question`/`answer` columns
   (needs network access to the hub).
 """
@@ -20,6 +24,7 @@ from envisions_ray.types import Example
 # One problem in EVAL_SHARE_PER_TEN goes to the eval split, decided by a hash of its text.
 EVAL_SHARE_PER_TEN = 3
 SPLITS = ("train", "eval")
+RULETAKER_LABELS = {"true": "True", "false": "False", "unknown": "Unknown"}
 
 NAMES = ["Ava", "Ben", "Chloe", "Dan", "Emma", "Finn", "Grace", "Hugo", "Ivy", "Jack", "Lena", "Omar"]
 ITEMS = ["apples", "marbles", "stickers", "books", "cookies", "pencils", "shells", "cards", "coins"]
@@ -37,27 +42,60 @@ def load_examples(spec: str, size: int | None = None, seed: int = 0) -> list[Exa
         examples = _builtin(spec, size or 0, seed)
     elif spec.startswith("hf:"):
         examples = _hugging_face(spec)
+    elif spec.startswith("ruletaker:"):
+        examples = load_ruletaker(Path(spec.removeprefix("ruletaker:")))
     else:
         examples = load_jsonl(Path(spec))
     return examples if size is None else examples[:size]
 
 
-def load_jsonl(path: Path) -> list[Example]:
+def _records(path: Path):
+    """(line number, JSON object) for each non-blank line; errors name the file and line."""
     if not path.is_file():
         raise UserError(f"dataset not found: {path}")
-    examples = []
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-                question, answer = str(record["question"]), normalise_answer(str(record["answer"]))
             except json.JSONDecodeError as err:
                 raise UserError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            except (KeyError, TypeError):
-                raise UserError(f"{path}:{number}: a record needs 'question' and 'answer'") from None
-            examples.append(Example(str(record.get("id", f"{path.stem}-{number}")), question, answer))
+            if not isinstance(record, dict):
+                raise UserError(f"{path}:{number}: a record must be a JSON object")
+            yield number, record
+
+
+def load_jsonl(path: Path) -> list[Example]:
+    examples = []
+    for number, record in _records(path):
+        if "question" not in record or "answer" not in record:
+            raise UserError(f"{path}:{number}: a record needs 'question' and 'answer'")
+        meta = {k: v for k, v in record.items() if k not in ("id", "question", "answer")}
+        example_id = str(record.get("id", f"{path.stem}-{number}"))
+        examples.append(Example(example_id, str(record["question"]), normalise_answer(str(record["answer"])), meta))
+    if not examples:
+        raise UserError(f"dataset is empty: {path}")
+    return examples
+
+
+def load_ruletaker(path: Path) -> list[Example]:
+    """One example per question; answers true / false / "Unknown" become True / False / Unknown."""
+    examples = []
+    for number, record in _records(path):
+        questions = record.get("questions")
+        if not isinstance(record.get("theory"), str) or not isinstance(questions, (dict, list)):
+            raise UserError(f"{path}:{number}: a RuleTaker record needs 'theory' and 'questions'")
+        # The release keys questions Q1, Q2, ...; some conversions keep them as a list.
+        items = questions.items() if isinstance(questions, dict) else enumerate(questions, start=1)
+        for key, question in items:
+            if not isinstance(question, dict) or "question" not in question or "answer" not in question:
+                raise UserError(f"{path}:{number}: question {key} needs 'question' and 'answer'")
+            label = RULETAKER_LABELS.get(str(question["answer"]).lower())
+            if label is None:
+                raise UserError(f"{path}:{number}: question {key} has answer {question['answer']!r}, not true, false or Unknown")
+            meta = {"context": record["theory"], "depth": question.get("QDep")}
+            examples.append(Example(f"{record.get('id', number)}-{key}", question["question"], label, meta))
     if not examples:
         raise UserError(f"dataset is empty: {path}")
     return examples

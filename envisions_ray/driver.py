@@ -25,7 +25,7 @@ from envisions_ray.config import RunConfig, to_yaml
 from envisions_ray.data import load_examples
 from envisions_ray.errors import UserError
 from envisions_ray.losses import TrainExample
-from envisions_ray.metrics import accuracy, exploratory_ability, stability
+from envisions_ray.metrics import accuracy, executable_rate, exploratory_ability, stability
 from envisions_ray.model import TRAINED_MARKER, check_model_path, resolve_model_path
 from envisions_ray.prompts import PromptBook
 from envisions_ray.types import Example, Outcome, Trajectory
@@ -84,7 +84,8 @@ def run(cfg: RunConfig, resume: bool = False) -> None:
     try:
         start_actors(session)
         if not session.pool_call("is_done", -1, "eval"):
-            _record(session, {"policy": 0, "eval": evaluate(session, shots=cfg.algorithm.few_shot)})
+            scores, executable = evaluate(session, shots=cfg.algorithm.few_shot)
+            _record(session, {"policy": 0, "eval": scores, "executable": executable})
             session.pool_call("mark_done", -1, "eval")
         for iteration in range(cfg.algorithm.iterations):
             run_iteration(session, iteration)
@@ -133,20 +134,23 @@ def run_iteration(run: Run, i: int) -> None:
             run.policy = checkpoint
 
     with _timed(seconds, "eval"):
-        scores = evaluate(run, shots=algo.few_shot if run.policy == run.base_model else 0)
+        scores, executable = evaluate(run, shots=algo.few_shot if run.policy == run.base_model else 0)
 
+    generated = run.pool_call("trajectories", i)  # explored and refined
     solved = [run.pool_call("solved_inputs", j) for j in range(i + 1)]
     summary = {
         "iteration": i + 1,
         "policy": i + 1,
         "inputs": len(run.train_set),
         "explored": len(solved[-1]),
-        "positives": sum(t.reward for t in run.pool_call("trajectories", i)),
+        "positives": sum(t.reward for t in generated),
+        "generated_executable": executable_rate([t.error for t in generated]),
         **run.pool_call("pool_counts"),
         "u1": len(training.u1),
         "u2": len(training.u2),
         "train_loss": loss,
         "eval": scores,
+        "executable": executable,
         "ea": exploratory_ability(solved),
         "stb": stability(solved),
         "seconds": seconds,
@@ -201,18 +205,19 @@ def stream(run: Run, requests: list[Request], n: int, temperature: float, max_ne
     return outcomes
 
 
-def evaluate(run: Run, shots: int) -> dict[str, float]:
-    """Greedy accuracy of the current policy on every eval set."""
-    scores = {}
+def evaluate(run: Run, shots: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Greedy accuracy of the current policy on every eval set, and the share of its solutions that ran."""
+    scores, executable = {}, {}
     for name, examples in run.eval_sets.items():
         problems = ray.get(run.executors[0].describe.remote(examples))
         requests = [Request(x, run.prompts.explore(p, shots)) for x, p in zip(examples, problems)]
         outcomes = stream(run, requests, 1, run.cfg.eval.temperature, run.cfg.eval.max_new_tokens, None, -1)
         scores[name] = accuracy([o.reward for o in outcomes])
-    return scores
+        executable[name] = executable_rate([o.error for o in outcomes])
+    return scores, executable
 
 
-def evaluate_model(cfg: RunConfig, dataset: str, size: int | None, shots: int | None) -> dict[str, float]:
+def evaluate_model(cfg: RunConfig, dataset: str, size: int | None, shots: int | None) -> dict[str, dict[str, float]]:
     """`envisions eval`: greedy accuracy of cfg.model.path (a model, or a run's newest checkpoint) on one dataset."""
     model = resolve_model_path(newest_checkpoint(Path(cfg.model.path)) or cfg.model.path, cfg.model.cache_dir)
     examples = load_examples(dataset, size, cfg.data.seed)
@@ -222,7 +227,8 @@ def evaluate_model(cfg: RunConfig, dataset: str, size: int | None, shots: int | 
     connect_ray(cfg)
     try:
         start_actors(session)
-        return evaluate(session, shots)
+        scores, executable = evaluate(session, shots)
+        return {"accuracy": scores, "executable": executable}
     finally:
         stop_actors(session)
 
@@ -333,7 +339,8 @@ def _record(run: Run, line: dict) -> None:
 
 
 def format_summary(line: dict) -> str:
-    scores = " ".join(f"{name}={value:.1%}" for name, value in line["eval"].items())
+    ran = line.get("executable", {})  # runs written before this field existed lack it
+    scores = " ".join(f"{name}={value:.1%} (ran {ran.get(name, float('nan')):.0%})" for name, value in line["eval"].items())
     if "iteration" not in line:
         return f"[base model] eval {scores}"
     stages = " ".join(f"{stage}={s:.0f}s" for stage, s in line["seconds"].items())

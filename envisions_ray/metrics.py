@@ -1,9 +1,16 @@
-"""Analysis metrics (ALGORITHM.md, paper appendix B): accuracy, exploratory ability, stability."""
+"""Analysis metrics (ALGORITHM.md, paper appendix B): accuracy, exploratory ability, stability, and
+the share of solutions the environment could run at all (the paper's "limited proficiency in
+symbolic language", made visible)."""
 from __future__ import annotations
 
 
 def accuracy(rewards: list[int]) -> float:
     return sum(rewards) / len(rewards) if rewards else 0.0
+
+
+def executable_rate(errors: list[str]) -> float:
+    """Share of solutions that ran to an answer, right or wrong: an environment's error is empty then."""
+    return sum(not error for error in errors) / len(errors) if errors else 0.0
 
 
 def exploratory_ability(solved_per_iteration: list[set[str]]) -> float:

@@ -25,11 +25,13 @@ def report(run_dirs: list[Path]) -> str:
     for run_dir in run_dirs:
         lines = read_metrics(run_dir)
         names = sorted({name for line in lines for name in line["eval"]})
-        header = ["policy", *names, "explored", "pool", "U1", "U2", "loss"]
+        # "ran": the share of eval solutions the environment could execute at all, right or wrong.
+        header = ["policy", *names, *(f"{name} ran" for name in names), "explored", "pool", "U1", "U2", "loss"]
         rows = [
             [
                 "base" if line["policy"] == 0 else f"iter {line['policy']}",
                 *(f"{line['eval'].get(name, float('nan')):.1%}" for name in names),
+                *(f"{line.get('executable', {}).get(name, float('nan')):.0%}" for name in names),
                 *(str(line.get(key, "")) for key in ("explored", "pool_size", "u1", "u2")),
                 "" if line.get("train_loss") is None else f"{line['train_loss']:.3f}",
             ]

@@ -1,13 +1,33 @@
-"""Environment plugins by name. A new domain adds its module here and a config in conf/."""
+"""Environment plugins by name. A new domain adds its module to ENVIRONMENTS, a config in conf/ and
+a prompt file; nothing in the driver changes.
+
+An environment class has the three methods of `envs.base.Environment` and a `Settings`
+dataclass: the schema of `env.settings` in the run config.
+"""
 from __future__ import annotations
+
+import importlib
+
+from omegaconf import OmegaConf
 
 from envisions_ray.config import EnvConfig
 from envisions_ray.errors import UserError
 
+# Imported on first use: a domain's heavy dependencies load only in runs of that domain.
+ENVIRONMENTS = {
+    "math": "envs.math_sandbox:MathSandbox",
+    "logic": "envs.logic_engine:LogicEngine",
+}
+
+
+def environment_class(name: str) -> type:
+    if name not in ENVIRONMENTS:
+        raise UserError(f"env.name: unknown environment '{name}' (available: {', '.join(ENVIRONMENTS)})")
+    module, attribute = ENVIRONMENTS[name].split(":")
+    return getattr(importlib.import_module(module), attribute)
+
 
 def make_env(cfg: EnvConfig):
-    if cfg.name == "math":
-        from envs.math_sandbox import MathSandbox
-
-        return MathSandbox(cfg.sandbox)
-    raise UserError(f"env.name: unknown environment '{cfg.name}' (available: math)")
+    env_class = environment_class(cfg.name)
+    settings = OmegaConf.merge(OmegaConf.structured(env_class.Settings), cfg.settings)
+    return env_class(OmegaConf.to_object(settings))

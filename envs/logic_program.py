@@ -117,8 +117,8 @@ def answer(text: str, timeout_s: float) -> str:
     control = clingo.Control(["--warn=none"], logger=lambda code, message: messages.append(message.strip()))
     try:
         control.add("base", [], compile_program(program))
-        # The timer interrupts solving. It cannot stop a grounding blow-up: that needs the
-        # worker-process backstop of the logic executor, which is still to come.
+        # The timer interrupts solving. It cannot stop a grounding blow-up: the logic engine's
+        # worker process is killed for that (envs/logic_engine.py).
         timer = threading.Timer(timeout_s, control.interrupt)
         timer.start()
         try:

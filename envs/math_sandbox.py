@@ -9,38 +9,47 @@ hostile program costs its own reward and nothing else.
 """
 from __future__ import annotations
 
-import json
 import os
-import select
 import shutil
-import subprocess
 import tempfile
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from envisions_ray.config import SandboxConfig
 from envisions_ray.errors import UserError
 from envisions_ray.types import Example, Outcome
+from envs.line_server import LineServer, ServerLost
 
 SERVER_SCRIPT = Path(__file__).with_name("sandbox_server.py")
 SERVER_IN_SANDBOX = "/sandbox_server.py"
 SANDBOX_PATH = "/usr/bin:/bin"
 # What the interpreter needs, read-only; /etc, /home, /root and /work stay out of sight.
 SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/bin", "/sbin")
-READY = {"ready": True}
 STARTUP_TIMEOUT_S = 10.0
 REPLY_MARGIN_S = 5.0  # beyond the program's timeout: the fork, the cleanup sweep, a busy machine
-MAX_REPLY_BYTES = 64 * 1024
 SNIPPET_CHARS = 200  # of a bad reply, quoted in the error
 ANSWER_TOLERANCE = 1e-4
 MISSING_BWRAP = (
     "bubblewrap (bwrap) is not installed; install it (apt-get install bubblewrap) "
-    "or set env.sandbox.allow_rlimit_only=true for the weaker rlimit-only mode"
+    "or set env.settings.allow_rlimit_only=true for the weaker rlimit-only mode"
 )
 
 
-class ServerLost(Exception):
-    """The server died, stopped answering or broke the protocol; the message says which."""
+@dataclass
+class SandboxSettings:
+    """`env.settings` of the math domain."""
+
+    # Debian's interpreter: a dropped uid cannot read one under /root (mode 700).
+    python: str = "/usr/bin/python3.11"
+    timeout_s: float = 2.0
+    memory_mb: int = 512
+    max_processes: int = 64
+    max_file_mb: int = 1
+    max_open_files: int = 32
+    # Without bubblewrap the sandbox refuses to start unless this weaker rlimit-only mode is allowed.
+    allow_rlimit_only: bool = False
+    # Uid/gid the sandbox drops to when started as root.
+    unprivileged_uid: int = 65534
+    unprivileged_gid: int = 65534
 
 
 def is_correct(output: str, answer: str) -> bool:
@@ -72,12 +81,13 @@ def bwrap_command(bwrap: str, python: str, script: Path) -> list[str]:
 
 
 class MathSandbox:
-    def __init__(self, cfg: SandboxConfig) -> None:
+    Settings = SandboxSettings
+
+    def __init__(self, cfg: SandboxSettings) -> None:
         bwrap = shutil.which("bwrap")
         if bwrap is None and not cfg.allow_rlimit_only:
             raise UserError(MISSING_BWRAP)
         self.cfg = cfg
-        self._server: subprocess.Popen | None = None
         # The dropped uid may not be able to read this checkout, so the server runs from a copy.
         self._workdir = tempfile.TemporaryDirectory(prefix="math-sandbox-")
         os.chmod(self._workdir.name, 0o755)
@@ -85,22 +95,26 @@ class MathSandbox:
         shutil.copyfile(SERVER_SCRIPT, script)
         os.chmod(script, 0o644)
         if bwrap is None:  # rlimit-only: same server, no namespaces
-            self._command = [cfg.python, "-I", "-S", str(script)]
+            command = [cfg.python, "-I", "-S", str(script)]
         else:
-            self._command = bwrap_command(bwrap, cfg.python, script)
-        self._stderr = tempfile.TemporaryFile()  # the server's last words, for error messages
-        self._start()
-
-    # ------------------------------------------------------------------------- Environment
+            command = bwrap_command(bwrap, cfg.python, script)
+        # As root, bwrap itself runs unprivileged and gets its powers from a user namespace.
+        drop = {}
+        if os.geteuid() == 0:
+            drop = {"user": cfg.unprivileged_uid, "group": cfg.unprivileged_gid, "extra_groups": []}
+        self._server = LineServer(
+            command, "sandbox server", STARTUP_TIMEOUT_S, cwd=self._workdir.name, env={"PATH": SANDBOX_PATH}, **drop
+        )
+        try:
+            self._server.start()  # a sandbox that cannot start is a setup problem: say so now
+        except ServerLost as err:
+            self.close()
+            raise UserError(f"the math sandbox failed to start: {err}") from None
 
     def describe(self, example: Example) -> str:
         return example.question
 
     def execute(self, solution: str, example: Example) -> Outcome:
-        if self._server is not None and self._server.poll() is not None:
-            self._stop()  # died between programs: not this program's fault
-        if self._server is None:
-            self._start()
         request = {
             "program": solution,
             "timeout_s": self.cfg.timeout_s,
@@ -110,91 +124,20 @@ class MathSandbox:
             "max_open_files": self.cfg.max_open_files,
         }
         try:
-            self._send(request)
-            reply = self._receive(self.cfg.timeout_s + REPLY_MARGIN_S)
-            ok, output, error = reply.get("ok"), reply.get("output"), reply.get("error")
-            if not (isinstance(ok, bool) and isinstance(output, str) and isinstance(error, str)):
-                raise ServerLost(f"sandbox server sent a malformed reply: {reply!r:.{SNIPPET_CHARS}}")
-        except ServerLost as err:
-            self._stop()  # the next call starts a fresh server
+            reply = self._server.request(request, self.cfg.timeout_s + REPLY_MARGIN_S)
+        except ServerLost as err:  # the next call starts a fresh server
             return Outcome(reward=0, error=str(err))
+        ok, output, error = reply.get("ok"), reply.get("output"), reply.get("error")
+        if not (isinstance(ok, bool) and isinstance(output, str) and isinstance(error, str)):
+            self._server.stop()
+            return Outcome(reward=0, error=f"sandbox server sent a malformed reply: {reply!r:.{SNIPPET_CHARS}}")
         reward = int(ok and is_correct(output, example.answer))
         return Outcome(reward=reward, output=output, error=error)
 
     def close(self) -> None:
-        self._stop()
+        self._server.close()
         self._workdir.cleanup()
-        self._stderr.close()
 
     def __del__(self) -> None:
-        if hasattr(self, "_stderr"):  # __init__ may have refused before acquiring anything
+        if hasattr(self, "_server"):  # __init__ may have refused before acquiring anything
             self.close()
-
-    # ------------------------------------------------------------------------- the server
-
-    def _start(self) -> None:
-        self._stderr.seek(0)
-        self._stderr.truncate()
-        # As root, bwrap itself runs unprivileged and gets its powers from a user namespace.
-        drop = {}
-        if os.geteuid() == 0:
-            drop = {"user": self.cfg.unprivileged_uid, "group": self.cfg.unprivileged_gid,
-                    "extra_groups": []}
-        try:
-            self._server = subprocess.Popen(
-                self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-                cwd=self._workdir.name, env={"PATH": SANDBOX_PATH}, **drop,
-            )  # fmt: skip
-            ready = self._receive(STARTUP_TIMEOUT_S)
-        except (OSError, ServerLost) as err:
-            self._stop()
-            raise UserError(f"the math sandbox failed to start: {err}") from None
-        if ready != READY:
-            self._stop()
-            raise UserError(f"the math sandbox failed to start: bad handshake {ready!r:.{SNIPPET_CHARS}}")
-
-    def _stop(self) -> None:
-        if self._server is not None:
-            self._server.kill()  # bwrap's --die-with-parent takes the whole sandbox with it
-            self._server.wait()
-            self._server.stdin.close()
-            self._server.stdout.close()
-            self._server = None
-
-    def _send(self, request: dict) -> None:
-        try:
-            self._server.stdin.write((json.dumps(request) + "\n").encode())
-            self._server.stdin.flush()
-        except BrokenPipeError:
-            raise ServerLost(f"sandbox server died: {self._death()}") from None
-
-    def _receive(self, limit_s: float) -> dict:
-        """One reply line, within limit_s; a wedged server must never hang the caller."""
-        fd = self._server.stdout.fileno()
-        deadline = time.monotonic() + limit_s
-        data = b""
-        while not data.endswith(b"\n"):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                raise ServerLost(f"sandbox server did not reply within {limit_s}s")
-            chunk = os.read(fd, MAX_REPLY_BYTES)
-            if not chunk:
-                raise ServerLost(f"sandbox server died: {self._death()}")
-            data += chunk
-            if len(data) > MAX_REPLY_BYTES:
-                raise ServerLost("sandbox server sent an oversized reply")
-        try:
-            reply = json.loads(data)  # two lines at once (a forged reply) fail here too
-        except ValueError:
-            reply = None
-        if not isinstance(reply, dict):
-            raise ServerLost(f"sandbox server sent a malformed reply: {data!r:.{SNIPPET_CHARS}}")
-        return reply
-
-    def _death(self) -> str:
-        """Why the server is gone: its last stderr line, else its exit status."""
-        self._server.kill()  # no-op when it already exited; makes the wait below prompt
-        status = self._server.wait()
-        self._stderr.seek(0)
-        lines = self._stderr.read().decode(errors="replace").strip().splitlines()
-        return lines[-1] if lines else f"exit status {status}"

@@ -79,6 +79,16 @@ def test_exec_runs_one_solution_as_a_run_would(tmp_path):
     assert code == 0 and result["reward"] == 0 and "FileNotFoundError" in result["error"]
 
 
+def test_exec_logic_prints_the_engine_answer(tmp_path):
+    program = tmp_path / "theory.lp"
+    program.write_text("Facts:\nBig(Bob, True)\nRules:\nBig($x, True) >>> Kind($x, False)\nQuery:\nKind(Bob, True)\n")
+    code, out, _ = run_envisions("exec", "logic", str(program), "--input", '{"answer": "False"}')
+    assert code == 0 and json.loads(out) == {"reward": 1, "output": "False", "error": ""}
+    program.write_text("Facts:\nBig(Bob)\nQuery:\nKind(Bob, True)\n")
+    code, out, _ = run_envisions("exec", "logic", str(program), "--input", '{"answer": "False"}')
+    assert code == 0 and json.loads(out) == {"reward": 0, "output": "", "error": "line 2: 'Big(Bob)' must end with True or False"}
+
+
 def test_exec_bad_input(tmp_path):
     code, _, err = run_envisions("exec", "math", str(tmp_path / "absent.py"), "--input", "{}")
     assert_one_line_error(code, err, "solution file not found")

@@ -48,3 +48,15 @@ def test_every_shipped_config_loads():
 
     for path in sorted(Path(__file__).parents[1].glob("conf/*.yaml")):
         assert load_config(path).run_dir
+
+
+def test_env_settings_are_checked_against_the_env_own_schema(tmp_path):
+    cfg = load_config(write(tmp_path, "run_dir: r\nenv:\n  name: logic\n  settings:\n    timeout_s: 0.5\n"))
+    assert cfg.env.settings == {"timeout_s": 0.5, "backstop_margin_s": 2.0, "memory_mb": 1024}  # defaults filled in
+    with pytest.raises(UserError) as err:
+        load_config(write(tmp_path, "run_dir: r\n"), ["env.settings.timout_s=3"])
+    assert "env.settings.timout_s" in str(err.value) and "did you mean 'env.settings.timeout_s'" in str(err.value)
+    with pytest.raises(UserError, match="'env.settings.memory_mb' has the wrong type"):
+        load_config(write(tmp_path, "run_dir: r\nenv:\n  name: logic\n"), ["env.settings.memory_mb=lots"])
+    with pytest.raises(UserError, match="unknown environment 'chess'"):
+        load_config(write(tmp_path, "run_dir: r\n"), ["env.name=chess"])

@@ -1,6 +1,7 @@
 """Dataset loading: JSONL with GSM8K answers, the built-in problems, and file:line errors."""
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +62,46 @@ def test_builtin_answers_follow_the_story():
 def test_unknown_builtin_is_a_user_error():
     with pytest.raises(UserError, match="builtin:arith:train"):
         load_examples("builtin:arith:test", 5)
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PROOFWRITER_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "proofwriter_dev.jsonl"
+
+
+def test_jsonl_keeps_other_fields_for_the_environment(tmp_path):
+    path = tmp_path / "pw.jsonl"
+    record = {"id": "pw1", "context": "Bob is big.", "question": "Bob is big.", "answer": "True"}
+    path.write_text(json.dumps(record) + "\n")
+    [example] = load_examples(str(path))
+    assert (example.id, example.question, example.answer, example.meta) == ("pw1", "Bob is big.", "True", {"context": "Bob is big."})
+
+
+@pytest.mark.skipif(not PROOFWRITER_DEV.is_file(), reason="shared data not beside this checkout")
+def test_proofwriter_dev_loads_with_its_theories():
+    examples = load_examples(str(PROOFWRITER_DEV))
+    assert len(examples) == 600
+    assert {e.answer for e in examples} == {"True", "False", "Unknown"}
+    assert all(e.meta["context"] and e.question for e in examples)
+
+
+def test_ruletaker_release_format_gives_one_example_per_question():
+    examples = load_examples(f"ruletaker:{FIXTURES / 'ruletaker' / 'meta-test.jsonl'}")
+    assert [(e.id, e.question, e.answer) for e in examples] == [
+        ("AttNoneg-OWA-D1-17-Q1", "Bob is rough.", "True"),
+        ("AttNoneg-OWA-D1-17-Q2", "Erin is not young.", "False"),
+        ("AttNoneg-OWA-D1-17-Q3", "Erin is big.", "Unknown"),
+        ("RelNeg-OWA-D0-5-Q1", "The dog sees the cat.", "False"),
+    ]
+    assert examples[0].meta == {"context": "Bob is big. Bob is red. Erin is kind. If someone is big then they are rough. Kind people are young.", "depth": 1}
+    assert examples[3].meta["context"] == "The cat chases the dog. The dog does not see the cat."
+
+
+def test_ruletaker_errors_name_file_and_line(tmp_path):
+    path = tmp_path / "meta-bad.jsonl"
+    good = (FIXTURES / "ruletaker" / "meta-test.jsonl").read_text().splitlines()[0]
+    path.write_text(good + "\n" + json.dumps({"id": "x", "theory": "T.", "questions": {"Q1": {"question": "q", "answer": "maybe"}}}) + "\n")
+    with pytest.raises(UserError, match=r"meta-bad.jsonl:2: question Q1 has answer 'maybe'"):
+        load_examples(f"ruletaker:{path}")
+    path.write_text(json.dumps({"id": "x", "questions": {}}) + "\n")
+    with pytest.raises(UserError, match=r"meta-bad.jsonl:1: a RuleTaker record needs 'theory' and 'questions'"):
+        load_examples(f"ruletaker:{path}")

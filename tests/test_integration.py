@@ -41,7 +41,7 @@ def test_one_iteration_end_to_end(tiny_solver, twelves, tmp_path, ray_session):
     driver.run(cfg)
 
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert metrics[0]["policy"] == 0 and set(metrics[0]["eval"]) == {"arith"}
+    assert metrics[0]["policy"] == 0 and set(metrics[0]["eval"]) == set(metrics[0]["executable"]) == {"arith"}
     summary = metrics[1]
     assert summary["iteration"] == 1 and summary["inputs"] == 6
     assert set(summary["seconds"]) == {"explore", "refine", "select", "train", "eval"}
@@ -67,7 +67,8 @@ def test_one_iteration_end_to_end(tiny_solver, twelves, tmp_path, ray_session):
     # `envisions eval RUN_DIR DATASET` evaluates the run's newest checkpoint, zero-shot.
     assert driver.newest_checkpoint(run_dir) == str(checkpoint)
     scores = driver.evaluate_model(load_config(run_dir / "config.yaml", [f"model.path={run_dir}"]), twelves, 4, None)
-    assert list(scores) == [twelves] and 0.0 <= scores[twelves] <= 1.0
+    assert list(scores["accuracy"]) == [twelves] and 0.0 <= scores["accuracy"][twelves] <= 1.0
+    assert 0.0 <= scores["executable"][twelves] <= 1.0
 
 
 @pytest.mark.timeout(600)

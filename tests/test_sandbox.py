@@ -9,10 +9,9 @@ import time
 
 import pytest
 
-from envisions_ray.config import SandboxConfig
 from envisions_ray.errors import UserError
 from envisions_ray.types import Example
-from envs.math_sandbox import REPLY_MARGIN_S, MathSandbox
+from envs.math_sandbox import REPLY_MARGIN_S, MathSandbox, SandboxSettings
 
 TIMEOUT_S = 1.0
 SLACK_S = 1.0  # how far past the timeout a hostile program may hold the caller
@@ -27,7 +26,7 @@ def sandbox():
     if shutil.which("bwrap") is None:
         pytest.skip("needs bubblewrap")
     # One sandbox for the whole module, as in a run: every hostile program must leave it usable.
-    env = MathSandbox(SandboxConfig(timeout_s=TIMEOUT_S))
+    env = MathSandbox(SandboxSettings(timeout_s=TIMEOUT_S))
     yield env
     env.close()
 
@@ -90,7 +89,7 @@ def test_sees_only_system_dirs_as_nobody(sandbox):
     visible, uid = ast.literal_eval(outcome.output)
     assert not {"etc", "root", "home", "work", "var"} & set(visible)
     if os.geteuid() == 0:
-        assert uid == SandboxConfig().unprivileged_uid
+        assert uid == SandboxSettings().unprivileged_uid
 
 
 def test_cannot_create_user_namespaces(sandbox):
@@ -200,7 +199,7 @@ def test_wedged_server_is_replaced(sandbox):
 
 @needs_bwrap
 def test_close_is_idempotent():
-    env = MathSandbox(SandboxConfig(timeout_s=TIMEOUT_S))
+    env = MathSandbox(SandboxSettings(timeout_s=TIMEOUT_S))
     assert_still_works(env)
     env.close()
     env.close()
@@ -209,17 +208,17 @@ def test_close_is_idempotent():
 def test_refuses_to_start_without_bwrap(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda *args, **kwargs: None)
     with pytest.raises(UserError, match="allow_rlimit_only"):
-        MathSandbox(SandboxConfig())
+        MathSandbox(SandboxSettings())
 
 
 def test_rlimit_only_mode_when_allowed(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda *args, **kwargs: None)
-    env = MathSandbox(SandboxConfig(timeout_s=TIMEOUT_S, allow_rlimit_only=True))
+    env = MathSandbox(SandboxSettings(timeout_s=TIMEOUT_S, allow_rlimit_only=True))
     try:
         assert_still_works(env)
         if os.geteuid() == 0:
             uid = env.execute("import os\ndef solution():\n    return os.getuid()\n", TWELVE)
-            assert uid.output == str(SandboxConfig().unprivileged_uid)
+            assert uid.output == str(SandboxSettings().unprivileged_uid)
         outcome, elapsed = timed(env, "def solution():\n    while True:\n        pass\n")
         assert outcome.error == f"timeout after {TIMEOUT_S}s"
         assert elapsed < TIMEOUT_S + SLACK_S
