@@ -53,18 +53,24 @@ class CandidatePool:
         rows = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM trajectories {where} ORDER BY id", params)
         return [Trajectory(*row) for row in rows]
 
-    def select(self, iteration: int) -> int:
-        """Eq. 2 over this iteration's (explored, refined) pairs, deduped against the pool; returns how many joined."""
+    def select(self, iteration: int, long_term: bool = True) -> int:
+        """Eq. 2 over this iteration's (explored, refined) pairs, deduped against the pool; returns how many joined.
+
+        Without long-term memory the pool is this iteration's alone, so dedup looks no further back.
+        """
         refined_by_parent = {t.parent_id: t for t in self.trajectories(iteration, "refine")}
         winners = [filter_pair(t, refined_by_parent.get(t.id)) for t in self.trajectories(iteration, "explore")]
-        already_pooled = self.trajectories(in_pool=True)
+        already_pooled = self.trajectories(None if long_term else iteration, in_pool=True)
         joining = dedupe(already_pooled + winners)[len(already_pooled) :]
         with self.db:
             self.db.executemany("UPDATE trajectories SET in_pool = 1 WHERE id = ?", [(t.id,) for t in joining])
         return len(joining)
 
-    def training_set(self, n1: int, n2: int, leave_positive_for_pair: bool, rank_by: str = "self_reward", seed: int = 0) -> TrainingSet:
-        return build_training_set(self.trajectories(in_pool=True), n1, n2, leave_positive_for_pair, rank_by, seed)
+    def training_set(self, n1: int, n2: int, leave_positive_for_pair: bool, rank_by: str = "self_reward", seed: int = 0,
+                     iteration: int | None = None) -> TrainingSet:
+        """U1 and U2 from the whole pool, or from one iteration's part of it (no long-term memory)."""
+        pooled = self.trajectories(iteration, in_pool=True)
+        return build_training_set(pooled, n1, n2, leave_positive_for_pair, rank_by, seed)
 
     def solved_inputs(self, iteration: int) -> set[str]:
         """M_i: inputs with at least one correct trajectory this iteration (explored or refined)."""

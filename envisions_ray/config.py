@@ -81,6 +81,12 @@ class AlgorithmConfig:
     train_from: str = "base"
     # Authors' cap: U1 takes at most max(1, |S+| - 1) so a positive is left for a U2 pair.
     leave_positive_for_pair: bool = True
+    # Ablations of paper table 3. "random" ranks candidates by a seeded shuffle, not self-reward.
+    rank: str = "self_reward"
+    # "current_iteration" trains only on this iteration's trajectories: no long-term memory.
+    pool: str = "long_term"
+    # Off: no U2 pairs, L1 only. `refine: false` turns L2 off as well, having no refined pairs.
+    l2: bool = True
 
 
 @dataclass
@@ -126,6 +132,8 @@ class RunConfig:
 CHOICES = {
     "generator.backend": ("hf", "vllm"),
     "algorithm.train_from": ("base", "last"),
+    "algorithm.rank": ("self_reward", "random"),
+    "algorithm.pool": ("long_term", "current_iteration"),
     "train.lr_schedule": ("linear", "cosine", "constant"),
 }
 

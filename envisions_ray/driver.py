@@ -115,10 +115,14 @@ def run_iteration(run: Run, i: int) -> None:
             stream(run, todo, 1, cfg.generator.temperature, cfg.generator.max_new_tokens, "refine", i)
 
     with _timed(seconds, "select"):  # 3-5. eq. 2 filter, pool with dedup, U1 and U2
+        long_term = algo.pool == "long_term"
         if not run.pool_call("is_done", i, "select"):
-            run.pool_call("select", i)
+            run.pool_call("select", i, long_term)
             run.pool_call("mark_done", i, "select")
-        training = run.pool_call("training_set", algo.n1, algo.n2, algo.leave_positive_for_pair, "self_reward", cfg.seed)
+        n2 = algo.n2 if algo.l2 and algo.refine else 0  # the L2 ablations
+        # A fresh shuffle each iteration when ranking at random.
+        leave_positive = algo.leave_positive_for_pair and n2 > 0  # no pairs: no positive to keep back
+        training = run.pool_call("training_set", algo.n1, n2, leave_positive, algo.rank, cfg.seed + i, None if long_term else i)
         examples = [TrainExample(run.prompts.explore(run.problems[t.example_id]), t.solution, "l1") for t in training.u1]
         examples += [TrainExample(run.prompts.refine(run.problems[p.example_id], n.solution), p.solution, "l2") for p, n in training.u2]
         _export(run.run_dir / f"iter-{i}" / "train.jsonl", examples)

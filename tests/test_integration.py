@@ -95,3 +95,17 @@ def test_resume_after_a_crash_redoes_nothing_already_executed(tiny_solver, twelv
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [line["policy"] for line in metrics] == [0, 1]  # the base eval was not repeated
     assert metrics[1]["u1"] >= 1 and metrics[1]["train_loss"] is not None
+
+
+@pytest.mark.timeout(600)
+def test_ablation_switches_shape_the_training_set(tiny_solver, twelves, tmp_path, ray_session):
+    run_dir = tmp_path / "ablated"
+    switches = ["algorithm.l2=false", "algorithm.rank=random", "algorithm.pool=current_iteration"]
+    driver.run(tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", *switches))
+    summary = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][1]
+    exported = [json.loads(line) for line in (run_dir / "iter-0" / "train.jsonl").read_text().splitlines()]
+    assert summary["u2"] == 0 and exported and {e["kind"] for e in exported} == {"l1"}
+    # No pair is built, so no positive is held back for one: every pooled positive is in U1 (N1 = 10).
+    with sqlite3.connect(run_dir / "pool.sqlite") as db:
+        (positives,) = db.execute("SELECT COUNT(*) FROM trajectories WHERE in_pool = 1 AND reward = 1").fetchone()
+    assert summary["u1"] == positives

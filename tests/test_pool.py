@@ -1,0 +1,36 @@
+"""The candidate pool's memory: long-term by default, one iteration's worth for the ablation."""
+from actors.pool import CandidatePool
+from envisions_ray.types import Trajectory
+
+
+def explored(example_id: str, solution: str, reward: int, iteration: int, self_reward: float = -1.0) -> Trajectory:
+    return Trajectory(example_id, solution, reward, self_reward, iteration, "explore")
+
+
+def fill(pool: CandidatePool, long_term: bool) -> None:
+    # Iteration 0 finds two right solutions to x; iteration 1 finds one of them again and a new wrong one.
+    pool.record([explored("x", "return 12", 1, 0), explored("x", "return 3 * 4", 1, 0, -0.5)])
+    pool.select(0, long_term)
+    pool.record([explored("x", "return 12", 1, 1), explored("x", "return 13", 0, 1)])
+    pool.select(1, long_term)
+
+
+def test_long_term_pool_keeps_every_iteration_and_dedupes_across_them(tmp_path):
+    pool = CandidatePool(str(tmp_path / "pool.sqlite"))
+    fill(pool, long_term=True)
+    # "return 12" from iteration 1 is a duplicate of iteration 0's and stays out.
+    assert sorted(t.solution for t in pool.trajectories(in_pool=True)) == ["return 12", "return 13", "return 3 * 4"]
+    training = pool.training_set(n1=10, n2=2, leave_positive_for_pair=True)
+    # Two positives: U1 takes the higher self-reward one, the other pairs with the negative.
+    assert [t.solution for t in training.u1] == ["return 3 * 4"]
+    assert [(p.solution, n.solution) for p, n in training.u2] == [("return 12", "return 13")]
+
+
+def test_current_iteration_pool_forgets_earlier_iterations(tmp_path):
+    pool = CandidatePool(str(tmp_path / "pool.sqlite"))
+    fill(pool, long_term=False)
+    # Iteration 1's "return 12" joins its own iteration's pool although iteration 0 had it too.
+    training = pool.training_set(n1=10, n2=2, leave_positive_for_pair=True, iteration=1)
+    assert [t.solution for t in training.u1] == ["return 12"] and [t.iteration for t in training.u1] == [1]
+    assert training.u2 == []  # its only positive went to U1
+    assert pool.training_set(n1=10, n2=2, leave_positive_for_pair=False, iteration=0).u1[0].iteration == 0
