@@ -7,6 +7,7 @@ database records which stages of which iteration have finished, which is what `-
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import astuple, fields
 from pathlib import Path
@@ -93,10 +94,10 @@ class CandidatePool:
         row = self.db.execute("SELECT detail FROM stages WHERE iteration = ? AND stage = ?", (iteration, stage)).fetchone()
         return row[0] if row else None
 
-    def last_stage_detail(self, stage: str) -> str | None:
-        """The detail of the newest iteration that finished `stage`, e.g. the latest checkpoint."""
-        row = self.db.execute("SELECT detail FROM stages WHERE stage = ? ORDER BY iteration DESC LIMIT 1", (stage,)).fetchone()
-        return row[0] if row else None
+    def newest_checkpoint(self) -> str | None:
+        """The checkpoint of the newest iteration that finished training (its detail names it)."""
+        row = self.db.execute("SELECT detail FROM stages WHERE stage = 'train' ORDER BY iteration DESC LIMIT 1").fetchone()
+        return json.loads(row[0])["checkpoint"] if row else None
 
     def close(self) -> None:
         self.db.close()

@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         if args.debug:
             raise
-        print(f"envisions: error: {err}", file=sys.stderr)
+        # Raised inside an actor, it arrives wrapped in Ray's error, the actor's traceback in its text.
+        print(f"envisions: error: {getattr(err, 'cause', err)}", file=sys.stderr)
         return USAGE_ERROR
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from envisions_ray.errors import UserError
@@ -199,7 +199,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"]))
     except OmegaConfBaseException as err:
         raise _explain(err, schema) from None
-    cfg.env.settings = _env_settings(cfg.env.name, cfg.env.settings)
+    cfg.env.settings = OmegaConf.to_container(env_settings(cfg.env.name, cfg.env.settings))
     if OmegaConf.is_missing(cfg, "run_dir"):
         raise UserError("config: 'run_dir' is required (set it in the YAML or as run_dir=PATH)")
     for key, allowed in CHOICES.items():
@@ -209,13 +209,13 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
     return OmegaConf.to_object(cfg)
 
 
-def _env_settings(env_name: str, given):
+def env_settings(env_name: str, given) -> DictConfig:
     """`env.settings` checked against the env's own schema, with its defaults filled in."""
     from envs import environment_class  # the env module owns the schema
 
     schema = OmegaConf.structured(environment_class(env_name).Settings)
     try:
-        return OmegaConf.to_container(OmegaConf.merge(schema, given))
+        return OmegaConf.merge(schema, given)
     except OmegaConfBaseException as err:
         raise _explain(err, schema, prefix="env.settings.") from None
 

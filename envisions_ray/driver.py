@@ -120,8 +120,8 @@ def run_iteration(run: Run, i: int) -> None:
             run.pool_call("select", i, long_term)
             run.pool_call("mark_done", i, "select")
         n2 = algo.n2 if algo.l2 and algo.refine else 0  # the L2 ablations
-        # A fresh shuffle each iteration when ranking at random.
         leave_positive = algo.leave_positive_for_pair and n2 > 0  # no pairs: no positive to keep back
+        # The seed moves with i: a fresh shuffle each iteration when ranking at random.
         training = run.pool_call("training_set", algo.n1, n2, leave_positive, algo.rank, cfg.seed + i, None if long_term else i)
         examples = [TrainExample(run.prompts.explore(run.problems[t.example_id]), t.solution, "l1") for t in training.u1]
         examples += [TrainExample(run.prompts.refine(run.problems[p.example_id], n.solution), p.solution, "l2") for p, n in training.u2]
@@ -242,11 +242,11 @@ def newest_checkpoint(run_dir: Path) -> str | None:
     if not (run_dir / "pool.sqlite").is_file():
         return None
     pool = CandidatePool(str(run_dir / "pool.sqlite"))
-    detail = pool.last_stage_detail("train")
+    checkpoint = pool.newest_checkpoint()
     pool.close()
-    if detail is None:
+    if checkpoint is None:
         raise UserError(f"run {run_dir} has not finished training an iteration yet")
-    return json.loads(detail)["checkpoint"]
+    return checkpoint
 
 
 def plan(cfg: RunConfig) -> str:
@@ -285,8 +285,8 @@ def start_actors(run: Run) -> None:
     run.executors = start_executors(run.cfg.env)
     described = ray.get(run.executors[0].describe.remote(run.train_set))
     run.problems = {x.id: text for x, text in zip(run.train_set, described)}
-    newest = run.pool_call("last_stage_detail", "train") if run.pool else None  # set when resuming
-    run.policy = json.loads(newest)["checkpoint"] if newest else run.base_model
+    newest = run.pool_call("newest_checkpoint") if run.pool else None  # set when resuming
+    run.policy = newest or run.base_model
     run.generators = start_generators(run.cfg.generator, run.policy, run.cfg.model.dtype)
 
 

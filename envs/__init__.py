@@ -10,7 +10,7 @@ import importlib
 
 from omegaconf import OmegaConf
 
-from envisions_ray.config import EnvConfig
+from envisions_ray.config import EnvConfig, env_settings
 from envisions_ray.errors import UserError
 
 # Imported on first use: a domain's heavy dependencies load only in runs of that domain.
@@ -28,6 +28,5 @@ def environment_class(name: str) -> type:
 
 
 def make_env(cfg: EnvConfig):
-    env_class = environment_class(cfg.name)
-    settings = OmegaConf.merge(OmegaConf.structured(env_class.Settings), cfg.settings)
-    return env_class(OmegaConf.to_object(settings))
+    settings = env_settings(cfg.name, cfg.settings)  # checked again: an EnvConfig may be built in code
+    return environment_class(cfg.name)(OmegaConf.to_object(settings))

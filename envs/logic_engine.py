@@ -17,7 +17,6 @@ from envs.line_server import LineServer, ServerLost
 from envs.logic_worker import OUT_OF_MEMORY
 
 STARTUP_TIMEOUT_S = 30.0  # the interpreter and clingo import, on a busy machine
-LABELS = ("True", "False", "Unknown")
 
 
 @dataclass
@@ -60,7 +59,8 @@ class LogicEngine:
         answer, error = reply.get("answer", ""), reply.get("error", "")
         if error == OUT_OF_MEMORY:
             self._worker.stop()  # the next program gets a worker with a fresh heap
-        return Outcome(reward=int(answer == normalise_label(example.answer)), output=answer, error=error)
+        # Labels as datasets spell them: "True", "true", " TRUE ".
+        return Outcome(reward=int(answer.lower() == example.answer.strip().lower()), output=answer, error=error)
 
     def close(self) -> None:
         self._worker.close()
@@ -73,7 +73,3 @@ class LogicEngine:
     def worker_pid(self) -> int | None:
         return self._worker.pid
 
-
-def normalise_label(label: str) -> str:
-    """'true', 'TRUE' or True (RuleTaker's JSON booleans) -> 'True'; unknown labels stay as they are."""
-    return {name.lower(): name for name in LABELS}.get(str(label).strip().lower(), str(label).strip())

@@ -102,3 +102,18 @@ def test_overrides_may_follow_options(tmp_path):
     assert code == 0 and "K=7" in out
     with pytest.raises(SystemExit):
         main(["run", QUICKSTART, "--dry-run", "--no-such-flag"])
+
+
+def test_a_user_error_raised_in_an_actor_is_still_one_line(monkeypatch, capsys):
+    import ray.exceptions
+
+    from envisions_ray import driver
+    from envisions_ray.errors import UserError
+
+    def fails_in_an_actor(*args):
+        cause = UserError("logic input 'a' has no 'context'")
+        raise ray.exceptions.RayTaskError("Executor.describe", "Traceback (most recent call last):\n  ...", cause).as_instanceof_cause()
+
+    monkeypatch.setattr(driver, "evaluate_model", fails_in_an_actor)
+    assert main(["eval", "smollm2", "data.jsonl"]) == 2
+    assert capsys.readouterr().err == "envisions: error: logic input 'a' has no 'context'\n"

@@ -10,7 +10,7 @@ from actors.executor import start_executors
 from envisions_ray.config import EnvConfig
 from envisions_ray.errors import UserError
 from envisions_ray.types import Example
-from envs.logic_engine import LogicEngine, LogicSettings, normalise_label
+from envs.logic_engine import LogicEngine, LogicSettings
 
 THEORY = Example("p1", "Bob is kind.", "True", {"context": "Bob is big. Big people are kind."})
 GOOD = "Facts:\nBig(Bob, True)\nRules:\nBig($x, True) >>> Kind($x, True)\nQuery:\nKind(Bob, True)\n"
@@ -85,8 +85,11 @@ def test_grounding_bomb_does_not_kill_the_executor_actor(ray_session):
     ray.kill(executor)
 
 
-def test_labels_are_normalised():
-    assert [normalise_label(x) for x in ("TRUE", " false ", "unknown", True)] == ["True", "False", "Unknown", "True"]
+@pytest.mark.parametrize("label", ["TRUE", " true ", "True"])
+def test_labels_match_whatever_their_case_and_spaces(engine, label):
+    assert engine.execute(GOOD, Example("p", "q", label, THEORY.meta)).reward == 1
+    unknown = GOOD.replace("Query:\nKind(Bob, True)", "Query:\nKind(Ann, True)")
+    assert engine.execute(unknown, Example("p", "q", " unknown ", THEORY.meta)).reward == 1
 
 
 def test_the_demonstration_answers_its_own_question(engine):
