@@ -1,7 +1,7 @@
 """Generator actors: a thin Ray shell around a sampling backend.
 
-A backend has two methods, `sample` and `load`, so a vLLM backend slots in beside the `hf` one
-without the driver noticing.
+A backend has three methods, `sample`, `logprob` and `load`, so a vLLM backend slots in beside the
+`hf` one without the driver noticing.
 """
 from __future__ import annotations
 
@@ -9,14 +9,21 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import ray
+from ray.util import get_placement_group, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from envisions_ray.config import GeneratorConfig
+from envisions_ray.model import local_copy
+
+# The GPU generators' placement group, by name, so stopping them can release it.
+GENERATOR_GROUP = "envisions-generators"
 
 
 @dataclass(frozen=True)
 class Sample:
     text: str  # the solution, cut at the first stop string
     self_reward: float  # mean token log-prob under the policy at temperature 1
+    num_tokens: int  # tokens generated for it, up to the stop string or EOS
 
 
 class Backend(Protocol):
@@ -24,6 +31,9 @@ class Backend(Protocol):
         self, prompts: list[str], n: int, temperature: float, max_new_tokens: int, with_self_reward: bool
     ) -> list[list[Sample]]:
         """n samples per prompt; temperature 0 means greedy."""
+
+    def logprob(self, prompts: list[str], targets: list[str]) -> list[float]:
+        """log p(target | prompt) under the policy at temperature 1, summed over the target's tokens."""
 
     def load(self, model_path: str) -> None:
         """Swap in new weights (a checkpoint written by the trainer)."""
@@ -34,20 +44,46 @@ def make_backend(cfg: GeneratorConfig, model_path: str, dtype: str) -> Backend:
         from actors.hf_backend import HFBackend
 
         return HFBackend(cfg, model_path, dtype)
+    if cfg.backend == "vllm":
+        from actors.vllm_backend import VLLMBackend
+
+        return VLLMBackend(cfg, model_path, dtype)
     raise NotImplementedError(f"generator backend '{cfg.backend}' is not available in this build")
 
 
 class Generator:
     def __init__(self, cfg: GeneratorConfig, model_path: str, dtype: str):
-        self.backend = make_backend(cfg, model_path, dtype)
+        self.backend = make_backend(cfg, local_copy(model_path), dtype)
 
     def sample(self, prompts, n, temperature, max_new_tokens, with_self_reward=True) -> list[list[Sample]]:
         return self.backend.sample(prompts, n, temperature, max_new_tokens, with_self_reward)
 
+    def logprob(self, prompts: list[str], targets: list[str]) -> list[float]:
+        return self.backend.logprob(prompts, targets)
+
     def load(self, model_path: str) -> None:
-        self.backend.load(model_path)
+        self.backend.load(local_copy(model_path))
 
 
 def start_generators(cfg: GeneratorConfig, model_path: str, dtype: str) -> list:
-    actor = ray.remote(Generator).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)
-    return [actor.remote(cfg, model_path, dtype) for _ in range(cfg.num_actors)]
+    if cfg.num_gpus == 0:
+        actor = ray.remote(Generator).options(num_cpus=cfg.num_cpus)
+        return [actor.remote(cfg, model_path, dtype) for _ in range(cfg.num_actors)]
+    # One bundle per actor holding all of its engine's GPUs, so a bundle (and an engine) never spans
+    # nodes. vLLM's tensor-parallel workers are the actor's child processes ("mp" executor, see
+    # actors/vllm_backend.py) and use the GPUs Ray gave the actor; they need no bundles of their own.
+    gpus = cfg.num_gpus * (cfg.tensor_parallel_size if cfg.backend == "vllm" else 1)
+    group = placement_group([{"GPU": gpus, "CPU": cfg.num_cpus}] * cfg.num_actors, strategy="PACK", name=GENERATOR_GROUP)
+    actor = ray.remote(Generator)
+    bundles = [PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i) for i in range(cfg.num_actors)]
+    return [actor.options(num_cpus=cfg.num_cpus, num_gpus=gpus, scheduling_strategy=b).remote(cfg, model_path, dtype) for b in bundles]
+
+
+def stop_generators(generators: list) -> None:
+    """Kill the actors and give back their placement group's GPUs, e.g. to the trainer."""
+    for generator in generators:
+        ray.kill(generator)
+    try:
+        remove_placement_group(get_placement_group(GENERATOR_GROUP))
+    except ValueError:  # CPU generators have no group
+        pass

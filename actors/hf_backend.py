@@ -13,6 +13,7 @@ import torch
 
 from actors.generator import Sample
 from envisions_ray.config import GeneratorConfig
+from envisions_ray.losses import TrainExample, collate, sequence_logprobs, tokenize
 from envisions_ray.model import load_model_and_tokenizer
 
 
@@ -22,11 +23,16 @@ def cut_at_stop(text: str, stops: list[str]) -> str:
     return text[:end].rstrip()
 
 
+def sampled_mask(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """1 for every generated token: everything before the first pad (= EOS here) was sampled."""
+    return (tokens != pad_id).cumprod(dim=1)
+
+
 def mean_sampled_logprob(step_logits: tuple[torch.Tensor, ...], tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
     """Per row: mean over its sampled tokens of log_softmax(raw logits); finished rows pad with pad_id."""
     logprobs = torch.stack([torch.log_softmax(logits.float(), dim=-1) for logits in step_logits], dim=1)
     picked = logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    sampled = (tokens != pad_id).cumprod(dim=1)  # everything before the first pad (= EOS here) was sampled
+    sampled = sampled_mask(tokens, pad_id)
     return (picked * sampled).sum(dim=1) / sampled.sum(dim=1).clamp(min=1)
 
 
@@ -64,5 +70,17 @@ class HFBackend:
             rewards = mean_sampled_logprob(output.logits, new_tokens, self.tokenizer.pad_token_id).tolist()
         else:
             rewards = [0.0] * len(texts)
-        samples = [Sample(text, reward) for text, reward in zip(texts, rewards)]
+        lengths = sampled_mask(new_tokens, self.tokenizer.pad_token_id).sum(dim=1).tolist()
+        samples = [Sample(text, reward, length) for text, reward, length in zip(texts, rewards, lengths)]
         return [samples[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    @torch.inference_mode()
+    def logprob(self, prompts, targets) -> list[float]:
+        """Teacher-forced, tokenised exactly as the trainer tokenises (target + EOS), in chunk_size batches."""
+        rows = [tokenize(self.tokenizer, TrainExample(p, t, "score"), self.cfg.max_model_len) for p, t in zip(prompts, targets)]
+        scores = []
+        for start in range(0, len(rows), self.cfg.chunk_size):
+            batch = collate(rows[start : start + self.cfg.chunk_size], self.tokenizer.pad_token_id)
+            logits = self.model(input_ids=batch["input_ids"].to(self.device), attention_mask=batch["attention_mask"].to(self.device)).logits
+            scores.extend(sequence_logprobs(logits, batch["labels"].to(self.device)).tolist())
+        return scores

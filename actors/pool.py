@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import astuple, fields
 from pathlib import Path
 
-from envisions_ray.selection import TrainingSet, build_training_set, dedupe, filter_pair
+from envisions_ray.selection import TrainingSet, build_training_set, dedupe, filter_pair, preference_pairs
 from envisions_ray.types import Trajectory
 
 COLUMNS = [f.name for f in fields(Trajectory)]
@@ -72,6 +72,10 @@ class CandidatePool:
         """U1 and U2 from the whole pool, or from one iteration's part of it (no long-term memory)."""
         pooled = self.trajectories(iteration, in_pool=True)
         return build_training_set(pooled, n1, n2, leave_positive_for_pair, rank_by, seed)
+
+    def preference_pairs(self, n2: int, rank_by: str, seed: int, iteration: int | None = None) -> list[tuple[Trajectory, Trajectory]]:
+        """The SFT + DPO baseline's pairs, from the same pool U1 and U2 come from."""
+        return preference_pairs(self.trajectories(iteration, in_pool=True), n2, rank_by, seed)
 
     def solved_inputs(self, iteration: int) -> set[str]:
         """M_i: inputs with at least one correct trajectory this iteration (explored or refined)."""

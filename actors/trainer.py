@@ -1,17 +1,20 @@
-"""The trainer: L1 + L2 fine-tuning under Ray Train's TorchTrainer.
+"""The trainer: L1 + L2 fine-tuning (or the baselines' DPO) under Ray Train's TorchTrainer.
 
 Every worker loads the initial model fresh (the base model, or the last checkpoint when training
 continually), trains on its shard of the (prompt, target) examples with AdamW and a warmed-up
 schedule, and rank 0 writes a safetensors Hugging Face checkpoint that the generators load.
 DeepSpeed ZeRO runs the step when it is importable (on CPU over gloo); otherwise plain DDP.
+Given `dpo_beta`, the examples are preference pairs and the initial model, frozen, is DPO's
+reference.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import tempfile
 from dataclasses import asdict
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import ray.train
 import torch
@@ -21,28 +24,33 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from envisions_ray.config import TrainConfig
-from envisions_ray.losses import TrainExample, collate, target_token_loss, tokenize
-from envisions_ray.model import TRAINED_MARKER, load_model_and_tokenizer
+from envisions_ray.losses import PreferenceExample, TrainExample, collate, dpo_loss, sequence_logprobs, target_token_loss, tokenize
+from envisions_ray.model import TRAINED_MARKER, load_model_and_tokenizer, local_copy
 
 
 def deepspeed_available() -> bool:
-    try:
-        import deepspeed  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("deepspeed") is not None
 
 
-def train(cfg: TrainConfig, init_model: str, examples: list[TrainExample], storage_dir: str, name: str) -> tuple[str, float]:
-    """Run one training job; returns (checkpoint directory, mean training loss)."""
+def attention_implementation(use_gpu: bool) -> str:
+    """FlashAttention-2 on GPUs that have the flash-attn package, PyTorch's SDPA otherwise."""
+    return "flash_attention_2" if use_gpu and importlib.util.find_spec("flash_attn") is not None else "sdpa"
+
+
+def train(cfg: TrainConfig, init_model: str, examples: list[TrainExample] | list[PreferenceExample], storage_dir: str, name: str,
+          dpo_beta: float | None = None) -> tuple[str, float]:
+    """Run one training job (DPO when `dpo_beta` is given); returns (checkpoint directory, mean training loss)."""
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": asdict(cfg), "init_model": init_model, "examples": [asdict(e) for e in examples]},
+        train_loop_config={"cfg": asdict(cfg), "init_model": init_model, "examples": [asdict(e) for e in examples], "dpo_beta": dpo_beta},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}),
-        run_config=RunConfig(storage_path=str(Path(storage_dir).resolve()), name=name),
+        run_config=RunConfig(storage_path=cfg.storage_path or str(Path(storage_dir).resolve()), name=name),
     )
     result = trainer.fit()
-    return result.checkpoint.path, result.metrics["loss"]
+    checkpoint = result.checkpoint.path
+    if "://" in cfg.storage_path:  # Ray gives the path inside the bucket; the generators need the URI
+        checkpoint = f"{cfg.storage_path.rstrip('/')}/{name}/{PurePosixPath(checkpoint).name}"
+    return checkpoint, result.metrics["loss"]
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -50,13 +58,24 @@ def train_loop_per_worker(config: dict) -> None:
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     torch.manual_seed(cfg.seed)
-    model, tokenizer = load_model_and_tokenizer(config["init_model"])
+    init_model = local_copy(config["init_model"])
+    model, tokenizer = load_model_and_tokenizer(init_model, attn_implementation=attention_implementation(cfg.use_gpu))
     tokenizer.padding_side = "right"
-    rows = [tokenize(tokenizer, TrainExample(**e), cfg.max_length) for e in config["examples"]]
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if config["dpo_beta"] is None:
+        rows = [tokenize(tokenizer, TrainExample(**e), cfg.max_length) for e in config["examples"]]
+        collate_rows, batch_loss = (lambda b: collate(b, tokenizer.pad_token_id)), _target_loss
+    else:
+        rows = [_preference_rows(tokenizer, PreferenceExample(**e), cfg.max_length) for e in config["examples"]]
+        reference = load_model_and_tokenizer(init_model)[0].to(ray.train.torch.get_device()).eval().requires_grad_(False)
+        # Chosen rows make the first half of a batch, their rejected partners the second.
+        collate_rows = lambda b: collate([chosen for chosen, _ in b] + [rejected for _, rejected in b], tokenizer.pad_token_id)
+        batch_loss = lambda model, batch: _dpo_loss(model, reference, batch, config["dpo_beta"])
     # The sampler pads shards to equal length, so every rank takes the same number of steps.
     sampler = DistributedSampler(rows, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed)
-    loader = DataLoader(rows, batch_size=cfg.micro_batch_size, sampler=sampler, collate_fn=lambda b: collate(b, tokenizer.pad_token_id))
-    accumulation = max(1, cfg.global_batch_size // (cfg.micro_batch_size * world_size))
+    loader = DataLoader(rows, batch_size=cfg.micro_batch_size, sampler=sampler, collate_fn=collate_rows)
+    accumulation = accumulation_steps(cfg, world_size)
     total_steps = cfg.epochs * math.ceil(len(loader) / accumulation)
     step = _deepspeed_step if cfg.deepspeed and deepspeed_available() else _ddp_step
     model, advance = step(model, cfg, accumulation, total_steps)
@@ -66,9 +85,7 @@ def train_loop_per_worker(config: dict) -> None:
     for epoch in range(cfg.epochs):
         sampler.set_epoch(epoch)
         for index, batch in enumerate(loader):
-            device = next(model.parameters()).device
-            logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
-            loss = target_token_loss(logits, batch["labels"].to(device))
+            loss = batch_loss(model, batch)
             boundary = (index + 1) % accumulation == 0 or index + 1 == len(loader)
             advance(loss, boundary)
             losses.append(loss.item())
@@ -76,6 +93,47 @@ def train_loop_per_worker(config: dict) -> None:
             progress.set_postfix(loss=f"{loss.item():.3f}")
     progress.close()
     _save_and_report(model, tokenizer, cfg, rank, sum(losses) / max(1, len(losses)))
+
+
+def accumulation_steps(cfg: TrainConfig, world_size: int) -> int:
+    """Micro-batches per optimizer step, so that every step sees global_batch_size examples."""
+    return max(1, cfg.global_batch_size // (cfg.micro_batch_size * world_size))
+
+
+def deepspeed_config(cfg: TrainConfig, accumulation: int, total_steps: int) -> dict:
+    return {
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "gradient_accumulation_steps": accumulation,
+        "gradient_clipping": cfg.max_grad_norm,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "bf16": {"enabled": cfg.use_gpu},
+        "steps_per_print": total_steps + 1,  # our own progress bar reports the loss
+    }
+
+
+def _forward(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) on the model's device."""
+    device = next(model.parameters()).device
+    logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+    return logits, batch["labels"].to(device)
+
+
+def _target_loss(model, batch: dict) -> torch.Tensor:
+    return target_token_loss(*_forward(model, batch))
+
+
+def _preference_rows(tokenizer, pair: PreferenceExample, max_length: int):
+    chosen = tokenize(tokenizer, TrainExample(pair.prompt, pair.chosen, "chosen"), max_length)
+    rejected = tokenize(tokenizer, TrainExample(pair.prompt, pair.rejected, "rejected"), max_length)
+    return chosen, rejected
+
+
+def _dpo_loss(model, reference, batch: dict, beta: float) -> torch.Tensor:
+    policy = sequence_logprobs(*_forward(model, batch))
+    with torch.no_grad():
+        frozen = sequence_logprobs(*_forward(reference, batch))
+    half = len(policy) // 2
+    return dpo_loss(policy[:half], policy[half:], frozen[:half], frozen[half:], beta)
 
 
 def _optimizer_and_schedule(model, cfg: TrainConfig, total_steps: int):
@@ -109,14 +167,7 @@ def _deepspeed_step(model, cfg: TrainConfig, accumulation: int, total_steps: int
         model=model,
         optimizer=optimizer,
         lr_scheduler=schedule,
-        config={
-            "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
-            "gradient_accumulation_steps": accumulation,
-            "gradient_clipping": cfg.max_grad_norm,
-            "zero_optimization": {"stage": cfg.zero_stage},
-            "bf16": {"enabled": cfg.use_gpu},
-            "steps_per_print": total_steps + 1,  # our own progress bar reports the loss
-        },
+        config=deepspeed_config(cfg, accumulation, total_steps),
     )
 
     def advance(loss: torch.Tensor, boundary: bool) -> None:

@@ -1,4 +1,4 @@
-"""`envisions`: run, eval, exec and report.
+"""`envisions`: run, eval, exec, report and sweep.
 
 A mistake in what the user gave (config, data, model, run directory) prints one line and exits
 with code 2; `--debug` shows the traceback instead.
@@ -41,8 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     execute.add_argument("--input", required=True, help='the input as JSON, e.g. \'{"answer": "72"}\'')
     execute.add_argument("--config", help="YAML whose env settings to use")
 
-    report = commands.add_parser("report", help="summarise runs: a table and accuracy plots")
+    report = commands.add_parser("report", help="compare runs: a Markdown table and PNG plots")
     report.add_argument("run_dirs", nargs="+")
+    report.add_argument("--out", help="where report.md and the plots go (default: the runs' common parent)")
+
+    sweep = commands.add_parser("sweep", help="several runs under one parent directory, then their report")
+    sweep.add_argument("config", help="a run config with comma-listed overrides, or a sweep file (conf/sweeps/)")
+    sweep.add_argument("overrides", nargs="*", help="key=value or key=v1,v2,... (every combination is a run)")
+    sweep.add_argument("--parent", help="directory that holds the runs (default: the config's run_dir + '-sweep')")
+    sweep.add_argument("--dry-run", action="store_true", help="check every run's config and list the runs; write nothing")
 
     # Overrides may also follow options (`--size 200 key=value`), which argparse leaves over.
     args, extra = parser.parse_known_args(argv)
@@ -52,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     try:
-        return {"run": _run, "eval": _eval, "exec": _exec, "report": _report}[args.command](args)
+        return {"run": _run, "eval": _eval, "exec": _exec, "report": _report, "sweep": _sweep}[args.command](args)
     except UserError as err:
         if args.debug:
             raise
@@ -115,7 +122,20 @@ def _exec(args) -> int:
 def _report(args) -> int:
     from envisions_ray.report import report
 
-    print(report([Path(d) for d in args.run_dirs]))
+    print(report([Path(d) for d in args.run_dirs], Path(args.out) if args.out else None))
+    return 0
+
+
+def _sweep(args) -> int:
+    from envisions_ray.report import report
+    from envisions_ray.sweep import plan_sweep, run_sweep
+
+    parent, runs = plan_sweep(args.config, args.overrides, args.parent)
+    if args.dry_run:
+        print("\n".join([f"sweep: {len(runs)} runs under {parent}", *(f"  {r.name}: method {r.cfg.method}" for r in runs)]))
+        return 0
+    run_dirs = run_sweep(parent, runs)
+    print(report(run_dirs, parent))
     return 0
 
 

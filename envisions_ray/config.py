@@ -40,6 +40,12 @@ class GeneratorConfig:
     max_new_tokens: int = 256
     stop: list[str] = field(default_factory=lambda: ["\n\n\n", "\nQuestion:"])
     seed: int = 0
+    # Longest prompt + solution a generator handles (the vllm engine's max_model_len; the hf
+    # backend cuts scored sequences to it).
+    max_model_len: int = 4096
+    # vllm backend only: GPUs per engine, and the share of each GPU's memory the engine may take.
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
 
 
 @dataclass
@@ -65,6 +71,9 @@ class DataConfig:
     train_size: int = 64
     eval_size: int = 64
     seed: int = 0
+    # Names of eval sets from another distribution than `train`; the rest are held-in. Reports
+    # mark the two kinds, as paper table 2 does.
+    held_out: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -103,9 +112,15 @@ class TrainConfig:
     global_batch_size: int = 128  # reached by gradient accumulation over workers and micro-batches
     micro_batch_size: int = 4
     max_grad_norm: float = 1.0
-    # DeepSpeed ZeRO when deepspeed is importable, else DDP.
+    # DeepSpeed ZeRO when deepspeed is importable, else DDP. On GPUs the step runs in bf16.
     deepspeed: bool = True
     zero_stage: int = 2
+    # Recompute activations in the backward pass: what lets a 7B model's 2,048-token batches fit.
+    gradient_checkpointing: bool = False
+    # Where Ray Train writes checkpoints: a local or NFS directory, or a URI Ray supports
+    # (s3://, gs://), from which each checkpoint is copied into the run for the generators.
+    # Empty: RUN_DIR/checkpoints.
+    storage_path: str = ""
     seed: int = 0
 
 
@@ -114,12 +129,47 @@ class EvalConfig:
     max_new_tokens: int = 256
     # Greedy decoding at evaluation.
     temperature: float = 0.0
+    # Inference-time self-refine (paper table 8): one refine pass over every eval solution, scored
+    # as a second accuracy beside the plain one.
+    refine: bool = False
+
+
+@dataclass
+class DPOConfig:
+    """The DPO stage of `sft_dpo` and `self_rewarding`; the trainer's other settings are `train`'s."""
+
+    beta: float = 0.1
+    lr: float = 5e-7
+    warmup_ratio: float = 0.1
+    epochs: int = 1
+
+
+@dataclass
+class SelfRewardingConfig:
+    # The judge answers the prompt file's `judge` template with a score from 0 to max_score.
+    max_score: int = 5
+    judge_max_new_tokens: int = 8
+
+
+@dataclass
+class DistillConfig:
+    # The teacher: a JSONL of {"id", "solution"} records (works offline), or an OpenAI-compatible
+    # endpoint (base URL ending in /v1) asked once per input with the few-shot prompt.
+    teacher_file: str = ""
+    endpoint: str = ""
+    model: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    max_tokens: int = 512
+    timeout_s: float = 60.0
 
 
 @dataclass
 class RunConfig:
     run_dir: str = MISSING
     seed: int = 0
+    # envisions | star_env | sft_dpo | self_rewarding | distill | few_shot: the paper's method and
+    # its baselines, on the same generators, executors, pool and trainer (METHOD_SETTINGS).
+    method: str = "envisions"
     model: ModelConfig = field(default_factory=ModelConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -127,9 +177,25 @@ class RunConfig:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    self_rewarding: SelfRewardingConfig = field(default_factory=SelfRewardingConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
+
+# What each baseline fixes, whatever the YAML says (ALGORITHM.md "Baselines"). None of them
+# refines; STaR and distillation retrain from the base model, the DPO methods continue.
+METHOD_SETTINGS: dict[str, dict[str, Any]] = {
+    "envisions": {},
+    "star_env": {"algorithm.refine": False, "algorithm.train_from": "base"},
+    "sft_dpo": {"algorithm.refine": False, "algorithm.train_from": "last"},
+    "self_rewarding": {"algorithm.refine": False, "algorithm.train_from": "last"},
+    # The teacher answers each input once, so a second iteration would train on the same data.
+    "distill": {"algorithm.refine": False, "algorithm.train_from": "base", "algorithm.iterations": 1},
+    "few_shot": {"algorithm.iterations": 0},
+}
 
 CHOICES = {
+    "method": tuple(METHOD_SETTINGS),
     "generator.backend": ("hf", "vllm"),
     "algorithm.train_from": ("base", "last"),
     "algorithm.rank": ("self_reward", "random"),
@@ -206,6 +272,13 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
             raise UserError(f"config: '{key}' must be one of {', '.join(allowed)}, got '{value}'")
+    for key, value in METHOD_SETTINGS[cfg.method].items():
+        OmegaConf.update(cfg, key, value)
+    unknown = [name for name in cfg.data.held_out if name not in cfg.data.eval]
+    if unknown:
+        raise UserError(f"config: data.held_out names '{unknown[0]}', which is not in data.eval ({', '.join(cfg.data.eval) or 'empty'})")
+    if cfg.method == "distill" and bool(cfg.distill.teacher_file) == bool(cfg.distill.endpoint):
+        raise UserError("config: method distill needs exactly one teacher: distill.teacher_file=PATH or distill.endpoint=URL")
     return OmegaConf.to_object(cfg)
 
 

@@ -1,8 +1,9 @@
-"""L1 + L2 (ALGORITHM.md step 6) as token cross-entropy on target tokens only.
+"""L1 + L2 (ALGORITHM.md step 6) as token cross-entropy on target tokens only, and the DPO loss of
+the SFT + DPO and Self-Rewarding baselines.
 
-Both losses are the same operation on different prompts: L1 pairs the training prompt with a
-positive, L2 pairs the refine prompt filled with a negative with a positive. So an example is
-(prompt, target); prompt tokens get label IGNORE and add nothing to the loss.
+Both ENVISIONS losses are the same operation on different prompts: L1 pairs the training prompt
+with a positive, L2 pairs the refine prompt filled with a negative with a positive. So an example
+is (prompt, target); prompt tokens get label IGNORE and add nothing to the loss.
 """
 from __future__ import annotations
 
@@ -20,6 +21,15 @@ class TrainExample:
     prompt: str
     target: str
     kind: str  # "l1" or "l2", kept for per-loss reporting
+
+
+@dataclass(frozen=True)
+class PreferenceExample:
+    """One DPO pair: the same prompt with a preferred and a rejected target."""
+
+    prompt: str
+    chosen: str
+    rejected: str
 
 
 def tokenize(tokenizer, example: TrainExample, max_length: int) -> tuple[list[int], list[int]]:
@@ -49,3 +59,18 @@ def target_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     shifted_logits = logits[:, :-1, :].reshape(-1, logits.size(-1))
     shifted_labels = labels[:, 1:].reshape(-1)
     return F.cross_entropy(shifted_logits.float(), shifted_labels, ignore_index=IGNORE)
+
+
+def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per row: log p(target tokens | prompt), summed over the tokens whose label is not IGNORE."""
+    logprobs = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)
+    shifted_labels = labels[:, 1:]
+    picked = logprobs.gather(-1, shifted_labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (picked * (shifted_labels != IGNORE)).sum(dim=1)
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
+             reference_rejected: torch.Tensor, beta: float) -> torch.Tensor:
+    """Rafailov et al. (2023): -log sigmoid(beta * (policy margin - reference margin)), batch mean."""
+    margin = (policy_chosen - policy_rejected) - (reference_chosen - reference_rejected)
+    return -F.logsigmoid(beta * margin).mean()

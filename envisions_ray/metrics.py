@@ -1,5 +1,6 @@
-"""Analysis metrics (ALGORITHM.md, paper appendix B): accuracy, exploratory ability, stability, and
-the share of solutions the environment could run at all (the paper's "limited proficiency in
+"""Analysis metrics (ALGORITHM.md, paper appendix B): accuracy, exploratory ability, stability, the
+log-prob margin between positives and negatives, and the share of solutions the environment could
+run at all (the paper's "limited proficiency in
 symbolic language", made visible)."""
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ def accuracy(rewards: list[int]) -> float:
 def executable_rate(errors: list[str]) -> float:
     """Share of solutions that ran to an answer, right or wrong: an environment's error is empty then."""
     return sum(not error for error in errors) / len(errors) if errors else 0.0
+
+
+def mean_margin(chosen: list[float], rejected: list[float]) -> float:
+    """Δlog p (ALGORITHM.md "Analysis"): mean over pairs of log p(a+) - log p(a-)."""
+    return sum(c - r for c, r in zip(chosen, rejected, strict=True)) / len(chosen)
 
 
 def exploratory_ability(solved_per_iteration: list[set[str]]) -> float:

@@ -87,7 +87,7 @@ def _packaged_gguf_dir(name: str) -> Path:
     return package_dir
 
 
-def load_model_and_tokenizer(path: str, dtype: str = "float32"):
+def load_model_and_tokenizer(path: str, dtype: str = "float32", attn_implementation: str | None = None):
     """(model, tokenizer) from a resolved path, with left padding for batched generation."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -96,10 +96,20 @@ def load_model_and_tokenizer(path: str, dtype: str = "float32"):
         raise UserError(f"model.dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), attn_implementation=attn_implementation)
     except (OSError, ValueError) as err:
         raise UserError(f"cannot load model '{path}': {str(err).splitlines()[0]}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return model, tokenizer
+
+
+def local_copy(model_path: str) -> str:
+    """A checkpoint in cloud storage (s3://, gs://, whatever Ray's storage takes) copied onto this
+    node, so that every loader reads a directory; a local path is returned as it is."""
+    if "://" not in model_path:
+        return model_path
+    from ray.train import Checkpoint
+
+    return Checkpoint(model_path).to_directory()

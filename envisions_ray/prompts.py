@@ -1,7 +1,7 @@
 """Prompts, rendered from a domain's prompt file (YAML).
 
-A prompt file holds an `instruction`, a `query` template, demonstration `shots`, and the `refine`
-template of paper appendix E. The exploration prompt with zero shots is the training prompt, so a
+A prompt file holds an `instruction`, a `query` template, demonstration `shots`, the `refine`
+template of paper appendix E, and the `judge` template the Self-Rewarding baseline scores with. The exploration prompt with zero shots is the training prompt, so a
 trained model is always asked exactly what it was trained on.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ class PromptBook:
     query: str  # fields: {problem}
     refine_template: str  # fields: {problem}, {solution}
     shots: tuple[Shot, ...]
+    judge_template: str = ""  # fields: {problem}, {solution}, {max_score}
 
     @classmethod
     def load(cls, path: str | Path) -> "PromptBook":
@@ -35,7 +36,7 @@ class PromptBook:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         try:
             shots = tuple(Shot(s["problem"], s["solution"].rstrip()) for s in raw.get("shots", []))
-            return cls(raw["instruction"].rstrip(), raw["query"], raw["refine"], shots)
+            return cls(raw["instruction"].rstrip(), raw["query"], raw["refine"], shots, raw.get("judge", ""))
         except (KeyError, TypeError, AttributeError) as err:
             raise UserError(f"prompt file {path} needs instruction, query, refine and shots: missing {err}") from None
 
@@ -49,3 +50,9 @@ class PromptBook:
     def refine(self, problem: str, solution: str) -> str:
         """Paper appendix E: repair or keep `solution`; also the L2 prompt, with a negative as `solution`."""
         return self.refine_template.format(problem=problem, solution=solution)
+
+    def judge(self, problem: str, solution: str, max_score: int) -> str:
+        """The Self-Rewarding baseline's scoring prompt for one candidate."""
+        if not self.judge_template:
+            raise UserError("method self_rewarding needs a `judge` template in the prompt file")
+        return self.judge_template.format(problem=problem, solution=solution, max_score=max_score)

@@ -1,15 +1,39 @@
-"""`envisions report RUN_DIR...`: one table of each run's iterations, and an accuracy plot per run.
+"""`envisions report RUN_DIR...`: runs side by side, like paper tables 2, 3 and 5, and the figures.
 
-The full research report (baselines side by side, EA/STB scatter, log-prob margins) builds on this.
+It writes, into the output directory (by default the runs' common parent, or the run itself):
+- `report.md`: final accuracy per run and eval set, held-in and held-out sets marked, their
+  average, EA, STB and unique correct trajectories; then each run's iterations;
+- `accuracy.png` (per eval set, per iteration), `explored.png`, `ea_stb.png` (one point per run),
+  `delta_logp.png` and `unique_correct.png`.
 """
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from envisions_ray.errors import UserError
 
-PLOT_NAME = "accuracy.png"
+PLOTS = ("accuracy.png", "explored.png", "ea_stb.png", "delta_logp.png", "unique_correct.png")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    name: str
+    method: str
+    held_out: frozenset[str]
+    lines: list[dict]  # metrics.jsonl: the base model's line, then one per iteration
+
+    @property
+    def iterations(self) -> list[dict]:
+        return [line for line in self.lines if "iteration" in line]
+
+    @property
+    def final(self) -> dict:
+        return self.lines[-1]
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -19,47 +43,131 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def report(run_dirs: list[Path]) -> str:
-    """A Markdown table per run; writes RUN_DIR/accuracy.png beside each run's metrics."""
-    sections = []
-    for run_dir in run_dirs:
-        lines = read_metrics(run_dir)
-        names = sorted({name for line in lines for name in line["eval"]})
-        # "ran": the share of eval solutions the environment could execute at all, right or wrong.
-        header = ["policy", *names, *(f"{name} ran" for name in names), "explored", "pool", "U1", "U2", "loss"]
-        rows = [
-            [
-                "base" if line["policy"] == 0 else f"iter {line['policy']}",
-                *(f"{line['eval'].get(name, float('nan')):.1%}" for name in names),
-                *(f"{line.get('executable', {}).get(name, float('nan')):.0%}" for name in names),
-                *(str(line.get(key, "")) for key in ("explored", "pool_size", "u1", "u2")),
-                "" if line.get("train_loss") is None else f"{line['train_loss']:.3f}",
-            ]
-            for line in lines
+def read_run(run_dir: Path) -> RunRecord:
+    lines = read_metrics(run_dir)
+    config_path = run_dir / "config.yaml"
+    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+    data = config.get("data") or {}
+    return RunRecord(run_dir.name, config.get("method", "envisions"), frozenset(data.get("held_out") or []), lines)
+
+
+def report(run_dirs: list[Path], out_dir: Path | None = None) -> str:
+    """The Markdown report; also written, with the plots, to `out_dir`."""
+    runs = [read_run(run_dir) for run_dir in run_dirs]
+    out_dir = out_dir or Path(os.path.commonpath([run_dir.resolve() for run_dir in run_dirs]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = "\n\n".join([comparison_table(runs), *(iteration_table(run) for run in runs)])
+    (out_dir / "report.md").write_text(text + "\n")
+    _plot_all(runs, out_dir)
+    return text + f"\n\nwritten: {out_dir / 'report.md'}, plots {', '.join(PLOTS)}"
+
+
+def comparison_table(runs: list[RunRecord]) -> str:
+    """One row per run: its final accuracy per eval set (sets line up across runs), and the average."""
+    sets = sorted({name for run in runs for name in run.final["eval"]})
+    held_out = set().union(*(run.held_out for run in runs))
+    header = ["run", "method", *(f"{name} ({'held-out' if name in held_out else 'held-in'})" for name in sets), "average", "EA", "STB", "unique correct"]
+    rows = []
+    for run in runs:
+        scores = run.final["eval"]
+        average = sum(scores.values()) / len(scores) if scores else float("nan")
+        last = run.iterations[-1] if run.iterations else {}
+        rows.append([
+            run.name, run.method, *(_percent(scores.get(name)) for name in sets), _percent(average),
+            _number(last.get("ea")), _number(last.get("stb")), str(last.get("unique_correct", "–")),
+        ])
+    return "## Final accuracy\n\n" + _markdown(header, rows)
+
+
+def iteration_table(run: RunRecord) -> str:
+    names = sorted({name for line in run.lines for name in line["eval"]})
+    # "ran": the share of eval solutions the environment could execute at all, right or wrong.
+    header = ["policy", *names, *(f"{name} ran" for name in names), "explored", "pool", "U1", "U2", "loss", "Δlog p"]
+    rows = [
+        [
+            "base" if line["policy"] == 0 else f"iter {line['policy']}",
+            *(_percent(line["eval"].get(name)) for name in names),
+            *(_percent(line.get("executable", {}).get(name), digits=0) for name in names),
+            *(str(line.get(key, "")) for key in ("explored", "pool_size", "u1", "u2")),
+            "" if line.get("train_loss") is None else f"{line['train_loss']:.3f}",
+            "" if line.get("delta_logp") is None else f"{line['delta_logp']:+.2f}",
         ]
-        table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(row) + " |" for row in rows]
-        _plot(run_dir, lines, names)
-        sections.append(f"## {run_dir}\n\n" + "\n".join(table) + f"\n\nplot: {run_dir / PLOT_NAME}")
-    return "\n\n".join(sections)
+        for line in run.lines
+    ]
+    return f"## {run.name} ({run.method})\n\n" + _markdown(header, rows)
 
 
-def _plot(run_dir: Path, lines: list[dict], names: list[str]) -> None:
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(row) + " |" for row in rows)])
+
+
+def _percent(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}%}"
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def _plot_all(runs: list[RunRecord], out_dir: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # files only; works without a display
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
+    def save(figure, name: str) -> None:
+        figure.tight_layout()
+        figure.savefig(out_dir / name, dpi=120)
+        plt.close(figure)
+
+    def per_iteration(axes, key: str, label: str) -> None:
+        for run in runs:
+            points = [(line["policy"], line[key]) for line in run.iterations if line.get(key) is not None]
+            if points:
+                axes.plot(*zip(*points), marker="o", label=run.name)
+        style(axes, label)
+
+    def style(axes, label: str) -> None:
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_xlabel("iteration (0 = base model)")
+        axes.set_ylabel(label)
+        axes.grid(alpha=0.3)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize="small")
+
+    sets = sorted({name for run in runs for line in run.lines for name in line["eval"]})
+    figure, grid = plt.subplots(1, max(1, len(sets)), figsize=(5 * max(1, len(sets)), 4), squeeze=False)
+    for axes, name in zip(grid[0], sets):
+        for run in runs:
+            points = [(line["policy"], 100 * line["eval"][name]) for line in run.lines if name in line["eval"]]
+            axes.plot(*zip(*points), marker="o", label=run.name)
+        axes.set_title(name)
+        style(axes, "eval accuracy (%)")
+    save(figure, "accuracy.png")
+
     figure, axes = plt.subplots(figsize=(6, 4))
-    for name in names:
-        points = [(line["policy"], line["eval"][name]) for line in lines if name in line["eval"]]
-        axes.plot([p for p, _ in points], [100 * a for _, a in points], marker="o", label=name)
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_xlabel("iteration (0 = base model)")
-    axes.set_ylabel("eval accuracy (%)")
-    axes.set_title(run_dir.name)
+    per_iteration(axes, "explored", "explored samples (inputs solved)")
+    save(figure, "explored.png")
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    per_iteration(axes, "delta_logp", "Δlog p over U2 pairs (nats)")
+    save(figure, "delta_logp.png")
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for run in runs:
+        last = run.iterations[-1] if run.iterations else {}
+        if last.get("ea") is not None:
+            axes.scatter(last["ea"], last["stb"], s=40)
+            axes.annotate(run.name, (last["ea"], last["stb"]), textcoords="offset points", xytext=(4, 4), fontsize="small")
+    axes.set_xlabel("exploratory ability (EA)")
+    axes.set_ylabel("stability (STB)")
     axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(run_dir / PLOT_NAME, dpi=120)
-    plt.close(figure)
+    save(figure, "ea_stb.png")
+
+    figure, axes = plt.subplots(figsize=(max(6, 1.2 * len(runs)), 4))
+    counts = [(run.iterations[-1] if run.iterations else {}).get("unique_correct", 0) for run in runs]
+    axes.bar([run.name for run in runs], counts)
+    axes.set_ylabel("unique correct trajectories in the pool")
+    axes.tick_params(axis="x", labelrotation=30)
+    save(figure, "unique_correct.png")

@@ -75,3 +75,19 @@ def build_training_set(
                 break
             u2.append((positives[u1_size + m], negative))
     return TrainingSet(u1, u2)
+
+
+def preference_pairs(pool: list[Trajectory], n2: int, rank_by: str = "self_reward", seed: int = 0) -> list[tuple[Trajectory, Trajectory]]:
+    """DPO pairs for the SFT + DPO baseline: per input, the top n2 negatives, each with the next
+    positive in rank order (cycling when there are fewer positives). Unlike U2 the positives may
+    also be SFT targets: DPO does not need a positive held back."""
+    by_input: dict[str, list[Trajectory]] = defaultdict(list)
+    for trajectory in pool:
+        by_input[trajectory.example_id].append(trajectory)
+    pairs = []
+    for example_id in sorted(by_input):
+        positives = rank([t for t in by_input[example_id] if t.reward], rank_by, seed)
+        negatives = rank([t for t in by_input[example_id] if not t.reward], rank_by, seed)
+        if positives:
+            pairs.extend((positives[m % len(positives)], negative) for m, negative in enumerate(negatives[:n2]))
+    return pairs

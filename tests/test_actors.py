@@ -1,6 +1,7 @@
 """Actors: executors survive a crash with no work lost; the hf backend's self-reward and reload."""
 import os
 import signal
+from pathlib import Path
 
 import ray
 import torch
@@ -81,3 +82,30 @@ def test_ddp_fallback_trains_and_lowers_the_loss(tiny_model, ray_session, tmp_pa
     checkpoint, mean_loss = train(config, tiny_model, examples, str(tmp_path), "ddp")
     assert mean_loss > 0
     assert loss_of(checkpoint) < 0.75 * loss_of(tiny_model)  # untrained stays near 6.0; 32 steps reach about 3.6
+
+
+def test_logprob_scores_whole_targets_and_prefers_what_the_model_learned(tiny_solver):
+    from tests.conftest import SOLVER_PROGRAM
+
+    backend = HFBackend(GeneratorConfig(stop=[], num_cpus=1, chunk_size=2), tiny_solver, "float32")
+    prompt = PromptBook.load("conf/prompts/math.yaml").explore("Ben has 4 cards. Then Ben gets 8 more cards. How many cards does Ben have now?")
+    [[sample]] = backend.sample([prompt], 1, 0.0, 32, True)
+    # The greedy text re-tokenises into the tokens that were counted.
+    assert sample.num_tokens == len(backend.tokenizer(sample.text, add_special_tokens=False)["input_ids"])
+    wrong = "def solution():\n    return 99"
+    learned, other, again = backend.logprob([prompt] * 3, [SOLVER_PROGRAM, wrong, SOLVER_PROGRAM])  # 2 batches of chunk_size 2
+    assert learned == again and other < learned < 0
+
+
+def test_a_checkpoint_in_storage_is_copied_onto_the_node(tiny_model):
+    from envisions_ray.model import local_copy
+
+    assert local_copy(tiny_model) == tiny_model  # a directory is used where it is
+    copied = local_copy(f"file://{tiny_model}")  # a URI, as s3:// would be, comes through Ray's Checkpoint
+    assert copied != tiny_model and sorted(p.name for p in Path(copied).iterdir()) == sorted(p.name for p in Path(tiny_model).iterdir())
+
+
+def test_training_attention_is_sdpa_without_a_gpu():
+    from actors.trainer import attention_implementation
+
+    assert attention_implementation(use_gpu=False) == "sdpa"

@@ -60,3 +60,44 @@ def test_env_settings_are_checked_against_the_env_own_schema(tmp_path):
         load_config(write(tmp_path, "run_dir: r\nenv:\n  name: logic\n"), ["env.settings.memory_mb=lots"])
     with pytest.raises(UserError, match="unknown environment 'chess'"):
         load_config(write(tmp_path, "run_dir: r\n"), ["env.name=chess"])
+
+
+def test_a_method_fixes_its_settings_whatever_the_yaml_says(tmp_path):
+    path = write(tmp_path, "run_dir: r\nalgorithm:\n  iterations: 3\n  train_from: last\n")
+    star = load_config(path, ["method=star_env"])
+    assert (star.method, star.algorithm.refine, star.algorithm.train_from, star.algorithm.iterations) == ("star_env", False, "base", 3)
+    assert load_config(path, ["method=few_shot"]).algorithm.iterations == 0
+    assert load_config(path, ["method=sft_dpo"]).algorithm.train_from == "last"
+    assert load_config(path).algorithm.refine is True  # envisions changes nothing
+    with pytest.raises(UserError, match="'method' must be one of envisions, star_env"):
+        load_config(path, ["method=ppo"])
+
+
+def test_distill_needs_exactly_one_teacher_and_held_out_names_an_eval_set(tmp_path):
+    path = write(tmp_path, "run_dir: r\ndata:\n  eval:\n    arith: builtin:arith:eval\n")
+    with pytest.raises(UserError, match="method distill needs exactly one teacher"):
+        load_config(path, ["method=distill"])
+    assert load_config(path, ["method=distill", "distill.teacher_file=t.jsonl"]).algorithm.iterations == 1
+    assert load_config(path, ["data.held_out=[arith]"]).data.held_out == ["arith"]
+    with pytest.raises(UserError, match="data.held_out names 'gsm8k', which is not in data.eval"):
+        load_config(path, ["data.held_out=[gsm8k]"])
+
+
+@pytest.mark.parametrize("name, env, iterations, epochs", [("math_paper", "math", 10, 1), ("logic_paper", "logic", 8, 2)])
+def test_paper_configs_ask_for_the_paper_s_8_gpu_settings(name, env, iterations, epochs):
+    cfg = load_config(f"conf/{name}.yaml")
+    assert (cfg.env.name, cfg.algorithm.iterations, cfg.train.epochs, cfg.algorithm.k) == (env, iterations, epochs, 5)
+    train = cfg.train
+    assert (train.num_workers, train.use_gpu, train.zero_stage, train.gradient_checkpointing) == (8, True, 3, True)
+    assert (train.global_batch_size, train.lr, train.lr_schedule, train.warmup_ratio, train.max_length) == (128, 2e-5, "linear", 0.03, 2048)
+    assert (cfg.generator.backend, cfg.generator.num_gpus, cfg.model.dtype, cfg.algorithm.train_from) == ("vllm", 1, "bfloat16", "base")
+
+
+def test_the_math_paper_config_gives_deepspeed_the_paper_s_8_gpu_step():
+    from actors.trainer import accumulation_steps, deepspeed_config
+
+    train = load_config("conf/math_paper.yaml").train
+    accumulation = accumulation_steps(train, world_size=8)
+    assert accumulation * train.micro_batch_size * 8 == 128  # global batch 128 by accumulation
+    ds = deepspeed_config(train, accumulation, total_steps=100)
+    assert ds["zero_optimization"] == {"stage": 3} and ds["bf16"] == {"enabled": True} and ds["gradient_accumulation_steps"] == 4

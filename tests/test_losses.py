@@ -3,7 +3,9 @@ import math
 
 import torch
 
-from envisions_ray.losses import IGNORE, TrainExample, collate, target_token_loss, tokenize
+import pytest
+
+from envisions_ray.losses import IGNORE, TrainExample, collate, dpo_loss, sequence_logprobs, target_token_loss, tokenize
 
 
 class WordTokenizer:
@@ -66,3 +68,19 @@ def test_self_reward_is_the_mean_raw_logprob_of_sampled_tokens_before_the_first_
     rewards = mean_sampled_logprob(step_logits, tokens, pad_id=0)
     assert abs(rewards[0].item() - (math.log(3 / 4) + math.log(1 / 2)) / 2) < 1e-6
     assert abs(rewards[1].item() - math.log(3 / 4)) < 1e-6
+
+
+def test_sequence_logprobs_sum_only_the_target_tokens():
+    # Two tokens of vocabulary 2; uniform logits make every token log(1/2).
+    logits = torch.zeros((1, 4, 2))
+    labels = torch.tensor([[IGNORE, IGNORE, 1, 0]])  # prompt of 2, target of 2
+    assert sequence_logprobs(logits, labels).item() == pytest.approx(2 * math.log(0.5))
+
+
+def test_dpo_loss_by_hand():
+    # Policy margin (-1) - (-3) = 2, reference margin (-2) - (-2) = 0, beta 0.5: -log sigmoid(1).
+    loss = dpo_loss(torch.tensor([-1.0]), torch.tensor([-3.0]), torch.tensor([-2.0]), torch.tensor([-2.0]), beta=0.5)
+    assert loss.item() == pytest.approx(-math.log(1 / (1 + math.exp(-1))))
+    # At the reference the loss is log 2, whatever the log-probs are.
+    same = dpo_loss(torch.tensor([-1.0, -5.0]), torch.tensor([-3.0, -1.0]), torch.tensor([-1.0, -5.0]), torch.tensor([-3.0, -1.0]), beta=0.1)
+    assert same.item() == pytest.approx(math.log(2))

@@ -7,30 +7,46 @@ from envisions_ray.cli import main
 from envisions_ray.driver import format_summary
 
 
-def write_run(run_dir, accuracies):
-    run_dir.mkdir()
-    lines = [{"policy": 0, "eval": {"arith": accuracies[0]}, "executable": {"arith": 0.5}}]
+def write_run(run_dir, method, accuracies, held_out_accuracy=None):
+    """A run directory as the driver leaves it: config.yaml and metrics.jsonl."""
+    run_dir.mkdir(parents=True)
+    held_out = "" if held_out_accuracy is None else "  held_out: [gsm8k]\n"
+    (run_dir / "config.yaml").write_text(f"method: {method}\ndata:\n{held_out}")
+    extra = {} if held_out_accuracy is None else {"gsm8k": held_out_accuracy}
+    lines = [{"policy": 0, "eval": {"arith": accuracies[0], **extra}, "executable": {"arith": 0.5}}]
     for i, accuracy in enumerate(accuracies[1:], start=1):
         lines.append({
-            "iteration": i, "policy": i, "inputs": 8, "explored": i + 2, "positives": 5, "unique_correct": 4 * i,
-            "pool_size": 10 * i, "u1": 3, "u2": 1, "train_loss": 0.5 / i, "eval": {"arith": accuracy},
-            "executable": {"arith": 0.5 + i / 10},
-            "ea": 0.1, "stb": 0.9, "seconds": {"explore": 1.0, "train": 2.0},
+            "iteration": i, "policy": i, "method": method, "inputs": 8, "explored": i + 2, "positives": 5, "unique_correct": 4 * i,
+            "pool_size": 10 * i, "u1": 3, "u2": 1, "train_loss": 0.5 / i, "eval": {"arith": accuracy, **extra},
+            "executable": {"arith": 0.5 + i / 10}, "delta_logp": 1.5 * i,
+            "ea": 0.1 * i, "stb": 0.9, "seconds": {"explore": 1.0, "train": 2.0},
         })
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return lines
 
 
-def test_report_writes_table_and_plot(tmp_path, capsys):
-    write_run(tmp_path / "a", [0.2, 0.3, 0.45])
-    write_run(tmp_path / "b", [0.2, 0.25])
-    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+def test_report_compares_runs_side_by_side_and_draws_every_figure(tmp_path, capsys):
+    write_run(tmp_path / "sweep" / "ours", "envisions", [0.2, 0.3, 0.45], held_out_accuracy=0.1)
+    write_run(tmp_path / "sweep" / "star", "star_env", [0.2, 0.25])
+    assert main(["report", str(tmp_path / "sweep" / "ours"), str(tmp_path / "sweep" / "star")]) == 0
     out = capsys.readouterr().out
-    assert "| policy | arith | arith ran | explored |" in out
-    assert "| iter 2 | 45.0% | 70% | 4 | 20 | 3 | 1 | 0.250 |" in out
-    assert "| base | 20.0% | 50% |" in out and out.count("| iter ") == 3
-    image = matplotlib.image.imread(tmp_path / "a" / "accuracy.png")
-    assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0  # not a blank canvas
+    # One row per run; the sets line up, the held-out one is marked, a run without it shows a dash.
+    assert "| run | method | arith (held-in) | gsm8k (held-out) | average | EA | STB | unique correct |" in out
+    assert "| ours | envisions | 45.0% | 10.0% | 27.5% | 0.20 | 0.90 | 8 |" in out
+    assert "| star | star_env | 25.0% | – | 25.0% | 0.10 | 0.90 | 4 |" in out
+    # Then each run's iterations.
+    assert "| iter 2 | 45.0% | 10.0% | 70% | – | 4 | 20 | 3 | 1 | 0.250 | +3.00 |" in out
+    assert (tmp_path / "sweep" / "report.md").read_text().strip() in out
+    for name in ("accuracy.png", "explored.png", "ea_stb.png", "delta_logp.png", "unique_correct.png"):
+        image = matplotlib.image.imread(tmp_path / "sweep" / name)
+        assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0, name  # not a blank canvas
+
+
+def test_report_of_one_run_goes_beside_it(tmp_path, capsys):
+    write_run(tmp_path / "a", "few_shot", [0.2])
+    assert main(["report", str(tmp_path / "a")]) == 0
+    assert "| a | few_shot | 20.0% | 20.0% | – | – | – |" in capsys.readouterr().out
+    assert (tmp_path / "a" / "accuracy.png").is_file() and (tmp_path / "a" / "report.md").is_file()
 
 
 def test_report_on_a_non_run_is_a_one_line_error(tmp_path, capsys):
@@ -41,8 +57,9 @@ def test_report_on_a_non_run_is_a_one_line_error(tmp_path, capsys):
 def test_summary_line_names_every_quantity():
     summary = {
         "iteration": 2, "policy": 2, "inputs": 64, "explored": 20, "positives": 31, "unique_correct": 25, "pool_size": 200,
-        "u1": 30, "u2": 9, "train_loss": 0.4321, "eval": {"arith": 0.375}, "executable": {"arith": 0.8}, "seconds": {"explore": 61.2, "train": 90.0},
+        "u1": 30, "u2": 9, "train_loss": 0.4321, "dpo_loss": 0.69, "eval": {"arith": 0.375}, "executable": {"arith": 0.8},
+        "eval_refine": {"arith": 0.4}, "delta_logp": 2.345, "seconds": {"explore": 61.2, "train": 90.0},
     }
     text = format_summary(summary)
-    for part in ["iter 2", "explored 20/64", "positives 31", "unique-correct 25", "pool 200", "|U1| 30", "|U2| 9", "loss 0.432", "arith=37.5% (ran 80%)", "explore=61s", "train=90s"]:
+    for part in ["iter 2", "explored 20/64", "positives 31", "unique-correct 25", "pool 200", "|U1| 30", "|U2| 9", "loss 0.432 dpo-loss 0.690", "Δlogp +2.35", "arith=37.5% (ran 80%) refined arith=40.0%", "explore=61s", "train=90s"]:
         assert part in text

@@ -1,5 +1,5 @@
 """Eq. 2 filter, per-input dedup, and U1/U2 construction on hand-built pools."""
-from envisions_ray.selection import build_training_set, dedupe, filter_pair, normalise_solution
+from envisions_ray.selection import build_training_set, dedupe, filter_pair, normalise_solution, preference_pairs
 from envisions_ray.types import Trajectory
 
 
@@ -68,3 +68,15 @@ def test_random_rank_is_seeded():
     first = build_training_set(pool, 3, 0, False, rank_by="random", seed=1).u1
     again = build_training_set(pool, 3, 0, False, rank_by="random", seed=1).u1
     assert first == again
+
+
+def test_preference_pairs_reuse_positives_and_skip_inputs_without_one():
+    pool = [
+        traj("x", "p1", 1, -0.1), traj("x", "p2", 1, -0.5),
+        traj("x", "n1", 0, -0.2), traj("x", "n2", 0, -0.3), traj("x", "n3", 0, -0.9),
+        traj("y", "n", 0, -0.1),  # no positive: no pair
+    ]
+    pairs = preference_pairs(pool, n2=3)
+    # Negatives by self-reward n1, n2, n3; positives cycle p1, p2, p1.
+    assert [(p.solution, n.solution) for p, n in pairs] == [("p1", "n1"), ("p2", "n2"), ("p1", "n3")]
+    assert [(p.solution, n.solution) for p, n in preference_pairs(pool, n2=1)] == [("p1", "n1")]

@@ -1,0 +1,98 @@
+"""`envisions sweep`: several runs under one parent directory, one after another, then one report.
+
+Two ways to name the runs:
+- a run config and overrides whose values are comma lists, `method=envisions,star_env
+  algorithm.k=2,4`: every combination is a run, named after its values (`method-star_env_k-4`);
+- a sweep file (`conf/sweeps/*.yaml`) with a `sweep:` section that names each run and its
+  overrides, for grids that are not products, such as paper table 3's ablations.
+
+Every run's config is checked before the first one starts. A sweep that was stopped continues
+where it stopped when started again: finished runs are kept, an interrupted one is resumed.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from envisions_ray.config import RunConfig, load_config
+from envisions_ray.errors import UserError
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    name: str
+    cfg: RunConfig
+
+
+def plan_sweep(config: str, overrides: list[str], parent: str | None) -> tuple[Path, list[PlannedRun]]:
+    """The parent directory and the runs, every config already validated."""
+    sweep = _sweep_section(config)
+    if sweep is not None:
+        base, shared = sweep["config"], [*sweep.get("overrides", []), *overrides]
+        named = {name: [*shared, *extra] for name, extra in sweep["runs"].items()}
+        parent_dir = Path(parent or sweep.get("parent") or _default_parent(base, shared))
+    else:
+        base, named = config, _product(overrides)
+        parent_dir = Path(parent or _default_parent(base, [o for o in overrides if "," not in o.split("=", 1)[-1]]))
+    runs = [PlannedRun(name, load_config(base, [*extra, f"run_dir={parent_dir / name}"])) for name, extra in named.items()]
+    return parent_dir, runs
+
+
+def run_sweep(parent_dir: Path, runs: list[PlannedRun]) -> list[Path]:
+    import ray
+
+    from envisions_ray import driver
+
+    for number, planned in enumerate(runs, start=1):
+        run_dir = Path(planned.cfg.run_dir)
+        if _finished(run_dir, planned.cfg):
+            print(f"sweep: run {number}/{len(runs)} {planned.name} finished before; kept", flush=True)
+            continue
+        resume = (run_dir / "pool.sqlite").exists()
+        print(f"sweep: run {number}/{len(runs)} {planned.name}{' (resumed)' if resume else ''} -> {run_dir}", flush=True)
+        driver.run(planned.cfg, resume=resume)
+        ray.shutdown()  # the next run sizes its own local cluster (or reconnects to RAY_ADDRESS)
+    return [Path(planned.cfg.run_dir) for planned in runs]
+
+
+def _sweep_section(config: str) -> dict | None:
+    path = Path(config)
+    if not path.is_file():
+        raise UserError(f"sweep: no such file: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if "sweep" not in raw:
+        return None
+    sweep = raw["sweep"]
+    if not isinstance(sweep, dict) or "config" not in sweep or not isinstance(sweep.get("runs"), dict) or not sweep["runs"]:
+        raise UserError(f"sweep: {path} needs sweep.config (a run config) and sweep.runs (name: [key=value, ...])")
+    sweep["runs"] = {str(name): list(extra or []) for name, extra in sweep["runs"].items()}
+    return sweep
+
+
+def _product(overrides: list[str]) -> dict[str, list[str]]:
+    """Every combination of the comma-listed values; a value in brackets is one value, commas and all."""
+    axes = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        values = [value] if value.startswith(("[", "{")) else value.split(",")
+        axes.append([(key, v) for v in values])
+    varied = {axis[0][0] for axis in axes if len(axis) > 1}  # only these name a run
+    runs = {}
+    for combination in itertools.product(*axes):
+        name = "_".join(f"{key.rsplit('.', 1)[-1]}-{value}" for key, value in combination if key in varied) or "run"
+        runs[re.sub(r"[^\w.=-]+", "-", name)] = [f"{key}={value}" for key, value in combination]
+    return runs
+
+
+def _default_parent(config: str, overrides: list[str]) -> str:
+    return load_config(config, overrides).run_dir + "-sweep"
+
+
+def _finished(run_dir: Path, cfg: RunConfig) -> bool:
+    """Its metrics hold the base model's line and one per iteration."""
+    metrics = run_dir / "metrics.jsonl"
+    return metrics.is_file() and len(metrics.read_text().splitlines()) >= cfg.algorithm.iterations + 1
