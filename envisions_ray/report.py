@@ -160,6 +160,7 @@ def _plot_all(runs: list[RunRecord], out_dir: Path) -> None:
         if last.get("ea") is not None:
             axes.scatter(last["ea"], last["stb"], s=40)
             axes.annotate(run.name, (last["ea"], last["stb"]), textcoords="offset points", xytext=(4, 4), fontsize="small")
+    axes.margins(0.25)  # room for the labels beside the points
     axes.set_xlabel("exploratory ability (EA)")
     axes.set_ylabel("stability (STB)")
     axes.grid(alpha=0.3)
