@@ -16,7 +16,7 @@ from envisions_ray.selection import TrainingSet, build_training_set, dedupe, fil
 from envisions_ray.types import Trajectory
 
 COLUMNS = [f.name for f in fields(Trajectory)]
-SCHEMA = f"""
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS trajectories (
     example_id TEXT NOT NULL, solution TEXT NOT NULL, reward INTEGER NOT NULL, self_reward REAL NOT NULL,
     iteration INTEGER NOT NULL, source TEXT NOT NULL, output TEXT, error TEXT,

@@ -134,7 +134,7 @@ def _sweep(args) -> int:
     if args.dry_run:
         print("\n".join([f"sweep: {len(runs)} runs under {parent}", *(f"  {r.name}: method {r.cfg.method}" for r in runs)]))
         return 0
-    run_dirs = run_sweep(parent, runs)
+    run_dirs = run_sweep(runs)
     print(report(run_dirs, parent))
     return 0
 

@@ -143,7 +143,7 @@ def run_iteration(run: Run, i: int) -> None:
         if not run.pool_call("is_done", i, "select"):
             run.pool_call("select", i, long_term)
             run.pool_call("mark_done", i, "select")
-        n2 = algo.n2 if cfg.method == "envisions" and algo.l2 and algo.refine else 0  # the L2 ablations; baselines have no L2
+        n2 = algo.n2 if algo.l2 and algo.refine else 0  # the L2 ablations; every baseline fixes refine off
         leave_positive = algo.leave_positive_for_pair and n2 > 0  # no pairs: no positive to keep back
         # The seed moves with i: a fresh shuffle each iteration when ranking at random.
         training = run.pool_call("training_set", algo.n1, n2, leave_positive, algo.rank, cfg.seed + i, None if long_term else i)
@@ -187,8 +187,8 @@ def run_iteration(run: Run, i: int) -> None:
         "u1": len(training.u1),
         "u2": len(training.u2),
         "pairs": len(pairs),
-        "train_loss": trained and trained["loss"],
-        "dpo_loss": trained and trained["dpo_loss"],
+        "train_loss": (trained or {}).get("loss"),
+        "dpo_loss": (trained or {}).get("dpo_loss"),
         **scores,
         "delta_logp": margin,
         "ea": exploratory_ability(solved),
@@ -353,7 +353,7 @@ def plan(cfg: RunConfig) -> str:
         f"plan: {algo.iterations} iterations of explore -> refine -> filter -> train -> eval",
         f"  model      {run.base_model} ({len(run.prompts.shots)} shots in the prompt file, {algo.few_shot} used in iteration 0)",
         f"  train      {len(run.train_set)} inputs from {cfg.data.train}, K={algo.k}, refine={'on' if algo.refine else 'off'}, N1={algo.n1}, N2={algo.n2}",
-        f"  eval       " + ", ".join(f"{name} ({len(examples)} inputs)" for name, examples in run.eval_sets.items()),
+        "  eval       " + ", ".join(f"{name} ({len(examples)} inputs)" for name, examples in run.eval_sets.items()),
         f"  actors     {gen.num_actors} x {gen.backend} generator, {cfg.env.num_executors} x {cfg.env.name} executor, {cfg.train.num_workers} train workers",
         f"  training   from {algo.train_from}, {cfg.train.epochs} epoch(s), lr {cfg.train.lr} {cfg.train.lr_schedule}",
         f"  run_dir    {run.run_dir}",

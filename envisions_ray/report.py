@@ -40,7 +40,10 @@ def read_metrics(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"{run_dir} has no metrics.jsonl: is it a run directory?")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not lines:
+        raise UserError(f"{path} is empty: the run has not evaluated its base model yet")
+    return lines
 
 
 def read_run(run_dir: Path) -> RunRecord:

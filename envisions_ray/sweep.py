@@ -34,15 +34,15 @@ def plan_sweep(config: str, overrides: list[str], parent: str | None) -> tuple[P
     if sweep is not None:
         base, shared = sweep["config"], [*sweep.get("overrides", []), *overrides]
         named = {name: [*shared, *extra] for name, extra in sweep["runs"].items()}
-        parent_dir = Path(parent or sweep.get("parent") or _default_parent(base, shared))
+        parent_dir = Path(parent or sweep.get("parent") or _default_parent(base))
     else:
         base, named = config, _product(overrides)
-        parent_dir = Path(parent or _default_parent(base, [o for o in overrides if "," not in o.split("=", 1)[-1]]))
+        parent_dir = Path(parent or _default_parent(base))
     runs = [PlannedRun(name, load_config(base, [*extra, f"run_dir={parent_dir / name}"])) for name, extra in named.items()]
     return parent_dir, runs
 
 
-def run_sweep(parent_dir: Path, runs: list[PlannedRun]) -> list[Path]:
+def run_sweep(runs: list[PlannedRun]) -> list[Path]:
     import ray
 
     from envisions_ray import driver
@@ -88,8 +88,9 @@ def _product(overrides: list[str]) -> dict[str, list[str]]:
     return runs
 
 
-def _default_parent(config: str, overrides: list[str]) -> str:
-    return load_config(config, overrides).run_dir + "-sweep"
+def _default_parent(config: str) -> str:
+    """Beside the config's own run_dir; a run_dir override would be replaced per run anyway."""
+    return load_config(config).run_dir + "-sweep"
 
 
 def _finished(run_dir: Path, cfg: RunConfig) -> bool:

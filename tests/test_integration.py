@@ -1,7 +1,6 @@
 """One full iteration through Ray: tiny random Llama, 2 executor actors, a 2-worker TorchTrainer."""
 import itertools
 import json
-import os
 import sqlite3
 
 from pathlib import Path
@@ -10,7 +9,9 @@ import pytest
 
 from envisions_ray import driver
 from envisions_ray.config import load_config
+from envisions_ray.errors import UserError
 from envisions_ray.model import TRAINED_MARKER
+from envisions_ray.report import read_metrics
 
 
 def tiny_run_config(tiny_model, run_dir, *extra):
@@ -42,7 +43,7 @@ def test_one_iteration_end_to_end(tiny_solver, twelves, tmp_path, ray_session):
     cfg = tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "eval.refine=true")
     driver.run(cfg)
 
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    metrics = read_metrics(run_dir)
     assert metrics[0]["policy"] == 0 and set(metrics[0]["eval"]) == set(metrics[0]["executable"]) == {"arith"}
     summary = metrics[1]
     assert summary["iteration"] == 1 and summary["inputs"] == 6
@@ -99,7 +100,7 @@ def test_resume_after_a_crash_redoes_nothing_already_executed(tiny_solver, twelv
     driver.run(load_config(run_dir / "config.yaml"), resume=True)
 
     assert db.execute("SELECT id, solution FROM trajectories ORDER BY id").fetchall() == explored_before
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    metrics = read_metrics(run_dir)
     assert [line["policy"] for line in metrics] == [0, 1]  # the base eval was not repeated
     assert metrics[1]["u1"] >= 1 and metrics[1]["train_loss"] is not None
 
@@ -109,17 +110,13 @@ def test_ablation_switches_shape_the_training_set(tiny_solver, twelves, tmp_path
     run_dir = tmp_path / "ablated"
     switches = ["algorithm.l2=false", "algorithm.rank=random", "algorithm.pool=current_iteration"]
     driver.run(tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", *switches))
-    summary = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][1]
+    summary = read_metrics(run_dir)[1]
     exported = [json.loads(line) for line in (run_dir / "iter-0" / "train.jsonl").read_text().splitlines()]
     assert summary["u2"] == 0 and exported and {e["kind"] for e in exported} == {"l1"}
     # No pair is built, so no positive is held back for one: every pooled positive is in U1 (N1 = 10).
     with sqlite3.connect(run_dir / "pool.sqlite") as db:
         (positives,) = db.execute("SELECT COUNT(*) FROM trajectories WHERE in_pool = 1 AND reward = 1").fetchone()
     assert summary["u1"] == positives
-
-
-def read_metrics(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.timeout(600)
@@ -134,7 +131,7 @@ def test_sft_dpo_trains_sft_then_dpo_on_pairs_from_the_pool(tiny_solver, twelves
     exported = [json.loads(line) for line in (run_dir / "iter-0" / "train.jsonl").read_text().splitlines()]
     assert sum("chosen" in e for e in exported) == summary["pairs"] and sum("target" in e for e in exported) == summary["u1"]
     # DPO started from the SFT checkpoint; the policy the run continues with is DPO's.
-    assert driver.newest_checkpoint(run_dir).endswith(os.path.join("iter-0-dpo", os.path.basename(driver.newest_checkpoint(run_dir))))
+    assert Path(driver.newest_checkpoint(run_dir)).parent.name == "iter-0-dpo"
     assert list((run_dir / "checkpoints").glob("iter-0/*/model.safetensors"))
 
 
@@ -177,3 +174,11 @@ def test_few_shot_only_evaluates(tiny_model, twelves, tmp_path, ray_session):
     (line,) = read_metrics(run_dir)
     assert line["policy"] == 0 and set(line["eval"]) == {"arith"} and line["tokens"]["eval"] > 0
     assert not (run_dir / "checkpoints").exists()
+
+
+def test_inside_a_ray_job_a_relative_run_dir_is_refused(tiny_model, tmp_path, monkeypatch):
+    # A job runs in a temporary copy of its working_dir: a relative run directory would vanish with it.
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")
+    with pytest.raises(UserError, match="run_dir 'runs/x' is relative"):
+        driver.plan(tiny_run_config(tiny_model, "runs/x"))
+    assert str(tmp_path / "run") in driver.plan(tiny_run_config(tiny_model, tmp_path / "run"))
