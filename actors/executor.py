@@ -1,11 +1,23 @@
-"""Environment-executor actors: each owns one environment instance on one CPU.
+"""Environment-executor actors, and the pool that feeds them and sizes itself to the queue.
 
-A dead executor is restarted by Ray (`max_restarts`) and the calls it had in hand are run again
-(`max_task_retries`), so the driver never sees the crash, only a slower result.
+Each executor actor owns one environment instance (a sandbox, a logic engine, a browser) on one
+CPU, plus any custom resource the domain asks for (`browser: 1`), which is what makes a cluster's
+autoscaler add executor nodes for pending browsers. A dead executor is restarted by Ray
+(`max_restarts`) and the call it had in hand is run again (`max_task_retries`), so the driver never
+sees the crash, only a slower result.
+
+`ExecutorPool` lives in the driver. Work waits in its queue, and an executor gets one call at a
+time, so the queue shows how long work waits. The pool starts with `num_executors`, adds one while
+the oldest queued call has waited longer than `grow_after_s` (up to `max_executors`), and retires
+executors idle longer than `shrink_after_s` (down to `num_executors`). A call goes preferably to an
+idle executor whose last call had the same affinity (web: the same task, so its browser stays).
 """
 from __future__ import annotations
 
 import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
 
 import ray
 
@@ -29,7 +41,107 @@ class Executor:
         return os.getpid()
 
 
-def start_executors(cfg: EnvConfig) -> list:
+def start_executor(cfg: EnvConfig):
     # Restart forever: an environment can crash on any input, and a run must not end for it.
-    actor = ray.remote(Executor).options(num_cpus=1, max_restarts=-1, max_task_retries=cfg.max_retries)
-    return [actor.remote(cfg) for _ in range(cfg.num_executors)]
+    actor = ray.remote(Executor).options(num_cpus=1, resources=dict(cfg.resources), max_restarts=-1, max_task_retries=cfg.max_retries)
+    return actor.remote(cfg)
+
+
+def scaling_step(size: int, minimum: int, maximum: int, oldest_wait_s: float, idle_for_s: list[float],
+                 grow_after_s: float, shrink_after_s: float) -> int:
+    """+1: add an executor; -n: retire the n longest-idle ones; 0: hold."""
+    if oldest_wait_s > grow_after_s and size < maximum:
+        return 1
+    retirable = sum(1 for idle in idle_for_s if idle > shrink_after_s)
+    return -min(retirable, size - minimum)
+
+
+@dataclass
+class _Call:
+    tag: object  # the caller's handle for the result
+    method: str
+    args: tuple
+    affinity: str
+    queued_at: float
+
+
+@dataclass
+class _Seat:
+    actor: object
+    affinity: str = ""
+    idle_since: float | None = field(default_factory=time.monotonic)  # None while a call runs
+
+
+class ExecutorPool:
+    def __init__(self, cfg: EnvConfig, clock=time.monotonic) -> None:
+        self.cfg, self.clock = cfg, clock
+        self.minimum = cfg.num_executors
+        self.maximum = max(cfg.max_executors or cfg.num_executors, cfg.num_executors)
+        self.seats: list[_Seat] = [_Seat(start_executor(cfg), idle_since=clock()) for _ in range(self.minimum)]
+        self.queue: deque[_Call] = deque()
+        self.running: dict = {}  # ObjectRef -> (seat, call)
+        self.peak = len(self.seats)
+
+    @property
+    def actors(self) -> list:
+        return [seat.actor for seat in self.seats]
+
+    def submit(self, tag, method: str, args: tuple, affinity: str = "") -> None:
+        self.queue.append(_Call(tag, method, args, affinity, self.clock()))
+        self.tick()
+
+    def in_flight(self) -> list:
+        return list(self.running)
+
+    def collect(self, ref) -> tuple[object, object]:
+        """A finished call's (tag, result); its executor takes the next queued call."""
+        seat, call = self.running.pop(ref)
+        result = ray.get(ref)
+        seat.idle_since = self.clock()
+        self.tick()
+        return call.tag, result
+
+    def tick(self) -> None:
+        """Hand queued calls to idle executors, then grow or shrink."""
+        self._dispatch()
+        now = self.clock()
+        oldest_wait = now - self.queue[0].queued_at if self.queue else 0.0
+        idle = sorted((s for s in self.seats if s.idle_since is not None), key=lambda s: s.idle_since)
+        change = scaling_step(len(self.seats), self.minimum, self.maximum, oldest_wait, [now - s.idle_since for s in idle],
+                              self.cfg.grow_after_s, self.cfg.shrink_after_s)
+        if change > 0:
+            self.seats.append(_Seat(start_executor(self.cfg), idle_since=now))
+            self.peak = max(self.peak, len(self.seats))
+            self._dispatch()
+        for seat in idle[: -change if change < 0 else 0]:
+            self.seats.remove(seat)
+            ray.kill(seat.actor)
+
+    def map(self, method: str, batches: list[tuple], affinities: list[str] | None = None) -> list:
+        """Run `method` on every batch of arguments across the pool; the results in order."""
+        for number, args in enumerate(batches):
+            self.submit(number, method, args, affinities[number] if affinities else "")
+        results = [None] * len(batches)
+        while self.running or self.queue:
+            ready, _ = ray.wait(self.in_flight(), num_returns=1, timeout=self.cfg.poll_s)
+            if ready:
+                number, result = self.collect(ready[0])
+                results[number] = result
+            else:
+                self.tick()
+        return results
+
+    def close(self) -> None:
+        for seat in self.seats:
+            ray.kill(seat.actor)
+        self.seats, self.queue, self.running = [], deque(), {}
+
+    def _dispatch(self) -> None:
+        while self.queue:
+            idle = [s for s in self.seats if s.idle_since is not None]
+            if not idle:
+                return
+            call = self.queue.popleft()
+            seat = next((s for s in idle if s.affinity == call.affinity), idle[0])
+            seat.affinity, seat.idle_since = call.affinity, None
+            self.running[getattr(seat.actor, call.method).remote(*call.args)] = (seat, call)

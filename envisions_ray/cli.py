@@ -29,16 +29,16 @@ def main(argv: list[str] | None = None) -> int:
 
     evaluate = commands.add_parser("eval", help="greedy accuracy of a model on a dataset")
     evaluate.add_argument("checkpoint", help="model directory, 'smollm2', or a run directory (its newest checkpoint)")
-    evaluate.add_argument("dataset", help="JSONL path, builtin:arith:eval, ruletaker:PATH or hf:NAME[:CONFIG]:SPLIT")
+    evaluate.add_argument("dataset", help="JSONL path, builtin:arith:eval, ruletaker:PATH, hf:NAME[:CONFIG]:SPLIT or tasks:TASKS:FIRST_SEED")
     evaluate.add_argument("overrides", nargs="*", help="key=value")
     evaluate.add_argument("--config", default="conf/math_quickstart.yaml")
-    evaluate.add_argument("--size", type=int, help="first N examples")
+    evaluate.add_argument("--size", type=int, help="first N examples (tasks: N seeds per task)")
     evaluate.add_argument("--shots", type=int, help="demonstrations in the prompt (default: few-shot for the base model, 0 otherwise)")
 
     execute = commands.add_parser("exec", help="run one solution through a domain's environment")
-    execute.add_argument("domain", help="environment name: math or logic")
+    execute.add_argument("domain", help="environment name: math, logic or web")
     execute.add_argument("solution_file")
-    execute.add_argument("--input", required=True, help='the input as JSON, e.g. \'{"answer": "72"}\'')
+    execute.add_argument("--input", required=True, help='the input as JSON, e.g. \'{"answer": "72"}\' or \'{"task": "click-test-2", "seed": 3}\'')
     execute.add_argument("--config", help="YAML whose env settings to use")
 
     report = commands.add_parser("report", help="compare runs: a Markdown table and PNG plots")
@@ -91,6 +91,11 @@ def _eval(args) -> int:
 
     cfg = load_config(args.config, [*args.overrides, f"model.path={args.checkpoint}"])
     scores = driver.evaluate_model(cfg, args.dataset, args.size, args.shots)
+    if "per_task" in scores:  # web: a table like paper table 11, then the JSON line
+        from envisions_ray.report import per_task_table
+
+        [(name, per_task)] = scores["per_task"].items()
+        print(per_task_table({args.checkpoint: per_task}))
     print(json.dumps(scores))
     return 0
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -51,7 +51,19 @@ class GeneratorConfig:
 @dataclass
 class EnvConfig:
     name: str = "math"
+    # Executor actors the pool starts with and never goes below (web: min_browsers).
     num_executors: int = 2
+    # The pool grows up to this (web: max_browsers); empty: a fixed pool of num_executors.
+    max_executors: Optional[int] = None
+    # One executor more while the oldest queued call has waited this long ...
+    grow_after_s: float = 2.0
+    # ... and one fewer for each executor idle this long, down to num_executors.
+    shrink_after_s: float = 30.0
+    # How often the driver looks at the queue while it waits for results.
+    poll_s: float = 0.2
+    # Custom Ray resources each executor needs, e.g. {browser: 1}: on a cluster, pending
+    # executors make the autoscaler add nodes that offer them (ray_cluster.yaml).
+    resources: dict[str, float] = field(default_factory=dict)
     # Retries of one solution after its executor actor died.
     max_retries: int = 2
     prompt_file: str = "conf/prompts/math.yaml"
@@ -68,9 +80,13 @@ class DataConfig:
     # Eval sets by name, evaluated after every iteration; held-out sets are only ever evaluated.
     # Empty by default: YAML entries are added to the defaults, never replace them.
     eval: dict[str, str] = field(default_factory=dict)
+    # For `tasks:` specs (web): seeds per task.
     train_size: int = 64
     eval_size: int = 64
     seed: int = 0
+    # `tasks:` training inputs move by this many seeds every iteration (the authors' s + 50 i);
+    # 0 keeps the same inputs, as a dataset does.
+    seed_stride: int = 0
     # Names of eval sets from another distribution than `train`; the rest are held-in. Reports
     # mark the two kinds, as paper table 2 does.
     held_out: list[str] = field(default_factory=list)

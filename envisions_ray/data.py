@@ -10,6 +10,10 @@ A dataset is named by a spec string:
   per line with its questions; each question becomes one example, its theory the `context`.
 - `hf:NAME[:CONFIG]:SPLIT`: a Hugging Face `datasets` dataset with `question`/`answer` columns
   (needs network access to the hub).
+- `tasks:TASKS:FIRST_SEED`: generated inputs, one per (task, seed), for environments that make
+  their own instances (MiniWoB++). TASKS is a comma list or a text file with one task per line;
+  `size` counts seeds per task: FIRST_SEED, FIRST_SEED + 1, ... With `data.seed_stride`,
+  iteration i moves every seed by i * stride (`for_iteration`), so each iteration meets new inputs.
 """
 from __future__ import annotations
 
@@ -38,6 +42,8 @@ def normalise_answer(raw: str) -> str:
 
 def load_examples(spec: str, size: int | None = None, seed: int = 0) -> list[Example]:
     """Resolve a dataset spec. `size` keeps the first `size` examples (all when None)."""
+    if spec.startswith("tasks:"):
+        return _task_seeds(spec, size)
     if spec.startswith("builtin:"):
         examples = _builtin(spec, size or 0, seed)
     elif spec.startswith("hf:"):
@@ -47,6 +53,33 @@ def load_examples(spec: str, size: int | None = None, seed: int = 0) -> list[Exa
     else:
         examples = load_jsonl(Path(spec))
     return examples if size is None else examples[:size]
+
+
+def _task_seeds(spec: str, seeds_per_task: int | None) -> list[Example]:
+    parts = spec.split(":")
+    if len(parts) != 3 or not parts[2].lstrip("-").isdigit():
+        raise UserError(f"dataset spec '{spec}' must be tasks:TASKS:FIRST_SEED (TASKS a comma list or a file)")
+    listing, first_seed = Path(parts[1]), int(parts[2])
+    if listing.is_file():
+        lines = (line.split("#")[0].strip() for line in listing.read_text(encoding="utf-8").splitlines())
+        tasks = [line for line in lines if line]
+    else:
+        tasks = [task.strip() for task in parts[1].split(",") if task.strip()]
+    if not tasks or seeds_per_task is None or seeds_per_task < 1:
+        raise UserError(f"dataset '{spec}' needs at least one task and a size (seeds per task) of 1 or more")
+    return [task_input(task, seed) for task in tasks for seed in range(first_seed, first_seed + seeds_per_task)]
+
+
+def task_input(task: str, seed: int) -> Example:
+    """The input (task, seed); its id names both, so every iteration's inputs are new pool rows."""
+    return Example(f"{task}@{seed}", task, "", {"task": task, "seed": seed})
+
+
+def for_iteration(examples: list[Example], iteration: int, seed_stride: int) -> list[Example]:
+    """Iteration i's inputs: (task, seed) inputs move to seed + i * stride; other inputs stay."""
+    if seed_stride == 0:
+        return examples
+    return [task_input(x.meta["task"], x.meta["seed"] + iteration * seed_stride) if "seed" in x.meta else x for x in examples]
 
 
 def _records(path: Path):

@@ -18,21 +18,24 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
-from actors.executor import start_executors
+from actors.executor import ExecutorPool
 from actors.generator import Sample, start_generators, stop_generators
 from actors.pool import CandidatePool
 from actors.trainer import train
 from envisions_ray.config import RunConfig, to_yaml
-from envisions_ray.data import load_examples
+from envisions_ray.data import for_iteration, load_examples
 from envisions_ray.errors import UserError
 from envisions_ray.judge import best_against_worst, parse_score
 from envisions_ray.losses import PreferenceExample, TrainExample
-from envisions_ray.metrics import accuracy, executable_rate, exploratory_ability, mean_margin, stability
+from envisions_ray.metrics import accuracy, executable_rate, exploratory_ability, mean_margin, per_task_accuracy, stability
 from envisions_ray.model import TRAINED_MARKER, check_model_path, resolve_model_path
 from envisions_ray.prompts import PromptBook
 from envisions_ray.teacher import Teacher
 from envisions_ray.types import Example, Outcome, Trajectory
 from envs import make_env
+
+
+DESCRIBE_BATCH = 16  # examples per describe call: few calls, yet spread over every executor
 
 
 @dataclass(frozen=True)
@@ -65,13 +68,17 @@ class Run:
     eval_sets: dict[str, list[Example]]
     problems: dict[str, str] = field(default_factory=dict)  # example id -> text the model reads
     generators: list = field(default_factory=list)
-    executors: list = field(default_factory=list)
+    executors: ExecutorPool | None = None
     pool: object = None
     policy: str = ""  # model path the generators currently hold
     teacher: Teacher | None = None  # the distill baseline's
 
     def pool_call(self, method: str, *args):
         return ray.get(getattr(self.pool, method).remote(*args))
+
+    def inputs(self, i: int) -> list[Example]:
+        """Iteration i's training inputs: web tasks move to new seeds every iteration."""
+        return for_iteration(self.train_set, i, self.cfg.data.seed_stride)
 
 
 def prepare(cfg: RunConfig, convert_model: bool = True) -> Run:
@@ -87,6 +94,7 @@ def prepare(cfg: RunConfig, convert_model: bool = True) -> Run:
     eval_sets = {name: load_examples(spec, cfg.data.eval_size, cfg.data.seed) for name, spec in cfg.data.eval.items()}
     base_model = resolve_model_path(cfg.model.path, cfg.model.cache_dir) if convert_model else check_model_path(cfg.model.path)
     teacher = Teacher(cfg.distill) if cfg.method == "distill" else None
+    _check_inputs(cfg, train_set, eval_sets, prompts)
     if cfg.method == "self_rewarding":
         prompts.judge("", "", cfg.self_rewarding.max_score)  # a prompt file without a judge fails here, not mid-run
     return Run(cfg, Path(cfg.run_dir).resolve(), base_model, prompts, train_set, eval_sets, teacher=teacher)
@@ -118,6 +126,8 @@ def run_iteration(run: Run, i: int) -> None:
     cfg, algo = run.cfg, run.cfg.algorithm
     if run.pool_call("is_done", i, "eval"):  # finished before a resume; start_actors loaded its policy
         return
+    inputs = run.inputs(i)
+    _describe(run, [x for j in range(i + 1) for x in run.inputs(j)])  # the pool may train on any of them
     seconds: dict[str, float] = {}
     tokens: dict[str, int] = {}  # generated per stage
     shots = algo.few_shot if run.policy == run.base_model else 0  # few-shot only for pi_0
@@ -125,7 +135,7 @@ def run_iteration(run: Run, i: int) -> None:
 
     with _timed(seconds, "explore"):  # 1. K solutions per input from pi_i, executed, self-rewarded
         done = {t.example_id for t in run.pool_call("trajectories", i, "explore")}
-        todo = [Request(x, run.prompts.explore(run.problems[x.id], shots)) for x in run.train_set if x.id not in done]
+        todo = [Request(x, _explore_prompt(run, x, shots)) for x in inputs if x.id not in done]
         if run.teacher is not None:  # distill: the teacher answers each input once instead
             tokens["explore"] = stream(run, todo, 1, 0.0, cfg.generator.max_new_tokens, "explore", i, run.teacher).tokens
         else:
@@ -134,9 +144,9 @@ def run_iteration(run: Run, i: int) -> None:
     if algo.refine and i >= algo.refine_from_iteration:
         with _timed(seconds, "refine"):  # 2. one refined solution per explored one
             refined = {t.parent_id for t in run.pool_call("trajectories", i, "refine")}
-            inputs = {x.id: x for x in run.train_set}
+            by_id = {x.id: x for x in inputs}
             parents = [t for t in run.pool_call("trajectories", i, "explore") if t.id not in refined]
-            todo = [Request(inputs[t.example_id], run.prompts.refine(run.problems[t.example_id], t.solution), t) for t in parents]
+            todo = [Request(by_id[t.example_id], run.prompts.refine(run.problems[t.example_id], t.solution), t) for t in parents]
             tokens["refine"] = stream(run, todo, 1, cfg.generator.temperature, cfg.generator.max_new_tokens, "refine", i).tokens
 
     with _timed(seconds, "select"):  # 3-5. eq. 2 filter, pool with dedup, U1 and U2
@@ -175,12 +185,16 @@ def run_iteration(run: Run, i: int) -> None:
 
     generated = run.pool_call("trajectories", i)  # explored and refined
     solved = [run.pool_call("solved_inputs", j) for j in range(i + 1)]
+    explored = len(solved[-1])
+    if cfg.data.seed_stride:  # every iteration has new seeds: EA and STB count the tasks solved
+        task_of = {x.id: x.meta["task"] for j in range(i + 1) for x in run.inputs(j)}
+        solved = [{task_of[example_id] for example_id in ids} for ids in solved]
     summary = {
         "iteration": i + 1,
         "policy": i + 1,
         "method": cfg.method,
-        "inputs": len(run.train_set),
-        "explored": len(solved[-1]),
+        "inputs": len(inputs),
+        "explored": explored,
         "positives": sum(t.reward for t in generated),
         "generated_executable": executable_rate([t.error for t in generated]),
         **run.pool_call("pool_counts"),
@@ -256,31 +270,26 @@ def stream(run: Run, requests: list[Request], n: int, temperature: float, max_ne
             generator = run.generators[c % len(run.generators)]
             ref = generator.sample.remote([r.prompt for r in part], n, temperature, max_new_tokens, source is not None)
         pending_generation[ref] = (start, part)
-    pending_execution, next_executor = {}, 0
     result = Streamed([""] * (len(requests) * n), [None] * (len(requests) * n), 0)
     generated = tqdm(total=len(requests), desc=f"{source or 'eval'}: generate", unit="prompt", position=0)
     executed = tqdm(total=len(requests) * n, desc=f"{source or 'eval'}: execute", unit="solution", position=1)
-    while pending_generation or pending_execution:
-        [ready], _ = ray.wait([*pending_generation, *pending_execution], num_returns=1)
-        if ready in pending_generation:
-            start, part = pending_generation.pop(ready)
-            samples: list[list[Sample]] = ray.get(ready)
+    executors = run.executors
+    while pending_generation or executors.running or executors.queue:
+        ready, _ = ray.wait([*pending_generation, *executors.in_flight()], num_returns=1, timeout=run.cfg.env.poll_s)
+        if not ready:
+            executors.tick()  # long waits grow the executor pool
+        elif ready[0] in pending_generation:
+            start, part = pending_generation.pop(ready[0])
+            samples: list[list[Sample]] = ray.get(ready[0])
             result.tokens += sum(sample.num_tokens for per_request in samples for sample in per_request)
-            # An input's n solutions stay in one batch, so the pool never holds half an input.
-            share = -(-len(part) // len(run.executors))  # ceil: spread the chunk over every executor
-            for begin in range(0, len(part), share):
-                batch = [
-                    ((start + r) * n + k, part[r], sample)
-                    for r in range(begin, min(begin + share, len(part)))
-                    for k, sample in enumerate(samples[r])
-                ]
-                executor = run.executors[next_executor % len(run.executors)]
-                next_executor += 1
-                pending_execution[executor.execute.remote([(s.text, r.example) for _, r, s in batch])] = batch
+            # One call per input: its n solutions land in the pool together, never half an input.
+            for r, (request, per_request) in enumerate(zip(part, samples)):
+                batch = [((start + r) * n + k, request, sample) for k, sample in enumerate(per_request)]
+                jobs = [(sample.text, request.example) for sample in per_request]
+                executors.submit(batch, "execute", (jobs,), request.example.meta.get("task", ""))
             generated.update(len(part))
         else:
-            batch = pending_execution.pop(ready)
-            results: list[Outcome] = ray.get(ready)
+            batch, results = executors.collect(ready[0])
             for (slot, _, sample), outcome in zip(batch, results):
                 result.solutions[slot], result.outcomes[slot] = sample.text, outcome
             if source is not None:
@@ -293,15 +302,17 @@ def stream(run: Run, requests: list[Request], n: int, temperature: float, max_ne
 
 def evaluate(run: Run, shots: int) -> tuple[dict[str, dict[str, float]], int]:
     """Greedy accuracy of the current policy per eval set ("eval"), the share of its solutions that
-    ran ("executable"), with eval.refine the accuracy after one refine pass ("eval_refine"); and
-    the tokens generated."""
+    ran ("executable"), for task inputs the accuracy per task ("per_task"), with eval.refine the
+    accuracy after one refine pass ("eval_refine"); and the tokens generated."""
     scores, tokens = {"eval": {}, "executable": {}}, 0
     for name, examples in run.eval_sets.items():
-        problems = ray.get(run.executors[0].describe.remote(examples))
-        requests = [Request(x, run.prompts.explore(p, shots)) for x, p in zip(examples, problems)]
+        problems = _describe(run, examples)
+        requests = [Request(x, run.prompts.explore(p, shots, x.meta.get("task", ""))) for x, p in zip(examples, problems)]
         answered = stream(run, requests, 1, run.cfg.eval.temperature, run.cfg.eval.max_new_tokens, None, -1)
         tokens += answered.tokens
         scores["eval"][name] = accuracy([o.reward for o in answered.outcomes])
+        if any("task" in x.meta for x in examples):  # web: success per task, as paper table 11
+            scores.setdefault("per_task", {})[name] = per_task_accuracy(examples, answered.outcomes)
         scores["executable"][name] = executable_rate([o.error for o in answered.outcomes])
         if run.cfg.eval.refine:  # paper table 8: one refine pass at inference
             again = [Request(x, run.prompts.refine(p, a)) for x, p, a in zip(examples, problems, answered.solutions)]
@@ -314,6 +325,8 @@ def evaluate(run: Run, shots: int) -> tuple[dict[str, dict[str, float]], int]:
 def evaluate_model(cfg: RunConfig, dataset: str, size: int | None, shots: int | None) -> dict[str, dict[str, float]]:
     """`envisions eval`: greedy accuracy of cfg.model.path (a model, or a run's newest checkpoint) on one dataset."""
     model = resolve_model_path(newest_checkpoint(Path(cfg.model.path)) or cfg.model.path, cfg.model.cache_dir)
+    if size is None and dataset.startswith("tasks:"):  # generated inputs have no natural end
+        size = cfg.data.eval_size
     examples = load_examples(dataset, size, cfg.data.seed)
     session = Run(cfg, Path(cfg.run_dir), model, PromptBook.load(cfg.env.prompt_file), [], {dataset: examples})
     if shots is None:  # a model we trained answers the zero-shot prompt it was trained on
@@ -354,7 +367,7 @@ def plan(cfg: RunConfig) -> str:
         f"  model      {run.base_model} ({len(run.prompts.shots)} shots in the prompt file, {algo.few_shot} used in iteration 0)",
         f"  train      {len(run.train_set)} inputs from {cfg.data.train}, K={algo.k}, refine={'on' if algo.refine else 'off'}, N1={algo.n1}, N2={algo.n2}",
         "  eval       " + ", ".join(f"{name} ({len(examples)} inputs)" for name, examples in run.eval_sets.items()),
-        f"  actors     {gen.num_actors} x {gen.backend} generator, {cfg.env.num_executors} x {cfg.env.name} executor, {cfg.train.num_workers} train workers",
+        f"  actors     {gen.num_actors} x {gen.backend} generator, {cfg.env.num_executors}{f'-{cfg.env.max_executors}' if cfg.env.max_executors else ''} x {cfg.env.name} executor, {cfg.train.num_workers} train workers",
         f"  training   from {algo.train_from}, {cfg.train.epochs} epoch(s), lr {cfg.train.lr} {cfg.train.lr_schedule}",
         f"  run_dir    {run.run_dir}",
     ])
@@ -367,16 +380,16 @@ def connect_ray(cfg: RunConfig) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init()
         return
-    cpus = cfg.generator.num_actors * cfg.generator.num_cpus + cfg.env.num_executors + cfg.train.num_workers * cfg.train.cpus_per_worker
+    executors = max(cfg.env.max_executors or 0, cfg.env.num_executors)
+    cpus = cfg.generator.num_actors * cfg.generator.num_cpus + executors + cfg.train.num_workers * cfg.train.cpus_per_worker
+    resources = {name: amount * executors for name, amount in cfg.env.resources.items()}  # e.g. one browser each
     # "local": always a new instance; otherwise ray.init joins a cluster that `ray start` on this
     # machine recorded in /tmp/ray/ray_current_cluster, and then refuses num_cpus.
-    ray.init(address="local", num_cpus=int(cpus + 0.999), include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=int(cpus + 0.999), resources=resources, include_dashboard=False, logging_level="WARNING")
 
 
 def start_actors(run: Run) -> None:
-    run.executors = start_executors(run.cfg.env)
-    described = ray.get(run.executors[0].describe.remote(run.train_set))
-    run.problems = {x.id: text for x, text in zip(run.train_set, described)}
+    run.executors = ExecutorPool(run.cfg.env)
     newest = run.pool_call("newest_checkpoint") if run.pool else None  # set when resuming
     _use_policy(run, newest or run.base_model)
 
@@ -398,9 +411,42 @@ def _stop_generators(run: Run) -> None:
 def stop_actors(run: Run) -> None:
     """Free the actors' CPUs and memory (and the pool's database handle) for whatever runs next."""
     _stop_generators(run)
-    for actor in [*run.executors, *([run.pool] if run.pool else [])]:
-        ray.kill(actor)
-    run.executors, run.pool = [], None
+    if run.executors is not None:
+        run.executors.close()
+    if run.pool is not None:
+        ray.kill(run.pool)
+    run.executors, run.pool = None, None
+
+
+def _describe(run: Run, examples: list[Example]) -> list[str]:
+    """What the model reads for each example, asked of the executors once per example (web:
+    a browser reset and a page rendering), spread over the pool."""
+    todo = list({x.id: x for x in examples if x.id not in run.problems}.values())
+    batches = [todo[start : start + DESCRIBE_BATCH] for start in range(0, len(todo), DESCRIBE_BATCH)]
+    described = run.executors.map("describe", [(batch,) for batch in batches], [b[0].meta.get("task", "") for b in batches])
+    run.problems.update({x.id: text for batch, texts in zip(batches, described) for x, text in zip(batch, texts)})
+    return [run.problems[x.id] for x in examples]
+
+
+def _explore_prompt(run: Run, example: Example, shots: int) -> str:
+    return run.prompts.explore(run.problems[example.id], shots, example.meta.get("task", ""))
+
+
+def _check_inputs(cfg: RunConfig, train_set: list[Example], eval_sets: dict[str, list[Example]], prompts: PromptBook) -> None:
+    """Generated (task, seed) inputs: iterations never share a seed, eval never meets a training
+    seed, and every task has its demonstration for the few-shot prompt."""
+    stride, iterations = cfg.data.seed_stride, max(cfg.algorithm.iterations, 1)
+    if 0 < stride < cfg.data.train_size:
+        raise UserError(f"config: data.seed_stride ({stride}) is below data.train_size ({cfg.data.train_size}), so iterations would share seeds")
+    trained = {x.id for i in range(iterations) for x in for_iteration(train_set, i, stride) if "seed" in x.meta}
+    for name, examples in eval_sets.items():
+        shared = sorted(trained & {x.id for x in examples})
+        if shared:
+            raise UserError(f"config: eval set '{name}' shares inputs with training (first: {shared[0]}); move its first seed past the training seeds")
+    for x in [*train_set, *(x for examples in eval_sets.values() for x in examples)]:
+        if "task" in x.meta and len(prompts.shots_for(x.meta["task"])) < cfg.algorithm.few_shot:
+            count = len(prompts.shots_for(x.meta["task"]))
+            raise UserError(f"{cfg.env.prompt_file} has {count} demonstration(s) for task '{x.meta['task']}', fewer than algorithm.few_shot ({cfg.algorithm.few_shot})")
 
 
 def _trained(run: Run, i: int) -> dict | None:

@@ -9,6 +9,14 @@ def accuracy(rewards: list[int]) -> float:
     return sum(rewards) / len(rewards) if rewards else 0.0
 
 
+def per_task_accuracy(examples, outcomes) -> dict[str, float]:
+    """Success rate per task (web: paper table 11), tasks in first-seen order."""
+    rewards: dict[str, list[int]] = {}
+    for example, outcome in zip(examples, outcomes, strict=True):
+        rewards.setdefault(example.meta["task"], []).append(outcome.reward)
+    return {task: accuracy(values) for task, values in rewards.items()}
+
+
 def executable_rate(errors: list[str]) -> float:
     """Share of solutions that ran to an answer, right or wrong: an environment's error is empty then."""
     return sum(not error for error in errors) / len(errors) if errors else 0.0

@@ -1,8 +1,12 @@
 """Prompts, rendered from a domain's prompt file (YAML).
 
 A prompt file holds an `instruction`, a `query` template, demonstration `shots`, the `refine`
-template of paper appendix E, and the `judge` template the Self-Rewarding baseline scores with. The exploration prompt with zero shots is the training prompt, so a
-trained model is always asked exactly what it was trained on.
+template of paper appendix E, and the `judge` template the Self-Rewarding baseline scores with.
+The exploration prompt with zero shots is the training prompt, so a trained model is always asked
+exactly what it was trained on.
+
+A shot may name the `task` it demonstrates (web: one per MiniWoB++ task); the few-shot prompt of
+an input of that task then shows that task's shots only, as the paper's same-task 1-shot prompt.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from envisions_ray.errors import UserError
 class Shot:
     problem: str
     solution: str
+    task: str = ""
 
 
 @dataclass(frozen=True)
@@ -35,17 +40,24 @@ class PromptBook:
             raise UserError(f"prompt file not found: {path}")
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         try:
-            shots = tuple(Shot(s["problem"], s["solution"].rstrip()) for s in raw.get("shots", []))
+            shots = tuple(Shot(s["problem"], s["solution"].rstrip(), s.get("task", "")) for s in raw.get("shots") or [])
             return cls(raw["instruction"].rstrip(), raw["query"], raw["refine"], shots, raw.get("judge", ""))
         except (KeyError, TypeError, AttributeError) as err:
             raise UserError(f"prompt file {path} needs instruction, query, refine and shots: missing {err}") from None
 
-    def explore(self, problem: str, shots: int = 0) -> str:
-        """The instruction, `shots` demonstrations, then the problem; shots = 0 is the training prompt."""
-        if shots > len(self.shots):
-            raise UserError(f"{shots} shots asked for, but the prompt file has {len(self.shots)}")
-        demos = "".join(self.query.format(problem=s.problem) + s.solution + "\n\n" for s in self.shots[:shots])
+    def explore(self, problem: str, shots: int = 0, task: str = "") -> str:
+        """The instruction, `shots` demonstrations (of `task`, where shots name one), then the
+        problem; shots = 0 is the training prompt."""
+        available = self.shots_for(task)
+        if shots > len(available):
+            raise UserError(f"{shots} shots asked for, but the prompt file has {len(available)}" + (f" for task '{task}'" if task else ""))
+        demos = "".join(self.query.format(problem=s.problem) + s.solution + "\n\n" for s in available[:shots])
         return f"{self.instruction}\n\n{demos}{self.query.format(problem=problem)}"
+
+    def shots_for(self, task: str) -> tuple[Shot, ...]:
+        if any(shot.task for shot in self.shots):
+            return tuple(shot for shot in self.shots if shot.task == task)
+        return self.shots
 
     def refine(self, problem: str, solution: str) -> str:
         """Paper appendix E: repair or keep `solution`; also the L2 prompt, with a negative as `solution`."""

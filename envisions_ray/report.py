@@ -2,7 +2,8 @@
 
 It writes, into the output directory (by default the runs' common parent, or the run itself):
 - `report.md`: final accuracy per run and eval set, held-in and held-out sets marked, their
-  average, EA, STB and unique correct trajectories; then each run's iterations;
+  average, EA, STB and unique correct trajectories; for web eval sets, success per task for each
+  run's base model and final policy (paper table 11); then each run's iterations;
 - `accuracy.png` (per eval set, per iteration), `explored.png`, `ea_stb.png` (one point per run),
   `delta_logp.png` and `unique_correct.png`.
 """
@@ -59,7 +60,7 @@ def report(run_dirs: list[Path], out_dir: Path | None = None) -> str:
     runs = [read_run(run_dir) for run_dir in run_dirs]
     out_dir = out_dir or Path(os.path.commonpath([run_dir.resolve() for run_dir in run_dirs]))
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = "\n\n".join([comparison_table(runs), *(iteration_table(run) for run in runs)])
+    text = "\n\n".join([comparison_table(runs), *per_task_tables(runs), *(iteration_table(run) for run in runs)])
     (out_dir / "report.md").write_text(text + "\n")
     _plot_all(runs, out_dir)
     return text + f"\n\nwritten: {out_dir / 'report.md'}, plots {', '.join(PLOTS)}"
@@ -80,6 +81,31 @@ def comparison_table(runs: list[RunRecord]) -> str:
             _number(last.get("ea")), _number(last.get("stb")), str(last.get("unique_correct", "–")),
         ])
     return "## Final accuracy\n\n" + _markdown(header, rows)
+
+
+def per_task_tables(runs: list[RunRecord]) -> list[str]:
+    """Per eval set with tasks: success per task, base model and final policy of every run."""
+    sets = sorted({name for run in runs for line in run.lines for name in line.get("per_task", {})})
+    tables = []
+    for name in sets:
+        columns = {}
+        for run in runs:
+            scored = [line for line in run.lines if name in line.get("per_task", {})]
+            if scored:
+                columns[f"{run.name} base"] = scored[0]["per_task"][name]
+                if len(scored) > 1:
+                    columns[f"{run.name} iter {scored[-1]['policy']}"] = scored[-1]["per_task"][name]
+        tables.append(f"## Success per task: {name}\n\n" + per_task_table(columns))
+    return tables
+
+
+def per_task_table(columns: dict[str, dict[str, float]]) -> str:
+    """Rows are tasks, columns are models, the last row their average over tasks (paper table 11)."""
+    tasks = list(dict.fromkeys(task for scores in columns.values() for task in scores))
+    rows = [[task, *(_percent(scores.get(task)) for scores in columns.values())] for task in tasks]
+    averages = [sum(scores.values()) / len(scores) if scores else None for scores in columns.values()]
+    rows.append(["**average**", *(_percent(value) for value in averages)])
+    return _markdown(["task", *columns], rows)
 
 
 def iteration_table(run: RunRecord) -> str:

@@ -17,6 +17,7 @@ from envisions_ray.errors import UserError
 ENVIRONMENTS = {
     "math": "envs.math_sandbox:MathSandbox",
     "logic": "envs.logic_engine:LogicEngine",
+    "web": "envs.web_miniwob:WebEnvironment",
 }
 
 

@@ -1,16 +1,29 @@
 #!/usr/bin/env bash
 # Installs everything envisions-ray needs on a bare Debian machine with Python 3.11:
-# bubblewrap and Debian's python3.11 (the math sandbox), the package with its dev extra, and the
-# default model.
+# bubblewrap and Debian's python3.11 (the math sandbox), Chromium and chromedriver (the web domain),
+# the package with its dev extra, and the default model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The sandbox runs programs with Debian's own interpreter: a dropped uid can read it, unlike one
-# installed under a private home directory.
-if ! command -v bwrap >/dev/null || [ ! -x /usr/bin/python3.11 ]; then
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+# Debian packages: bubblewrap and Debian's python3.11 for the math sandbox (a dropped uid can read
+# Debian's interpreter, unlike one installed under a private home directory), and Chromium with its
+# chromedriver for the web domain's browsers.
+missing=()
+command -v bwrap >/dev/null || missing+=(bubblewrap)
+[ -x /usr/bin/python3.11 ] || missing+=(python3.11)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    SUDO=""
+  elif command -v sudo >/dev/null && { sudo -n true 2>/dev/null || [ -t 0 ]; }; then  # sudo may ask for a password
+    SUDO="sudo"
+  else
+    echo "scripts/setup.sh: needs root for Debian packages; run: sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq bubblewrap python3.11
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
 python3 -m pip install -q --upgrade pip

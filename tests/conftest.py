@@ -36,8 +36,9 @@ def tiny_model(tmp_path_factory) -> str:
 def ray_session():
     import ray
 
-    # Logical CPUs for 1 generator, 2 executors and 2 train workers at once, as a run holds them.
-    ray.init(num_cpus=5, include_dashboard=False, logging_level="WARNING")
+    # Logical CPUs for 1 generator, 2 executors and 2 train workers at once, as a run holds them;
+    # web executors also take a `browser` each.
+    ray.init(num_cpus=5, resources={"browser": 2}, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import ray
 import torch
 
-from actors.executor import start_executors
+from actors.executor import ExecutorPool
 from actors.hf_backend import HFBackend
 from envisions_ray.config import EnvConfig, GeneratorConfig
 from envisions_ray.losses import TrainExample, collate, target_token_loss, tokenize
@@ -17,7 +17,7 @@ SLOW_PROGRAM = "def solution():\n    import time\n    time.sleep(0.05)\n    retu
 
 
 def test_a_killed_executor_is_restarted_and_its_work_retried(ray_session):
-    executors = start_executors(EnvConfig(num_executors=2, settings={"timeout_s": 2.0}))
+    executors = ExecutorPool(EnvConfig(num_executors=2, settings={"timeout_s": 2.0})).actors
     batches = [[(SLOW_PROGRAM.format(n=n), Example(str(n), "", str(n))) for n in range(b * 10, b * 10 + 10)] for b in range(8)]
     refs = [executors[b % 2].execute.remote(batch) for b, batch in enumerate(batches)]
     victim = ray.get(executors[0].pid.remote())

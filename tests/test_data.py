@@ -105,3 +105,21 @@ def test_ruletaker_errors_name_file_and_line(tmp_path):
     path.write_text(json.dumps({"id": "x", "questions": {}}) + "\n")
     with pytest.raises(UserError, match=r"meta-bad.jsonl:1: a RuleTaker record needs 'theory' and 'questions'"):
         load_examples(f"ruletaker:{path}")
+
+
+def test_task_inputs_are_task_seed_pairs_that_move_every_iteration(tmp_path):
+    from envisions_ray.data import for_iteration
+
+    listing = tmp_path / "tasks.txt"
+    listing.write_text("# comment\nclick-test\nenter-text  # trailing comment\n")
+    inputs = load_examples(f"tasks:{listing}:100", 2)
+    assert [(x.id, x.meta) for x in inputs] == [
+        ("click-test@100", {"task": "click-test", "seed": 100}), ("click-test@101", {"task": "click-test", "seed": 101}),
+        ("enter-text@100", {"task": "enter-text", "seed": 100}), ("enter-text@101", {"task": "enter-text", "seed": 101}),
+    ]
+    assert [x.id for x in load_examples("tasks:click-test,enter-text:0", 1)] == ["click-test@0", "enter-text@0"]
+    assert [x.id for x in for_iteration(inputs, 2, 50)] == ["click-test@200", "click-test@201", "enter-text@200", "enter-text@201"]
+    assert for_iteration(inputs, 2, 0) == inputs
+    for bad in ("tasks:click-test", "tasks:click-test:x", "tasks::3"):
+        with pytest.raises(UserError):
+            load_examples(bad, 2)

@@ -6,7 +6,7 @@ import pytest
 import ray
 import yaml
 
-from actors.executor import start_executors
+from actors.executor import ExecutorPool
 from envisions_ray.config import EnvConfig
 from envisions_ray.errors import UserError
 from envisions_ray.types import Example
@@ -76,7 +76,7 @@ def test_memory_limit_turns_a_blow_up_into_an_error():
 
 
 def test_grounding_bomb_does_not_kill_the_executor_actor(ray_session):
-    [executor] = start_executors(EnvConfig(name="logic", num_executors=1, settings={"timeout_s": 0.5, "backstop_margin_s": 1.0}))
+    [executor] = ExecutorPool(EnvConfig(name="logic", num_executors=1, settings={"timeout_s": 0.5, "backstop_margin_s": 1.0})).actors
     pid = ray.get(executor.pid.remote())
     bomb, good = ray.get(executor.execute.remote([(grounding_bomb(), THEORY), (GOOD, THEORY)]), timeout=60)
     assert bomb.reward == 0 and "did not reply" in bomb.error

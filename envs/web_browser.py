@@ -1,0 +1,142 @@
+"""One headless Chromium running one MiniWoB++ task, through the PyPI package `miniwob`.
+
+How our Chrome flags reach Chromium. miniwob starts Chrome inside `gymnasium.make()` with only
+headless, no-sandbox and disable-gpu, and has no hook for more. What it does support is the pair of
+variables MINIWOB_CHROME_BINARY / MINIWOB_CHROMEDRIVER, read when the driver starts. So each browser
+gets its own directory holding a two-line wrapper script that execs Debian's chromium with our
+flags appended; MINIWOB_CHROME_BINARY points at the wrapper. chromedriver supports a wrapper as the
+browser binary as long as it execs Chrome, which stays chromedriver's child.
+
+The fresh --user-data-dir. The wrapper must not pass one: chromedriver already passes its own
+profile directory and waits for Chrome to write DevToolsActivePort into it, so a second one makes
+the start fail with "DevToolsActivePort file doesn't exist". chromedriver makes that profile with
+mkdtemp under $TMPDIR, so TMPDIR is pointed at the browser's directory while the driver starts: the
+profile (and Chrome's shared-memory files, with --disable-dev-shm-usage) land inside it. Closing
+quits the driver, kills whatever still runs from the directory, and removes it.
+
+The variables are process-wide; they are set only around `gymnasium.make()`, and an executor
+actor owns one browser at a time.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+
+import gymnasium
+import miniwob
+from miniwob.action import ActionSpaceConfig, ActionTypes
+from miniwob.reward import get_raw_reward
+
+from envs.web_actions import KEYS
+
+DIRECTORY_PREFIX = "envisions-chromium-"
+gymnasium.register_envs(miniwob)
+
+
+def action_space() -> ActionSpaceConfig:
+    """Every miniwob action type, and exactly the keys the action language can press."""
+    return ActionSpaceConfig(action_types=list(ActionTypes), allowed_keys=tuple(KEYS.values()))
+
+
+class Browser:
+    def __init__(self, task: str, chrome_binary: str, chromedriver: str, flags: list[str], refresh: bool) -> None:
+        self.task = task
+        # The owner's pid in the name lets a later executor clean up after one that was killed.
+        self.directory = Path(tempfile.mkdtemp(prefix=f"{DIRECTORY_PREFIX}{os.getpid()}-"))
+        wrapper = self.directory / "chrome"
+        wrapper.write_text(f'#!/bin/sh\nexec {chrome_binary} "$@" {" ".join(flags)}\n')
+        wrapper.chmod(0o700)
+        launch = {"MINIWOB_CHROME_BINARY": str(wrapper), "MINIWOB_CHROMEDRIVER": chromedriver, "TMPDIR": str(self.directory)}
+        saved = {name: os.environ.get(name) for name in launch}
+        os.environ.update(launch)
+        try:
+            # Tasks that keep page state across resets reload the page every episode, so a seed
+            # always gives the same instance.
+            self.env = gymnasium.make(f"miniwob/{task}-v1", disable_env_checker=True, reward_processor=get_raw_reward,
+                                      action_space_config=action_space(), refresh_freq=int(refresh))
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            for name, value in saved.items():
+                os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)
+        self.page = self.env.unwrapped
+        self.screenshots_off = False
+
+    def reset(self, seed: int) -> dict:
+        options = {} if self.screenshots_off else {"record_screenshots": False}
+        observation, _ = self.env.reset(seed=int(seed), options=options)  # a numpy int would reach JavaScript as "np.int64(3)"
+        self.screenshots_off = True
+        return observation
+
+    def step(self, action_type: ActionTypes, **fields) -> tuple[dict, bool, float]:
+        """One action; the new observation, whether the episode ended, and the raw task reward."""
+        action = self.page.create_action(action_type, **fields)
+        observation, reward, terminated, _, info = self.env.step(action)
+        return observation, terminated, float(info.get("raw_reward", reward))
+
+    def key_index(self, key: str) -> int:
+        return self.page.action_space_config.allowed_keys.index(KEYS[key])
+
+    @property
+    def driver(self):
+        return self.page.instance.driver
+
+    def process_ids(self) -> list[int]:
+        """chromedriver, Chromium and its helpers: every live process whose command line names our directory."""
+        return processes_under(str(self.directory))
+
+    def close(self) -> None:
+        if hasattr(self, "env"):
+            try:
+                self.env.close()  # quits Chrome through chromedriver, then stops chromedriver
+            except Exception:  # a crashed browser cannot be quit politely; the sweep below ends it
+                pass
+            del self.env
+        _kill(processes_under(str(self.directory)))
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def sweep_orphans() -> int:
+    """Remove what killed executors left: browsers and directories whose owner process is gone.
+
+    A SIGKILLed actor cannot quit its browser; chromedriver and Chromium outlive it. Returns how
+    many directories were swept."""
+    swept = 0
+    for directory in Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*-*"):
+        owner = directory.name.removeprefix(DIRECTORY_PREFIX).split("-")[0]
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            _kill(processes_under(str(directory)))
+            shutil.rmtree(directory, ignore_errors=True)
+            swept += 1
+    return swept
+
+
+def _kill(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def processes_under(directory: str) -> list[int]:
+    """Live (not zombie) processes whose command line or environment mentions `directory`.
+
+    chromedriver is found by its environment (TMPDIR), Chromium and its helpers by their command
+    line (--user-data-dir, or the wrapper path)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            if directory.encode() in (entry / "cmdline").read_bytes() or directory.encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found

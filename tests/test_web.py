@@ -1,0 +1,168 @@
+"""The web domain in real headless Chromium: cleanup, determinism, the action language end to end,
+a browser killed mid-run, and `envisions exec web`."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from actors.executor import ExecutorPool
+from envisions_ray.config import EnvConfig
+from envisions_ray.data import task_input
+from envs.web_browser import DIRECTORY_PREFIX, processes_under
+from envs.web_miniwob import NOT_FINISHED, WebEnvironment, WebSettings
+
+CLICK_ONE = 'click_text("ONE")'  # click-test-2: right on every seed
+
+
+def browser_processes() -> list[int]:
+    """Live chromedriver and Chromium processes (zombies left for init to reap do not count)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() in ("chromedriver", "chromium", "chrome_crashpad"):
+                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def profile_directories() -> list[Path]:
+    return list(Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*"))
+
+
+@pytest.fixture
+def web():
+    env = WebEnvironment(WebSettings())
+    yield env
+    env.close()
+
+
+def test_after_100_episodes_no_browser_process_or_profile_is_left():
+    before_processes, before_directories = set(browser_processes()), set(profile_directories())
+    env = WebEnvironment(WebSettings())
+    rewards = []
+    for episode in range(100):  # two tasks in turn, ten at a time: each switch replaces the browser
+        task = "click-test-2" if episode // 10 % 2 == 0 else "click-button"
+        program = CLICK_ONE if task == "click-test-2" else 'click(tag="button", nth=1)'
+        rewards.append(env.execute(program, task_input(task, episode)).reward)
+        if episode == 50:
+            running = env.browser_pids
+            assert len(running) >= 3  # chromedriver, the browser and its helpers, all found
+            assert any(d not in before_directories for d in profile_directories())
+    env.close()
+    assert rewards.count(1) >= 50  # every click-test-2 episode; click-button only when the first button is it
+    assert set(browser_processes()) - before_processes == set()
+    assert set(profile_directories()) - before_directories == set()
+
+
+@pytest.mark.parametrize("task", ["click-checkboxes", "click-dialog", "search-engine", "social-media-all", "choose-date"])
+def test_the_same_seed_gives_the_same_page_and_the_same_reward(web, task):
+    first, other = task_input(task, 7), task_input(task, 8)
+    page = web.describe(first)
+    web.describe(other)
+    assert web.describe(first) == page  # refs included
+    program = 'click(tag="button", nth=1)\nclick_text("Submit")'
+    outcomes = {web.execute(program, first) for _ in range(3)}
+    assert len(outcomes) == 1
+
+
+def test_describe_is_the_utterance_and_a_bounded_page(web):
+    page = web.describe(task_input("social-media-all", 1))  # a long feed
+    assert page.startswith("Task: Click the ")
+    assert "more elements" in page and len(page) <= WebSettings().max_observation_chars + 40
+    assert '[4] button "ONE" #subbtn' in web.describe(task_input("click-test-2", 3))
+
+
+def test_programs_run_step_by_step_and_failures_keep_their_reason(web):
+    x = task_input("click-test-2", 3)
+    assert web.execute(CLICK_ONE, x).reward == 1
+    wrong = web.execute('click_text("TWO")', x)
+    assert (wrong.reward, wrong.output) == (0, "-1")
+    assert "parse error: line 1" in web.execute("import os\nos.system('true')", x).error
+    unknown = web.execute("click(ref=99)", x)
+    assert unknown.reward == 0 and "no element on the page matches ref=99" in unknown.error
+    assert web.execute('click(tag="input_text")', x).error.startswith("line 1: no element")
+    # The task ends at the first click; the second click's element is gone with the page.
+    late = web.execute('click_text("ONE")\nclick_text("TWO")', x)
+    assert (late.reward, late.error) == (1, "")  # the task ended at ONE: TWO is never clicked
+    idle = web.execute('click(id="area")', x)  # clicks nothing that ends the task
+    assert (idle.reward, idle.error) == (0, NOT_FINISHED)
+
+
+def test_a_step_can_name_an_element_that_an_earlier_step_made_appear(web):
+    x = task_input("search-engine", 1)
+    page = web.describe(x)
+    assert "Search" in page and "search-title" not in page  # no results before searching
+    target = page.split('Task: Use the textbox to enter "')[1].split('"')[0]
+    program = f'type(id="search-text", "{target}")\nclick(id="search")\nclick(cls="search-title", nth=1)'
+    outcome = web.execute(program, x)
+    assert outcome.error == "" and outcome.output != ""  # the result link was found and clicked
+
+
+def test_select_and_mouse_click_drive_widgets_a_javascript_click_cannot(web):
+    chooser = task_input("choose-list", 1)
+    wanted = web.describe(chooser).split("Select ")[1].split(" from the list")[0]
+    assert web.execute(f'select(id="options", "{wanted}")\nclick_text("Submit")', chooser).reward == 1
+    assert "has no option" in web.execute('select(id="options", "no such fruit")', chooser).error
+    spinner = task_input("use-spinner", 1)  # "Select -7 with the spinner"
+    assert "Select -7" in web.describe(spinner)
+    assert web.execute('mouse_click(cls="ui-spinner-down")\n' * 7 + 'click_text("Submit")', spinner).reward == 1
+
+
+def test_a_killed_browser_is_replaced_and_its_episode_retried(web):
+    x = task_input("click-test-2", 3)
+    assert web.execute(CLICK_ONE, x).reward == 1
+    browser = next(pid for pid in web.browser_pids if "--type=" not in Path(f"/proc/{pid}/cmdline").read_text())
+    os.kill(browser, signal.SIGKILL)
+    assert web.execute(CLICK_ONE, x).reward == 1
+    assert browser not in web.browser_pids
+
+
+def test_killing_the_browser_mid_run_loses_no_episode(ray_session):
+    pool = ExecutorPool(EnvConfig(name="web", num_executors=1, max_retries=1, resources={"browser": 1}))
+    jobs = [(CLICK_ONE, task_input("click-test-2", seed)) for seed in range(40)]
+    actor_pid = ray.get(pool.actors[0].pid.remote())
+    ref = pool.actors[0].execute.remote(jobs)
+
+    def kill_the_browser_once_it_runs():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for directory in Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}{actor_pid}-*"):
+                for pid in processes_under(str(directory)):
+                    if b"--type=" not in Path(f"/proc/{pid}/cmdline").read_bytes() and b"chromium" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        time.sleep(0.3)  # a few episodes in
+                        os.kill(pid, signal.SIGKILL)
+                        return pid
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_browser_once_it_runs)
+    killer.start()
+    outcomes = ray.get(ref, timeout=180)
+    killer.join()
+    assert [o.reward for o in outcomes] == [1] * 40
+    victim = actor_pid
+    os.kill(victim, signal.SIGKILL)  # the actor itself: Ray restarts it; its orphaned browser is swept
+    assert [o.reward for o in ray.get(pool.actors[0].execute.remote(jobs[:3]), timeout=120)] == [1, 1, 1]
+    assert not any(str(victim) == d.name.removeprefix(DIRECTORY_PREFIX).split("-")[0] for d in profile_directories())
+    pool.close()
+
+
+def test_envisions_exec_web_runs_a_program_in_a_fresh_browser(tmp_path):
+    program = tmp_path / "program.txt"
+    program.write_text(CLICK_ONE + "\n")
+    result = subprocess.run([sys.executable, "-m", "envisions_ray.cli", "exec", "web", str(program), "--input", '{"task": "click-test-2", "seed": 3}'],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == {"reward": 1, "output": "1", "error": ""}
+    bad = subprocess.run([sys.executable, "-m", "envisions_ray.cli", "exec", "web", str(program), "--input", '{"task": "no-such-task", "seed": 3}'],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip() == "envisions: error: web input 'cli': miniwob has no task 'no-such-task'"

@@ -1,0 +1,47 @@
+"""A web run through Ray: new seeds every iteration, browsers in executor actors, success per task."""
+import sqlite3
+
+import pytest
+
+from envisions_ray import driver
+from envisions_ray.config import load_config
+from envisions_ray.errors import UserError
+from envisions_ray.report import read_metrics, report
+
+TASKS = "click-test-2,click-button"
+
+
+def web_config(tiny_model, run_dir, *extra):
+    return load_config("conf/web_quickstart.yaml", [
+        f"run_dir={run_dir}", f"model.path={tiny_model}", "generator.num_cpus=1", "generator.max_new_tokens=16",
+        "eval.max_new_tokens=16", f"data.train=tasks:{TASKS}:0", "data.train_size=2", f"data.eval.miniwob=tasks:{TASKS}:100000",
+        "data.eval_size=2", "algorithm.k=2", "algorithm.iterations=2", "algorithm.few_shot=0", "env.num_executors=1",
+        "env.max_executors=2", "train.max_length=256", *extra,
+    ])
+
+
+@pytest.mark.timeout(600)
+def test_each_iteration_meets_new_seeds_and_eval_scores_every_task(tiny_model, tmp_path, ray_session):
+    run_dir = tmp_path / "web"
+    driver.run(web_config(tiny_model, run_dir))
+    with sqlite3.connect(run_dir / "pool.sqlite") as db:
+        rows = db.execute("SELECT iteration, example_id, error FROM trajectories WHERE source = 'explore'").fetchall()
+    seen = {(iteration, example) for iteration, example, _ in rows}
+    assert seen == {(0, "click-test-2@0"), (0, "click-test-2@1"), (0, "click-button@0"), (0, "click-button@1"),
+                    (1, "click-test-2@50"), (1, "click-test-2@51"), (1, "click-button@50"), (1, "click-button@51")}
+    assert len(rows) == 16  # K = 2 candidates per input, each run in a browser
+    assert all(error for *_, error in rows)  # the random model writes no valid program; each says why
+    metrics = read_metrics(run_dir)
+    assert [line["policy"] for line in metrics] == [0, 1, 2]
+    assert all(set(line["per_task"]["miniwob"]) == {"click-test-2", "click-button"} for line in metrics)
+    text = report([run_dir])
+    assert "## Success per task: miniwob" in text and "| click-button | 0.0% |" in text and "| **average** | 0.0% |" in text
+
+
+def test_web_inputs_are_checked_before_a_run_starts(tiny_model, tmp_path):
+    with pytest.raises(UserError, match="data.seed_stride \\(1\\) is below data.train_size \\(2\\)"):
+        driver.prepare(web_config(tiny_model, tmp_path / "a", "data.seed_stride=1"), convert_model=False)
+    with pytest.raises(UserError, match="eval set 'miniwob' shares inputs with training \\(first: click-button@50\\)"):
+        driver.prepare(web_config(tiny_model, tmp_path / "b", f"data.eval.miniwob=tasks:{TASKS}:50"), convert_model=False)
+    with pytest.raises(UserError, match="has 1 demonstration\\(s\\) for task 'click-button', fewer than algorithm.few_shot \\(2\\)"):
+        driver.prepare(web_config(tiny_model, tmp_path / "c", "algorithm.few_shot=2"), convert_model=False)
