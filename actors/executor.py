@@ -40,6 +40,10 @@ class Executor:
         """The worker process id, so a crash can be provoked and watched."""
         return os.getpid()
 
+    def close(self) -> None:
+        """Free what the environment holds (a browser, a worker process) before the actor goes."""
+        self.env.close()
+
 
 def start_executor(cfg: EnvConfig):
     # Restart forever: an environment can crash on any input, and a run must not end for it.
@@ -115,7 +119,8 @@ class ExecutorPool:
             self._dispatch()
         for seat in idle[: -change if change < 0 else 0]:
             self.seats.remove(seat)
-            ray.kill(seat.actor)
+            seat.actor.close.remote()
+            seat.actor.__ray_terminate__.remote()  # runs after close: the actor exits once its browser is gone
 
     def map(self, method: str, batches: list[tuple], affinities: list[str] | None = None) -> list:
         """Run `method` on every batch of arguments across the pool; the results in order."""
@@ -132,6 +137,10 @@ class ExecutorPool:
         return results
 
     def close(self) -> None:
+        """Close every executor's environment, then end the actors. ray.kill alone would leave
+        their browsers running."""
+        closing = [seat.actor.close.remote() for seat in self.seats]
+        ray.wait(closing, num_returns=len(closing), timeout=self.cfg.close_timeout_s)
         for seat in self.seats:
             ray.kill(seat.actor)
         self.seats, self.queue, self.running = [], deque(), {}

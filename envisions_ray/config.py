@@ -61,6 +61,8 @@ class EnvConfig:
     shrink_after_s: float = 30.0
     # How often the driver looks at the queue while it waits for results.
     poll_s: float = 0.2
+    # How long executors get to release their environment (quit a browser) when a run ends.
+    close_timeout_s: float = 30.0
     # Custom Ray resources each executor needs, e.g. {browser: 1}: on a cluster, pending
     # executors make the autoscaler add nodes that offer them (ray_cluster.yaml).
     resources: dict[str, float] = field(default_factory=dict)

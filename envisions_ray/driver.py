@@ -209,6 +209,7 @@ def run_iteration(run: Run, i: int) -> None:
         "stb": stability(solved),
         "seconds": seconds,
         "tokens": tokens,
+        "executors": {"now": len(run.executors.seats), "peak": run.executors.peak},  # the pool's size, as it scaled
     }
     _record(run, summary)
     run.pool_call("mark_done", i, "eval")

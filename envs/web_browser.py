@@ -44,6 +44,7 @@ def action_space() -> ActionSpaceConfig:
 class Browser:
     def __init__(self, task: str, chrome_binary: str, chromedriver: str, flags: list[str], refresh: bool) -> None:
         self.task = task
+        sweep_orphans()  # whatever a killed executor left behind, before this browser adds its own
         # The owner's pid in the name lets a later executor clean up after one that was killed.
         self.directory = Path(tempfile.mkdtemp(prefix=f"{DIRECTORY_PREFIX}{os.getpid()}-"))
         wrapper = self.directory / "chrome"
@@ -100,19 +101,15 @@ class Browser:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def sweep_orphans() -> int:
+def sweep_orphans() -> None:
     """Remove what killed executors left: browsers and directories whose owner process is gone.
 
-    A SIGKILLed actor cannot quit its browser; chromedriver and Chromium outlive it. Returns how
-    many directories were swept."""
-    swept = 0
+    A SIGKILLed actor cannot quit its browser; chromedriver and Chromium outlive it."""
     for directory in Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*-*"):
         owner = directory.name.removeprefix(DIRECTORY_PREFIX).split("-")[0]
         if owner.isdigit() and not Path(f"/proc/{owner}").exists():
             _kill(processes_under(str(directory)))
             shutil.rmtree(directory, ignore_errors=True)
-            swept += 1
-    return swept
 
 
 def _kill(pids: list[int]) -> None:

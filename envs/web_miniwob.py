@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import gymnasium
 import numpy as np
 from miniwob.action import ActionTypes
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import NoSuchElementException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
 from urllib3.exceptions import HTTPError
@@ -26,7 +26,7 @@ from urllib3.exceptions import HTTPError
 from envisions_ray.errors import UserError
 from envisions_ray.types import Example, Outcome
 from envs.web_actions import ActionError, Step, matches, parse_program
-from envs.web_browser import Browser, sweep_orphans
+from envs.web_browser import Browser
 from envs.web_dom import Element, page_elements, render
 
 NOT_FINISHED = "the program ended before the task did"
@@ -69,10 +69,13 @@ class WebEnvironment:
             if shutil.which(binary) is None:
                 raise UserError(f"the web environment needs {binary}: run scripts/setup.sh (apt-get install chromium chromium-driver)")
         self.browser: Browser | None = None
-        sweep_orphans()
 
     def describe(self, example: Example) -> str:
-        observation = self._reset(example)
+        try:
+            observation = self._reset(example)
+        except BROWSER_LOST:  # as in execute: a fresh browser, once
+            self._close_browser()
+            observation = self._reset(example)
         return render(observation["utterance"], page_elements(observation["dom_elements"]), self.cfg.max_observation_chars)
 
     def execute(self, solution: str, example: Example) -> Outcome:
@@ -132,12 +135,10 @@ class WebEnvironment:
         # select: a <select>'s options are not on miniwob's page list, so WebDriver picks by text.
         if not element.tag.startswith("select"):
             raise ActionError(f"line {step.line}: select needs a <select>, and [{element.ref}] is {element.tag}")
+        menu = Select(browser.driver.find_element(By.CSS_SELECTOR, f'[data-wob_ref="{element.ref}"]'))
         try:
-            menu = Select(browser.driver.find_element(By.CSS_SELECTOR, f'[data-wob_ref="{element.ref}"]'))
             menu.select_by_visible_text(step.text)
-        except WebDriverException as err:
-            if "Cannot locate option" not in str(err) and "NoSuchElement" not in type(err).__name__:
-                raise
+        except NoSuchElementException:
             raise ActionError(f"line {step.line}: [{element.ref}] has no option '{step.text}'") from None
         return browser.step(ActionTypes.NONE)
 

@@ -138,7 +138,11 @@ def test_killing_the_browser_mid_run_loses_no_episode(ray_session):
         while time.monotonic() < deadline:
             for directory in Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}{actor_pid}-*"):
                 for pid in processes_under(str(directory)):
-                    if b"--type=" not in Path(f"/proc/{pid}/cmdline").read_bytes() and b"chromium" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    try:
+                        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    except OSError:  # gone meanwhile
+                        continue
+                    if b"--type=" not in command and b"chromium" in command:
                         time.sleep(0.3)  # a few episodes in
                         os.kill(pid, signal.SIGKILL)
                         return pid

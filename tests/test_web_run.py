@@ -1,5 +1,11 @@
 """A web run through Ray: new seeds every iteration, browsers in executor actors, success per task."""
+import os
+import signal
 import sqlite3
+import tempfile
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -7,6 +13,7 @@ from envisions_ray import driver
 from envisions_ray.config import load_config
 from envisions_ray.errors import UserError
 from envisions_ray.report import read_metrics, report
+from envs.web_browser import DIRECTORY_PREFIX, processes_under
 
 TASKS = "click-test-2,click-button"
 
@@ -20,10 +27,38 @@ def web_config(tiny_model, run_dir, *extra):
     ])
 
 
+def kill_the_first_browser(killed: list[int], before: set[Path]) -> None:
+    """Wait for a browser of this run to start, let it work a moment, and SIGKILL it."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not killed:
+        for directory in set(Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*")) - before:
+            for pid in processes_under(str(directory)):
+                try:
+                    command = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:  # gone meanwhile
+                    continue
+                if b"chromium" in command and b"--type=" not in command:
+                    time.sleep(0.5)
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:  # closed meanwhile (a task switch): wait for the next one
+                        continue
+                    killed.append(pid)
+                    return
+        time.sleep(0.1)
+
+
 @pytest.mark.timeout(600)
 def test_each_iteration_meets_new_seeds_and_eval_scores_every_task(tiny_model, tmp_path, ray_session):
     run_dir = tmp_path / "web"
-    driver.run(web_config(tiny_model, run_dir))
+    killed: list[int] = []
+    before = set(Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*"))
+    killer = threading.Thread(target=kill_the_first_browser, args=(killed, before))
+    killer.start()
+    driver.run(web_config(tiny_model, run_dir))  # a browser dies mid-run: no episode may be lost
+    killer.join()
+    assert killed
+    assert set(Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*")) - before == set()  # every browser quit at the end
     with sqlite3.connect(run_dir / "pool.sqlite") as db:
         rows = db.execute("SELECT iteration, example_id, error FROM trajectories WHERE source = 'explore'").fetchall()
     seen = {(iteration, example) for iteration, example, _ in rows}
@@ -43,5 +78,5 @@ def test_web_inputs_are_checked_before_a_run_starts(tiny_model, tmp_path):
         driver.prepare(web_config(tiny_model, tmp_path / "a", "data.seed_stride=1"), convert_model=False)
     with pytest.raises(UserError, match="eval set 'miniwob' shares inputs with training \\(first: click-button@50\\)"):
         driver.prepare(web_config(tiny_model, tmp_path / "b", f"data.eval.miniwob=tasks:{TASKS}:50"), convert_model=False)
-    with pytest.raises(UserError, match="has 1 demonstration\\(s\\) for task 'click-button', fewer than algorithm.few_shot \\(2\\)"):
+    with pytest.raises(UserError, match="has 1 demonstration\\(s\\) for task 'click-test-2', fewer than algorithm.few_shot \\(2\\)"):
         driver.prepare(web_config(tiny_model, tmp_path / "c", "algorithm.few_shot=2"), convert_model=False)
