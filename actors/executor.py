@@ -51,11 +51,12 @@ def start_executor(cfg: EnvConfig):
     return actor.remote(cfg)
 
 
-def scaling_step(size: int, minimum: int, maximum: int, oldest_wait_s: float, idle_for_s: list[float],
+def scaling_step(size: int, minimum: int, maximum: int, queued: int, oldest_wait_s: float, idle_for_s: list[float],
                  grow_after_s: float, shrink_after_s: float) -> int:
-    """+1: add an executor; -n: retire the n longest-idle ones; 0: hold."""
-    if oldest_wait_s > grow_after_s and size < maximum:
-        return 1
+    """+1: add an executor; -n: retire the n longest-idle ones; 0: hold. Nothing is retired while
+    work waits: idle executors are about to get it."""
+    if queued:
+        return int(oldest_wait_s > grow_after_s and size < maximum)
     retirable = sum(1 for idle in idle_for_s if idle > shrink_after_s)
     return -min(retirable, size - minimum)
 
@@ -111,7 +112,7 @@ class ExecutorPool:
         now = self.clock()
         oldest_wait = now - self.queue[0].queued_at if self.queue else 0.0
         idle = sorted((s for s in self.seats if s.idle_since is not None), key=lambda s: s.idle_since)
-        change = scaling_step(len(self.seats), self.minimum, self.maximum, oldest_wait, [now - s.idle_since for s in idle],
+        change = scaling_step(len(self.seats), self.minimum, self.maximum, len(self.queue), oldest_wait, [now - s.idle_since for s in idle],
                               self.cfg.grow_after_s, self.cfg.shrink_after_s)
         if change > 0:
             self.seats.append(_Seat(start_executor(self.cfg), idle_since=now))

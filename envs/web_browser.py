@@ -20,6 +20,7 @@ actor owns one browser at a time.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import tempfile
@@ -48,7 +49,7 @@ class Browser:
         # The owner's pid in the name lets a later executor clean up after one that was killed.
         self.directory = Path(tempfile.mkdtemp(prefix=f"{DIRECTORY_PREFIX}{os.getpid()}-"))
         wrapper = self.directory / "chrome"
-        wrapper.write_text(f'#!/bin/sh\nexec {chrome_binary} "$@" {" ".join(flags)}\n')
+        wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(chrome_binary)} "$@" {shlex.join(flags)}\n')
         wrapper.chmod(0o700)
         launch = {"MINIWOB_CHROME_BINARY": str(wrapper), "MINIWOB_CHROMEDRIVER": chromedriver, "TMPDIR": str(self.directory)}
         saved = {name: os.environ.get(name) for name in launch}
@@ -63,7 +64,10 @@ class Browser:
             raise
         finally:
             for name, value in saved.items():
-                os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)
+                if value is None:
+                    del os.environ[name]
+                else:
+                    os.environ[name] = value
         self.page = self.env.unwrapped
         self.screenshots_off = False
 

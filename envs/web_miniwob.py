@@ -41,7 +41,7 @@ class WebSettings:
     chrome_binary: str = "/usr/bin/chromium"
     chromedriver: str = "/usr/bin/chromedriver"
     # Without these Chromium stalls on a closed network (background fetches, component updates).
-    # miniwob itself adds --headless, --no-sandbox and --disable-gpu.
+    # miniwob passes --headless, --no-sandbox and --disable-gpu too; the repeat is harmless.
     chrome_flags: list[str] = field(default_factory=lambda: [
         "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",

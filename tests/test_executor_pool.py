@@ -10,12 +10,13 @@ SLOW_PROGRAM = "def solution():\n    import time\n    time.sleep(0.3)\n    retur
 
 def test_scaling_step_by_hand():
     bounds = dict(minimum=1, maximum=3, grow_after_s=2.0, shrink_after_s=30.0)
-    assert scaling_step(1, oldest_wait_s=2.5, idle_for_s=[], **bounds) == 1  # work waited too long
-    assert scaling_step(1, oldest_wait_s=1.5, idle_for_s=[], **bounds) == 0  # not long enough yet
-    assert scaling_step(3, oldest_wait_s=9.0, idle_for_s=[], **bounds) == 0  # at max_executors
-    assert scaling_step(3, oldest_wait_s=0.0, idle_for_s=[40.0, 31.0, 5.0], **bounds) == -2
-    assert scaling_step(2, oldest_wait_s=0.0, idle_for_s=[40.0, 31.0], **bounds) == -1  # never below num_executors
-    assert scaling_step(1, oldest_wait_s=0.0, idle_for_s=[99.0], **bounds) == 0
+    assert scaling_step(1, queued=5, oldest_wait_s=2.5, idle_for_s=[], **bounds) == 1  # work waited too long
+    assert scaling_step(1, queued=5, oldest_wait_s=1.5, idle_for_s=[], **bounds) == 0  # not long enough yet
+    assert scaling_step(3, queued=5, oldest_wait_s=9.0, idle_for_s=[], **bounds) == 0  # at max_executors
+    assert scaling_step(3, queued=0, oldest_wait_s=0.0, idle_for_s=[40.0, 31.0, 5.0], **bounds) == -2
+    assert scaling_step(2, queued=0, oldest_wait_s=0.0, idle_for_s=[40.0, 31.0], **bounds) == -1  # never below num_executors
+    assert scaling_step(1, queued=0, oldest_wait_s=0.0, idle_for_s=[99.0], **bounds) == 0
+    assert scaling_step(3, queued=1, oldest_wait_s=0.0, idle_for_s=[40.0, 31.0], **bounds) == 0  # work is coming: keep them
 
 
 def test_the_pool_grows_while_work_waits_and_shrinks_when_idle(ray_session):

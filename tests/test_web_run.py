@@ -1,4 +1,5 @@
 """A web run through Ray: new seeds every iteration, browsers in executor actors, success per task."""
+import json
 import os
 import signal
 import sqlite3
@@ -80,3 +81,22 @@ def test_web_inputs_are_checked_before_a_run_starts(tiny_model, tmp_path):
         driver.prepare(web_config(tiny_model, tmp_path / "b", f"data.eval.miniwob=tasks:{TASKS}:50"), convert_model=False)
     with pytest.raises(UserError, match="has 1 demonstration\\(s\\) for task 'click-test-2', fewer than algorithm.few_shot \\(2\\)"):
         driver.prepare(web_config(tiny_model, tmp_path / "c", "algorithm.few_shot=2"), convert_model=False)
+
+
+@pytest.mark.parametrize("config", ["conf/web_quickstart.yaml", "conf/web_miniwob.yaml"])
+def test_shipped_web_configs_pass_the_input_checks(config, tmp_path):
+    run = driver.prepare(load_config(config, [f"run_dir={tmp_path / 'run'}"]), convert_model=False)
+    assert {x.meta["task"] for x in run.train_set} == {x.meta["task"] for x in run.eval_sets["miniwob"]}
+
+
+@pytest.mark.timeout(300)
+def test_envisions_eval_prints_success_per_task(tiny_model, ray_session, capsys):
+    from envisions_ray.cli import main
+
+    code = main(["eval", tiny_model, f"tasks:{TASKS}:100000", "--size", "2", "--shots", "0", "--config", "conf/web_quickstart.yaml",
+                 "generator.num_cpus=1", "eval.max_new_tokens=8", "env.num_executors=1"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    table = [line for line in out if line.startswith("|")]
+    assert table[0] == f"| task | {tiny_model} |" and table[2:] == ["| click-test-2 | 0.0% |", "| click-button | 0.0% |", "| **average** | 0.0% |"]
+    assert json.loads(out[-1])["per_task"] == {f"tasks:{TASKS}:100000": {"click-test-2": 0.0, "click-button": 0.0}}
