@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import ray
 
@@ -73,16 +73,16 @@ class _Call:
 @dataclass
 class _Seat:
     actor: object
+    idle_since: float | None  # None while a call runs
     affinity: str = ""
-    idle_since: float | None = field(default_factory=time.monotonic)  # None while a call runs
 
 
 class ExecutorPool:
-    def __init__(self, cfg: EnvConfig, clock=time.monotonic) -> None:
-        self.cfg, self.clock = cfg, clock
+    def __init__(self, cfg: EnvConfig) -> None:
+        self.cfg = cfg
         self.minimum = cfg.num_executors
         self.maximum = max(cfg.max_executors or cfg.num_executors, cfg.num_executors)
-        self.seats: list[_Seat] = [_Seat(start_executor(cfg), idle_since=clock()) for _ in range(self.minimum)]
+        self.seats: list[_Seat] = [_Seat(start_executor(cfg), time.monotonic()) for _ in range(self.minimum)]
         self.queue: deque[_Call] = deque()
         self.running: dict = {}  # ObjectRef -> (seat, call)
         self.peak = len(self.seats)
@@ -92,30 +92,35 @@ class ExecutorPool:
         return [seat.actor for seat in self.seats]
 
     def submit(self, tag, method: str, args: tuple, affinity: str = "") -> None:
-        self.queue.append(_Call(tag, method, args, affinity, self.clock()))
+        self.queue.append(_Call(tag, method, args, affinity, time.monotonic()))
         self.tick()
 
     def in_flight(self) -> list:
         return list(self.running)
 
+    @property
+    def busy(self) -> bool:
+        """Calls queued or running."""
+        return bool(self.queue or self.running)
+
     def collect(self, ref) -> tuple[object, object]:
         """A finished call's (tag, result); its executor takes the next queued call."""
         seat, call = self.running.pop(ref)
         result = ray.get(ref)
-        seat.idle_since = self.clock()
+        seat.idle_since = time.monotonic()
         self.tick()
         return call.tag, result
 
     def tick(self) -> None:
         """Hand queued calls to idle executors, then grow or shrink."""
         self._dispatch()
-        now = self.clock()
+        now = time.monotonic()
         oldest_wait = now - self.queue[0].queued_at if self.queue else 0.0
         idle = sorted((s for s in self.seats if s.idle_since is not None), key=lambda s: s.idle_since)
         change = scaling_step(len(self.seats), self.minimum, self.maximum, len(self.queue), oldest_wait, [now - s.idle_since for s in idle],
                               self.cfg.grow_after_s, self.cfg.shrink_after_s)
         if change > 0:
-            self.seats.append(_Seat(start_executor(self.cfg), idle_since=now))
+            self.seats.append(_Seat(start_executor(self.cfg), now))
             self.peak = max(self.peak, len(self.seats))
             self._dispatch()
         for seat in idle[: -change if change < 0 else 0]:
@@ -128,7 +133,7 @@ class ExecutorPool:
         for number, args in enumerate(batches):
             self.submit(number, method, args, affinities[number] if affinities else "")
         results = [None] * len(batches)
-        while self.running or self.queue:
+        while self.busy:
             ready, _ = ray.wait(self.in_flight(), num_returns=1, timeout=self.cfg.poll_s)
             if ready:
                 number, result = self.collect(ready[0])

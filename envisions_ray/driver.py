@@ -275,7 +275,7 @@ def stream(run: Run, requests: list[Request], n: int, temperature: float, max_ne
     generated = tqdm(total=len(requests), desc=f"{source or 'eval'}: generate", unit="prompt", position=0)
     executed = tqdm(total=len(requests) * n, desc=f"{source or 'eval'}: execute", unit="solution", position=1)
     executors = run.executors
-    while pending_generation or executors.running or executors.queue:
+    while pending_generation or executors.busy:
         ready, _ = ray.wait([*pending_generation, *executors.in_flight()], num_returns=1, timeout=run.cfg.env.poll_s)
         if not ready:
             executors.tick()  # long waits grow the executor pool

@@ -69,12 +69,10 @@ class Browser:
                 else:
                     os.environ[name] = value
         self.page = self.env.unwrapped
-        self.screenshots_off = False
 
     def reset(self, seed: int) -> dict:
-        options = {} if self.screenshots_off else {"record_screenshots": False}
-        observation, _ = self.env.reset(seed=int(seed), options=options)  # a numpy int would reach JavaScript as "np.int64(3)"
-        self.screenshots_off = True
+        # A numpy int would reach JavaScript as "np.int64(3)". Screenshots are never read.
+        observation, _ = self.env.reset(seed=int(seed), options={"record_screenshots": False})
         return observation
 
     def step(self, action_type: ActionTypes, **fields) -> tuple[dict, bool, float]:

@@ -71,11 +71,7 @@ class WebEnvironment:
         self.browser: Browser | None = None
 
     def describe(self, example: Example) -> str:
-        try:
-            observation = self._reset(example)
-        except BROWSER_LOST:  # as in execute: a fresh browser, once
-            self._close_browser()
-            observation = self._reset(example)
+        observation = self._with_browser(lambda: self._reset(example))
         return render(observation["utterance"], page_elements(observation["dom_elements"]), self.cfg.max_observation_chars)
 
     def execute(self, solution: str, example: Example) -> Outcome:
@@ -86,13 +82,8 @@ class WebEnvironment:
         if len(steps) > self.cfg.max_steps:
             return Outcome(reward=0, error=f"the program has {len(steps)} actions, more than {self.cfg.max_steps}")
         try:
-            return self._episode(steps, example)
-        except BROWSER_LOST:  # the browser died under us: a fresh one, and the episode once more
-            self._close_browser()
-        try:
-            return self._episode(steps, example)
+            return self._with_browser(lambda: self._episode(steps, example))
         except BROWSER_LOST as err:
-            self._close_browser()
             return Outcome(reward=0, error=f"the browser crashed twice: {type(err).__name__}")
 
     def close(self) -> None:
@@ -105,6 +96,18 @@ class WebEnvironment:
     @property
     def browser_pids(self) -> list[int]:
         return self.browser.process_ids() if self.browser else []
+
+    def _with_browser(self, work):
+        """`work()`; if the browser dies under it, a fresh browser and `work()` once more."""
+        try:
+            return work()
+        except BROWSER_LOST:
+            self._close_browser()  # the next reset starts a new one
+        try:
+            return work()
+        except BROWSER_LOST:
+            self._close_browser()
+            raise
 
     def _episode(self, steps: list[Step], example: Example) -> Outcome:
         observation = self._reset(example)

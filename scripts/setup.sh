@@ -23,7 +23,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" || {
+    echo "scripts/setup.sh: apt-get could not install ${missing[*]} (Debian 12 package names); install them, then run this again" >&2
+    exit 1
+  }
 fi
 
 python3 -m pip install -q --upgrade pip

@@ -1,7 +1,9 @@
 """EA and STB (paper appendix B) on hand-computed cases."""
 import pytest
 
-from envisions_ray.metrics import accuracy, exploratory_ability, stability
+from envisions_ray.data import task_input
+from envisions_ray.metrics import accuracy, exploratory_ability, per_task_accuracy, stability
+from envisions_ray.types import Outcome
 
 
 def test_paper_worked_example():
@@ -27,3 +29,11 @@ def test_nothing_solved_before_contributes_nothing():
 def test_accuracy():
     assert accuracy([1, 0, 1, 1]) == 0.75
     assert accuracy([]) == 0.0
+
+
+def test_success_per_task_by_hand():
+    inputs = [task_input("click-test", 0), task_input("enter-text", 0), task_input("click-test", 1), task_input("enter-text", 1), task_input("enter-text", 2)]
+    rewards = [1, 0, 1, 1, 0]
+    assert per_task_accuracy(inputs, [Outcome(r) for r in rewards]) == {"click-test": 1.0, "enter-text": pytest.approx(1 / 3)}
+    with pytest.raises(ValueError):  # an outcome per input, or the table is wrong
+        per_task_accuracy(inputs, [Outcome(1)])
