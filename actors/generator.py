@@ -5,6 +5,7 @@ A backend has three methods, `sample`, `logprob` and `load`, so a vLLM backend s
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -63,6 +64,10 @@ class Generator:
 
     def load(self, model_path: str) -> None:
         self.backend.load(local_copy(model_path))
+
+    def pid(self) -> int:
+        """The actor's process id: the engine's processes are its children."""
+        return os.getpid()
 
 
 def start_generators(cfg: GeneratorConfig, model_path: str, dtype: str) -> list:

@@ -51,6 +51,8 @@ class HFBackend:
 
     @torch.inference_mode()
     def sample(self, prompts, n, temperature, max_new_tokens, with_self_reward) -> list[list[Sample]]:
+        if temperature == 0 and n > 1:  # transformers refuses n > 1 when greedy; the n copies are identical
+            return [group * n for group in self.sample(prompts, 1, temperature, max_new_tokens, with_self_reward)]
         batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         sampling = {"do_sample": True, "temperature": temperature, "top_p": self.cfg.top_p} if temperature > 0 else {"do_sample": False}
         output = self.model.generate(

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import math
 import tempfile
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from envisions_ray.config import TrainConfig
+from envisions_ray.cpu import bf16_matmul_supported
 from envisions_ray.losses import PreferenceExample, TrainExample, collate, dpo_loss, sequence_logprobs, target_token_loss, tokenize
 from envisions_ray.model import TRAINED_MARKER, load_model_and_tokenizer, local_copy
 
@@ -85,7 +87,8 @@ def train_loop_per_worker(config: dict) -> None:
     for epoch in range(cfg.epochs):
         sampler.set_epoch(epoch)
         for index, batch in enumerate(loader):
-            loss = batch_loss(model, batch)
+            with _precision(cfg):
+                loss = batch_loss(model, batch)
             boundary = (index + 1) % accumulation == 0 or index + 1 == len(loader)
             advance(loss, boundary)
             losses.append(loss.item())
@@ -93,6 +96,13 @@ def train_loop_per_worker(config: dict) -> None:
             progress.set_postfix(loss=f"{loss.item():.3f}")
     progress.close()
     _save_and_report(model, tokenizer, cfg, rank, sum(losses) / max(1, len(losses)))
+
+
+def _precision(cfg: TrainConfig):
+    """bf16 autocast for the forward pass on CPUs that multiply bf16 natively, when asked; else nothing."""
+    if cfg.cpu_bf16 and not cfg.use_gpu and bf16_matmul_supported():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def accumulation_steps(cfg: TrainConfig, world_size: int) -> int:

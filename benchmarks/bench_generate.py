@@ -1,9 +1,11 @@
-"""Tokens/s of our `hf` backend against a plain batched `generate` loop on the same prompts.
+"""Tokens/s of the generator backends against a plain batched `generate` loop, on the same prompts.
 
-Both sample K solutions per prompt with the same settings and stop strings in this process; ours
-also keeps the raw logits and computes self-rewards, which is the overhead this measures.
+All sample K solutions per prompt with the same settings and stop strings, in this process, one
+after another: the plain transformers loop (the baseline), our `hf` backend (the same loop, plus
+raw logits and self-rewards), and our `vllm` backend (vLLM's CPU build on a CPU machine), both
+with torch.compile and eager. The vllm rows also give the engine's start time.
 
-    python benchmarks/bench_generate.py [--model smollm2] [--prompts 16] [--k 4]
+    python benchmarks/bench_generate.py [--model smollm2] [--prompts 16] [--k 4] [--dtype float32] [--chunk 32]
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import torch
 from tqdm import tqdm
 
 from actors.hf_backend import HFBackend
-from envisions_ray.config import GeneratorConfig
+from actors.vllm_backend import VLLMBackend
+from envisions_ray.config import GeneratorConfig, load_config
 from envisions_ray.data import load_examples
 from envisions_ray.model import load_model_and_tokenizer, resolve_model_path
 from envisions_ray.prompts import PromptBook
@@ -34,12 +37,20 @@ def plain_loop(model, tokenizer, prompts, cfg: GeneratorConfig, k: int) -> int:
     return tokens
 
 
-def ours(backend: HFBackend, prompts, cfg: GeneratorConfig, k: int) -> int:
+def backend_tokens(backend, prompts, cfg: GeneratorConfig, k: int, name: str) -> int:
+    """Generated tokens, as the backend counts them (up to the stop string or EOS)."""
     tokens, chunk = 0, max(1, cfg.chunk_size // k)
-    for start in tqdm(range(0, len(prompts), chunk), desc="hf backend"):
+    for start in tqdm(range(0, len(prompts), chunk), desc=name):
         for group in backend.sample(prompts[start : start + chunk], k, cfg.temperature, cfg.max_new_tokens, True):
-            tokens += sum(len(backend.tokenizer(s.text, add_special_tokens=False)["input_ids"]) for s in group)
+            tokens += sum(sample.num_tokens for sample in group)
     return tokens
+
+
+def timed(run) -> tuple[int, float]:
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    tokens = run()
+    return tokens, time.perf_counter() - start
 
 
 def main() -> None:
@@ -47,28 +58,46 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--chunk", type=int, help="sequences per generate call (default: the quickstart's chunk_size)")
+    parser.add_argument("--vllm-only", action="store_true", help="skip hf and plain generate (to compare vLLM settings)")
     args = parser.parse_args()
 
-    cfg = GeneratorConfig(num_cpus=torch.get_num_threads(), max_new_tokens=args.max_new_tokens, stop=["\n\n", "\nQuestion:"])
+    quickstart = load_config("conf/math_quickstart.yaml", ["run_dir=unused"]).generator
+    threads = torch.get_num_threads()
+    cfg = GeneratorConfig(**{**quickstart.__dict__, "num_cpus": threads, "chunk_size": args.chunk or quickstart.chunk_size})
     path = resolve_model_path(args.model, "~/.cache/envisions-ray")
     book = PromptBook.load("conf/prompts/math.yaml")
     prompts = [book.explore(x.question, 3) for x in load_examples("builtin:arith:train", args.prompts)]
-    backend = HFBackend(cfg, path, "float32")
-    model, tokenizer = load_model_and_tokenizer(path)
+    print(f"{len(prompts)} prompts (3-shot) x K={args.k}, temperature {cfg.temperature}, {cfg.max_new_tokens} new tokens, "
+          f"stops {cfg.stop!r}, {cfg.chunk_size} sequences per call, {threads} threads, {args.dtype}")
 
-    torch.manual_seed(0)
-    start = time.perf_counter()
-    base_tokens = plain_loop(model, tokenizer, prompts, cfg, args.k)
-    base_rate = base_tokens / (time.perf_counter() - start)
-    torch.manual_seed(0)
-    start = time.perf_counter()
-    our_tokens = ours(backend, prompts, cfg, args.k)
-    our_rate = our_tokens / (time.perf_counter() - start)
-    print(f"plain batched generate: {base_rate:8.1f} tokens/s ({base_tokens} tokens)")
-    print(f"hf backend (+stop, +self-reward): {our_rate:8.1f} tokens/s ({our_tokens} tokens)")
-    print(f"ratio (ours / plain): {our_rate / base_rate:.2f}")
+    rows = []
+    for eager in (False, True):
+        start = time.perf_counter()
+        backend = VLLMBackend(GeneratorConfig(**{**cfg.__dict__, "enforce_eager": eager}), path, args.dtype)
+        started = time.perf_counter() - start
+        name = f"vllm backend, {'eager' if eager else 'compiled'}"
+        backend_tokens(backend, prompts[:2], cfg, args.k, "warm-up")  # first-call allocations, not steady state
+        rows.append((name, *timed(lambda: backend_tokens(backend, prompts, cfg, args.k, name)), started))
+        backend.close()
+
+    if args.vllm_only:
+        for name, tokens, seconds, started in rows:
+            print(f"{name}: {tokens / seconds:.1f} tokens/s ({tokens} tokens in {seconds:.1f} s), engine start {started:.0f} s")
+        return
+    hf = HFBackend(cfg, path, args.dtype)
+    rows.append(("hf backend (+stop, +self-reward)", *timed(lambda: backend_tokens(hf, prompts, cfg, args.k, "hf backend")), None))
+    model, tokenizer = load_model_and_tokenizer(path, args.dtype)
+    rows.append(("plain batched generate", *timed(lambda: plain_loop(model, tokenizer, prompts, cfg, args.k)), None))
+
+    hf_rate = rows[2][1] / rows[2][2]
+    print("| generator | tokens | seconds | tokens/s | × hf backend | engine start |")
+    print("|---|---|---|---|---|---|")
+    for name, tokens, seconds, started in rows:
+        start_text = "–" if started is None else f"{started:.0f} s"
+        print(f"| {name} | {tokens} | {seconds:.1f} | {tokens / seconds:.1f} | {tokens / seconds / hf_rate:.2f} | {start_text} |")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # vLLM spawns its engine process, which imports this module again
     main()

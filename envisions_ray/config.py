@@ -28,7 +28,8 @@ class ModelConfig:
 
 @dataclass
 class GeneratorConfig:
-    backend: str = "hf"
+    # vllm (the CPU build on CPU machines) or hf, transformers' own generate loop.
+    backend: str = "vllm"
     num_actors: int = 1
     num_cpus: float = 1.0
     num_gpus: float = 0.0
@@ -46,6 +47,10 @@ class GeneratorConfig:
     # vllm backend only: GPUs per engine, and the share of each GPU's memory the engine may take.
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
+    # vllm backend on CPU: the KV cache in GiB. vLLM's own default takes 92 % of the machine's memory.
+    kv_cache_gib: float = 2.0
+    # vllm backend: no torch.compile. The engine starts in about a third of the time, and decodes slower.
+    enforce_eager: bool = False
 
 
 @dataclass
@@ -130,6 +135,10 @@ class TrainConfig:
     global_batch_size: int = 128  # reached by gradient accumulation over workers and micro-batches
     micro_batch_size: int = 4
     max_grad_norm: float = 1.0
+    # CPU workers: forward in bf16 autocast, float32 master weights. Only where the CPU multiplies
+    # bf16 natively (AVX512-BF16 or AMX, envisions_ray/cpu.py); elsewhere the step stays float32.
+    # benchmarks/bench_train.py measures the step against float32.
+    cpu_bf16: bool = False
     # DeepSpeed ZeRO when deepspeed is importable, else DDP. On GPUs the step runs in bf16.
     deepspeed: bool = True
     zero_stage: int = 2

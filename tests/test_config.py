@@ -1,5 +1,6 @@
 """Config: YAML + overrides into typed dataclasses, and one-line errors that name the key."""
 import pytest
+import torch
 
 from envisions_ray.config import RunConfig, load_config
 from envisions_ray.errors import UserError
@@ -101,3 +102,22 @@ def test_the_math_paper_config_gives_deepspeed_the_paper_s_8_gpu_step():
     assert accumulation * train.micro_batch_size * 8 == 128  # global batch 128 by accumulation
     ds = deepspeed_config(train, accumulation, total_steps=100)
     assert ds["zero_optimization"] == {"stage": 3} and ds["bf16"] == {"enabled": True} and ds["gradient_accumulation_steps"] == 4
+
+
+@pytest.mark.parametrize("asked, native, expected", [(True, True, torch.bfloat16), (True, False, None), (False, True, None)])
+def test_cpu_bf16_autocasts_only_where_the_cpu_multiplies_bf16(monkeypatch, asked, native, expected):
+    import actors.trainer
+    from envisions_ray.config import TrainConfig
+
+    monkeypatch.setattr(actors.trainer, "bf16_matmul_supported", lambda: native)
+    with actors.trainer._precision(TrainConfig(cpu_bf16=asked)):
+        product = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert product.dtype == (expected or torch.float32)
+
+
+def test_cpu_flags_are_read_from_the_kernel():
+    from envisions_ray.cpu import BF16_MATMUL_FLAGS, bf16_matmul_supported, cpu_flags
+
+    flags = cpu_flags()
+    assert bf16_matmul_supported() == bool(flags & BF16_MATMUL_FLAGS)
+    assert not flags or {"sse2", "fp", "asimd"} & flags  # an x86 or Arm flag list, not another field

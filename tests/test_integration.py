@@ -14,6 +14,12 @@ from envisions_ray.model import TRAINED_MARKER
 from envisions_ray.report import read_metrics
 
 
+# The hf backend starts at once on a tiny model, while a vLLM engine takes most of a minute on 2
+# cores: these tests are about the loop. The end-to-end test and tests/test_vllm_engine.py run vLLM.
+HF = "generator.backend=hf"
+VLLM = ("generator.backend=vllm", "generator.enforce_eager=true", "generator.kv_cache_gib=0.25")
+
+
 def tiny_run_config(tiny_model, run_dir, *extra):
     return load_config(
         "conf/math_quickstart.yaml",
@@ -32,6 +38,7 @@ def tiny_run_config(tiny_model, run_dir, *extra):
             "train.num_workers=2",
             "train.epochs=1",
             "train.max_length=256",
+            HF,
             *extra,
         ],
     )
@@ -40,14 +47,15 @@ def tiny_run_config(tiny_model, run_dir, *extra):
 @pytest.mark.timeout(600)
 def test_one_iteration_end_to_end(tiny_solver, twelves, tmp_path, ray_session):
     run_dir = tmp_path / "run"
-    cfg = tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "eval.refine=true")
+    cfg = tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "eval.refine=true", *VLLM)
     driver.run(cfg)
 
     metrics = read_metrics(run_dir)
     assert metrics[0]["policy"] == 0 and set(metrics[0]["eval"]) == set(metrics[0]["executable"]) == {"arith"}
     summary = metrics[1]
     assert summary["iteration"] == 1 and summary["inputs"] == 6
-    assert set(summary["seconds"]) == {"explore", "refine", "select", "train", "eval"}
+    assert set(summary["seconds"]) == {"explore", "refine", "select", "train", "handoff", "eval"}
+    assert 0 < summary["seconds"]["handoff"] < summary["seconds"]["train"]  # weights loaded in place, no engine restart
     assert all(summary["tokens"][stage] > 0 for stage in ("explore", "refine", "eval"))
     # Inference-time self-refine is scored beside the plain accuracy.
     assert set(summary["eval_refine"]) == {"arith"} and 0.0 <= summary["eval_refine"]["arith"] <= 1.0
@@ -122,8 +130,8 @@ def test_ablation_switches_shape_the_training_set(tiny_solver, twelves, tmp_path
 @pytest.mark.timeout(600)
 def test_sft_dpo_trains_sft_then_dpo_on_pairs_from_the_pool(tiny_solver, twelves, tmp_path, ray_session):
     run_dir = tmp_path / "sft_dpo"
-    # Sampled hot, the solver sometimes misses an input it otherwise solves: a positive and a negative to pair.
-    driver.run(tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "method=sft_dpo", "algorithm.k=4", "generator.temperature=1.3"))
+    # Sampled at 0.8, the solver sometimes misses an input it otherwise solves: a positive and a negative to pair.
+    driver.run(tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "method=sft_dpo", "algorithm.k=4", "generator.temperature=0.8"))
     summary = read_metrics(run_dir)[1]
     assert summary["method"] == "sft_dpo" and summary["u2"] == 0 and summary["pairs"] >= 1
     assert "refine" not in summary["seconds"]  # baselines do not refine

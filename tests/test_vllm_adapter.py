@@ -1,4 +1,6 @@
-"""Contract tests of the vllm backend's adapter (actors/vllm_backend.py), not of vLLM: no vLLM runs here.
+"""The vllm backend's adapter (actors/vllm_backend.py) on output shapes a real engine cannot be made to
+produce on demand (a stop token id, an EOS-valued token cut by length, an empty completion), and
+the GPU engine arguments; tests/test_vllm_engine.py runs the real engine.
 
 The fakes hold exactly the fields the adapter reads, shaped as vLLM's source defines them:
 - `CompletionOutput` (vllm/outputs.py): `text` cut before a stop string; `token_ids` keeping the
@@ -9,7 +11,6 @@ The fakes hold exactly the fields the adapter reads, shaped as vLLM's source def
 - `RequestOutput` (vllm/outputs.py): `outputs`, `prompt_token_ids`, and `prompt_logprobs`, whose
   first entry is None (vllm/logprobs.py `create_prompt_logprobs`).
 - `Logprob` (vllm/logprobs.py; vllm/sequence.py before it moved): `.logprob`.
-A fake `vllm` module stands in for the engine, to check what the backend asks of it.
 """
 from __future__ import annotations
 
@@ -21,13 +22,13 @@ import pytest
 
 import actors.generator
 from actors.generator import Sample, make_backend, start_generators
-from actors.vllm_backend import VLLMBackend, samples_from_outputs, target_logprob_sums
+from actors.vllm_backend import VLLMBackend, engine_args, samples_from_outputs, target_logprob_sums
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.errors import UserError
 
 STOPS = ["\n\n\n", "\nQuestion:"]
 EOS = 0
-MISSING_VLLM = "generator.backend=vllm needs the gpu extra: pip install 'envisions-ray[gpu]'"
+MISSING_VLLM = "generator.backend=vllm needs vLLM: run scripts/setup.sh (CPU), or pip install 'envisions-ray[gpu]'"
 
 
 @dataclass
@@ -105,90 +106,15 @@ def test_target_logprob_sum_skips_the_prompt_and_the_leading_none():
     assert target_logprob_sums(outputs, [2, 1, 0]) == [-1.25, -1.75, -1.75]
 
 
-# A fake `vllm` module: records what the backend asks the engine for and answers with canned outputs.
-
-
-class FakeTokenizer:
-    eos_token_id = EOS
-
-    def __call__(self, text: str, add_special_tokens: bool = True) -> dict:
-        return {"input_ids": ([1] if add_special_tokens else []) + [ord(c) for c in text]}  # 1 = BOS
-
-
-class FakeLLM:
-    instances: list[FakeLLM] = []
-
-    def __init__(self, **kwargs):
-        self.kwargs, self.calls, self.shut_down = kwargs, [], False
-        self.llm_engine = SimpleNamespace(engine_core=SimpleNamespace(shutdown=self.shutdown))
-        FakeLLM.instances.append(self)
-
-    def shutdown(self) -> None:
-        self.shut_down = True
-
-    def get_tokenizer(self) -> FakeTokenizer:
-        return FakeTokenizer()
-
-    def generate(self, prompts, params, use_tqdm=True):
-        self.calls.append((prompts, params))
-        if params.kwargs.get("prompt_logprobs") is not None:
-            # log p(token) = -(token + 1) / 100 at every position but the first.
-            return [RequestOutput(prompt_token_ids=ids, prompt_logprobs=[None] + [{t: Logprob(-(t + 1) / 100)} for t in ids[1:]]) for ids in (p["prompt_token_ids"] for p in prompts)]
-        with_logprobs = params.kwargs["logprobs"] is not None
-        return [RequestOutput([completion(f"s{i}", [(5, -1.0), (6, -2.0)], with_logprobs=with_logprobs) for i in range(params.kwargs["n"])]) for _ in prompts]
-
-
-@pytest.fixture
-def fake_vllm(monkeypatch):
-    FakeLLM.instances = []
-    module = SimpleNamespace(LLM=FakeLLM, SamplingParams=lambda **kwargs: SimpleNamespace(kwargs=kwargs), TokensPrompt=dict)
-    monkeypatch.setitem(sys.modules, "vllm", module)
-    return module
-
-
-def test_greedy_asks_for_one_sample_and_repeats_it(fake_vllm):
-    backend = VLLMBackend(GeneratorConfig(backend="vllm", stop=STOPS), "model-a", "bfloat16")
-    groups = backend.sample(["hi", "yo"], 3, 0.0, 16, True)
-    [(prompts, params)] = backend.llm.calls
-    assert params.kwargs["n"] == 1 and params.kwargs["temperature"] == 0.0
-    assert groups == [[Sample("s0", -1.5, 2)] * 3] * 2
-
-
-def test_sampling_sends_unspecial_token_ids_and_asks_for_sampled_logprobs(fake_vllm):
-    backend = VLLMBackend(GeneratorConfig(backend="vllm", stop=STOPS, top_p=0.9), "model-a", "bfloat16")
-    groups = backend.sample(["hi"], 2, 0.7, 16, True)
-    [(prompts, params)] = backend.llm.calls
-    assert prompts == [{"prompt_token_ids": [ord("h"), ord("i")]}]  # no BOS, as hf and the trainer
-    assert params.kwargs == dict(n=2, temperature=0.7, top_p=0.9, max_tokens=16, stop=STOPS, logprobs=0)
-    assert [s.text for s in groups[0]] == ["s0", "s1"]
-
-
-def test_without_self_reward_asks_for_no_logprobs(fake_vllm):
-    backend = VLLMBackend(GeneratorConfig(backend="vllm"), "model-a", "bfloat16")
-    [[first, second]] = backend.sample(["hi"], 2, 0.7, 16, False)
-    assert backend.llm.calls[0][1].kwargs["logprobs"] is None
-    assert first == Sample("s0", 0.0, 2)
-
-
-def test_logprob_scores_target_and_eos_tokenised_apart(fake_vllm):
-    backend = VLLMBackend(GeneratorConfig(backend="vllm"), "model-a", "bfloat16")
-    [score] = backend.logprob(["ab"], ["c"])
-    [(prompts, params)] = backend.llm.calls
-    assert prompts == [{"prompt_token_ids": [ord("a"), ord("b"), ord("c"), EOS]}]
-    assert params.kwargs["prompt_logprobs"] == 0 and params.kwargs["max_tokens"] == 1
-    assert score == pytest.approx(-(ord("c") + 1) / 100 - (EOS + 1) / 100)
-
-
-def test_engine_args_and_load_replaces_the_engine(fake_vllm):
-    cfg = GeneratorConfig(backend="vllm", tensor_parallel_size=2, gpu_memory_utilization=0.5, max_model_len=512, seed=7)
-    backend = VLLMBackend(cfg, "model-a", "bfloat16")
-    backend.load("model-b")
-    first, second = FakeLLM.instances
-    assert first.shut_down and not second.shut_down and backend.llm is second
-    assert second.kwargs == dict(
-        model="model-b", dtype="bfloat16", seed=7, tensor_parallel_size=2, gpu_memory_utilization=0.5,
-        max_model_len=512, logprobs_mode="raw_logprobs", distributed_executor_backend="mp",
+def test_engine_args_size_the_kv_cache_by_gpu_share_or_by_cpu_gibibytes():
+    gpu = GeneratorConfig(backend="vllm", num_gpus=1, tensor_parallel_size=2, gpu_memory_utilization=0.5, max_model_len=512, seed=7)
+    assert engine_args(gpu, "model-a", "bfloat16") == dict(
+        model="model-a", dtype="bfloat16", seed=7, tensor_parallel_size=2, max_model_len=512, enforce_eager=False,
+        logprobs_mode="raw_logprobs", distributed_executor_backend="mp", gpu_memory_utilization=0.5,
     )
+    cpu = engine_args(GeneratorConfig(backend="vllm", kv_cache_gib=1.5, enforce_eager=True), "model-a", "float32")
+    assert cpu["kv_cache_memory_bytes"] == 1.5 * 2**30 and "gpu_memory_utilization" not in cpu
+    assert cpu["enforce_eager"] and cpu["distributed_executor_backend"] is None
 
 
 def test_without_vllm_the_backend_says_which_extra_to_install(monkeypatch):
@@ -196,7 +122,7 @@ def test_without_vllm_the_backend_says_which_extra_to_install(monkeypatch):
     with pytest.raises(UserError) as err:
         VLLMBackend(GeneratorConfig(backend="vllm"), "model-a", "float32")
     assert str(err.value) == MISSING_VLLM
-    with pytest.raises(UserError, match="gpu extra"):
+    with pytest.raises(UserError, match="needs vLLM"):
         make_backend(GeneratorConfig(backend="vllm"), "model-a", "float32")
 
 

@@ -24,7 +24,9 @@ def web_config(tiny_model, run_dir, *extra):
         f"run_dir={run_dir}", f"model.path={tiny_model}", "generator.num_cpus=1", "generator.max_new_tokens=16",
         "eval.max_new_tokens=16", f"data.train=tasks:{TASKS}:0", "data.train_size=2", f"data.eval.miniwob=tasks:{TASKS}:100000",
         "data.eval_size=2", "algorithm.k=2", "algorithm.iterations=2", "algorithm.few_shot=0", "env.num_executors=1",
-        "env.max_executors=2", "train.max_length=256", *extra,
+        "env.max_executors=2", "train.max_length=256",
+        "generator.backend=hf",  # starts at once; tests/test_vllm_engine.py runs the vLLM engine
+        *extra,
     ])
 
 
@@ -94,7 +96,7 @@ def test_envisions_eval_prints_success_per_task(tiny_model, ray_session, capsys)
     from envisions_ray.cli import main
 
     code = main(["eval", tiny_model, f"tasks:{TASKS}:100000", "--size", "2", "--shots", "0", "--config", "conf/web_quickstart.yaml",
-                 "generator.num_cpus=1", "eval.max_new_tokens=8", "env.num_executors=1"])
+                 "generator.num_cpus=1", "eval.max_new_tokens=8", "env.num_executors=1", "generator.backend=hf"])
     out = capsys.readouterr().out.splitlines()
     assert code == 0
     table = [line for line in out if line.startswith("|")]

@@ -1,0 +1,98 @@
+"""The vllm backend on a real vLLM engine (the CPU build), inside a Ray generator actor.
+
+One engine serves the whole module: starting one costs most of a minute on 2 cores. The hf backend
+on the same tiny model is the reference for greedy text, self-reward and teacher-forced logprobs;
+both run in float32, so they agree to float32 rounding (the kernels differ, the arithmetic does not).
+"""
+from __future__ import annotations
+
+import psutil
+import pytest
+import torch
+
+from actors.generator import Generator
+from actors.hf_backend import HFBackend
+from conftest import SOLVER_PROGRAM
+from envisions_ray.config import GeneratorConfig
+from envisions_ray.prompts import PromptBook
+
+PROMPT = PromptBook.load("conf/prompts/math.yaml").explore("Tom has 5 apples and buys 7 more. How many apples does he have?")
+# Float32 on both sides; sums over ~15 tokens of differently ordered reductions.
+TOLERANCE = 1e-3
+
+
+def engine_config(**overrides) -> GeneratorConfig:
+    settings = dict(backend="vllm", num_cpus=1, stop=["\n\n"], max_model_len=1024, kv_cache_gib=0.25, enforce_eager=True, top_p=1.0)
+    return GeneratorConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def engine(ray_session, tiny_solver):
+    actor = ray_session.remote(Generator).options(num_cpus=1).remote(engine_config(), tiny_solver, "float32")
+    yield actor
+    ray_session.kill(actor)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_solver) -> HFBackend:
+    return HFBackend(GeneratorConfig(backend="hf", stop=["\n\n"], num_cpus=1, top_p=1.0), tiny_solver, "float32")
+
+
+def teacher_forced_mean(reference: HFBackend, prompt: str, text: str) -> tuple[float, int]:
+    """Mean log-prob of `text`'s tokens after `prompt` under the hf model, and how many tokens."""
+    prompt_ids = reference.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    target_ids = reference.tokenizer(text, add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        logits = reference.model(input_ids=torch.tensor([prompt_ids + target_ids])).logits[0].float()
+    logprobs = torch.log_softmax(logits[len(prompt_ids) - 1 : -1], dim=-1)
+    picked = logprobs[torch.arange(len(target_ids)), torch.tensor(target_ids)]
+    return picked.mean().item(), len(target_ids)
+
+
+def test_greedy_text_and_self_reward_match_the_hf_backend(ray_session, engine, reference):
+    [[first, second]] = ray_session.get(engine.sample.remote([PROMPT], 2, 0.0, 32, True))
+    [[expected, _]] = reference.sample([PROMPT], 2, 0.0, 32, True)
+    assert first == second and first.text == expected.text == SOLVER_PROGRAM
+    assert first.num_tokens == expected.num_tokens
+    assert first.self_reward == pytest.approx(expected.self_reward, abs=TOLERANCE)
+    mean, count = teacher_forced_mean(reference, PROMPT, first.text)
+    assert count == first.num_tokens and first.self_reward == pytest.approx(mean, abs=TOLERANCE)
+
+
+def test_n_samples_are_cut_at_the_stop_string_and_scored_on_their_own_tokens(ray_session, engine, reference):
+    [samples] = ray_session.get(engine.sample.remote([PROMPT], 6, 1.0, 32, True))
+    assert len(samples) == 6 and len({s.text for s in samples}) > 1  # temperature 1 on a half-trained model
+    for sample in samples:
+        assert "\n\n" not in sample.text and sample.num_tokens > 0 and sample.self_reward < 0
+    # A sample that ended on EOS holds exactly its text's tokens: the teacher-forced mean agrees.
+    mean, count = teacher_forced_mean(reference, PROMPT, samples[0].text)
+    if count == samples[0].num_tokens:
+        assert samples[0].self_reward == pytest.approx(mean, abs=TOLERANCE)
+
+
+def test_the_logprob_pass_matches_the_hf_backend(ray_session, engine, reference):
+    targets = [SOLVER_PROGRAM, "def solution():\n    return 13", "print('no')"]
+    ours = ray_session.get(engine.logprob.remote([PROMPT] * 3, targets))
+    theirs = reference.logprob([PROMPT] * 3, targets)
+    assert ours == pytest.approx(theirs, abs=TOLERANCE)
+    assert ours[0] > ours[2]  # the program it was trained on is the likeliest
+
+
+def test_new_weights_load_in_place_and_back(ray_session, engine, tiny_model, tiny_solver):
+    pids = set(psutil.Process(ray_session.get(engine.pid.remote())).children(recursive=True))
+    ray_session.get(engine.load.remote(tiny_model))
+    [[untrained]] = ray_session.get(engine.sample.remote([PROMPT], 1, 0.0, 16, False))
+    ray_session.get(engine.load.remote(tiny_solver))
+    [[trained]] = ray_session.get(engine.sample.remote([PROMPT], 1, 0.0, 32, False))
+    assert untrained.text != SOLVER_PROGRAM and trained.text == SOLVER_PROGRAM
+    # In place: the engine's processes are the same ones.
+    assert set(psutil.Process(ray_session.get(engine.pid.remote())).children(recursive=True)) == pids
+
+
+def test_a_killed_generator_leaves_no_engine_process(ray_session, engine):
+    """Last in this module: it kills the shared engine."""
+    children = psutil.Process(ray_session.get(engine.pid.remote())).children(recursive=True)
+    assert children, "the engine runs in child processes"
+    ray_session.kill(engine)
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive
