@@ -10,10 +10,11 @@ second forward pass.
 from __future__ import annotations
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from actors.generator import Sample
 from envisions_ray.config import GeneratorConfig
-from envisions_ray.losses import TrainExample, collate, sequence_logprobs, tokenize
+from envisions_ray.losses import TrainExample, collate, encode_prompt, sequence_logprobs, tokenize
 from envisions_ray.model import load_model_and_tokenizer
 
 
@@ -23,16 +24,35 @@ def cut_at_stop(text: str, stops: list[str]) -> str:
     return text[:end].rstrip()
 
 
-def sampled_mask(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """1 for every generated token: everything before the first pad (= EOS here) was sampled."""
-    return (tokens != pad_id).cumprod(dim=1)
+class StopInGeneratedText(StoppingCriteria):
+    """Ends a row once a stop string appears in the text it generated, never in its prompt.
+
+    transformers' own `stop_strings` matches the end of the whole sequence, prompt included: a
+    prompt ending in "\n" and a first generated "\n" make "\n\n", and the sample comes back empty.
+    vLLM looks only at the generated text; so does this.
+    """
+
+    def __init__(self, tokenizer, stops: list[str], prompt_length: int):
+        self.tokenizer, self.stops, self.prompt_length = tokenizer, stops, prompt_length
+
+    def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
+        return torch.tensor([any(stop in text for stop in self.stops) for text in texts], device=input_ids.device)
 
 
-def mean_sampled_logprob(step_logits: tuple[torch.Tensor, ...], tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """Per row: mean over its sampled tokens of log_softmax(raw logits); finished rows pad with pad_id."""
+def sampled_mask(tokens: torch.Tensor, end_ids: list[int]) -> torch.Tensor:
+    """1 for every generated token before the first EOS or pad: the tokens a sample's self-reward
+    averages and its length counts. EOS is left out, as vllm_backend.counted_tokens leaves it out,
+    also for a tokenizer whose pad is not its EOS; the tokens of a stop string are in."""
+    ended = torch.isin(tokens, torch.tensor(end_ids, device=tokens.device))
+    return (~ended).long().cumprod(dim=1)
+
+
+def mean_sampled_logprob(step_logits: tuple[torch.Tensor, ...], tokens: torch.Tensor, end_ids: list[int]) -> torch.Tensor:
+    """Per row: mean over its counted tokens (`sampled_mask`) of log_softmax(raw logits)."""
     logprobs = torch.stack([torch.log_softmax(logits.float(), dim=-1) for logits in step_logits], dim=1)
     picked = logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    sampled = sampled_mask(tokens, pad_id)
+    sampled = sampled_mask(tokens, end_ids)
     return (picked * sampled).sum(dim=1) / sampled.sum(dim=1).clamp(min=1)
 
 
@@ -53,26 +73,27 @@ class HFBackend:
     def sample(self, prompts, n, temperature, max_new_tokens, with_self_reward) -> list[list[Sample]]:
         if temperature == 0 and n > 1:  # transformers refuses n > 1 when greedy; the n copies are identical
             return [group * n for group in self.sample(prompts, 1, temperature, max_new_tokens, with_self_reward)]
-        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        rows = [encode_prompt(self.tokenizer, prompt) for prompt in prompts]  # as vllm and the trainer see them
+        batch = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(self.device)
         sampling = {"do_sample": True, "temperature": temperature, "top_p": self.cfg.top_p} if temperature > 0 else {"do_sample": False}
         output = self.model.generate(
             **batch,
             **sampling,
             num_return_sequences=n,
             max_new_tokens=max_new_tokens,
-            stop_strings=self.cfg.stop or None,  # transformers rejects an empty list
-            tokenizer=self.tokenizer,
+            stopping_criteria=StoppingCriteriaList([StopInGeneratedText(self.tokenizer, self.cfg.stop, batch["input_ids"].shape[1])]),
             pad_token_id=self.tokenizer.pad_token_id,
             return_dict_in_generate=True,
             output_logits=with_self_reward,
         )
         new_tokens = output.sequences[:, batch["input_ids"].shape[1] :]
+        end_ids = [self.tokenizer.pad_token_id, self.tokenizer.eos_token_id]
         texts = [cut_at_stop(t, self.cfg.stop) for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
         if with_self_reward:
-            rewards = mean_sampled_logprob(output.logits, new_tokens, self.tokenizer.pad_token_id).tolist()
+            rewards = mean_sampled_logprob(output.logits, new_tokens, end_ids).tolist()
         else:
             rewards = [0.0] * len(texts)
-        lengths = sampled_mask(new_tokens, self.tokenizer.pad_token_id).sum(dim=1).tolist()
+        lengths = sampled_mask(new_tokens, end_ids).sum(dim=1).tolist()
         samples = [Sample(text, reward, length) for text, reward, length in zip(texts, rewards, lengths)]
         return [samples[i * n : (i + 1) * n] for i in range(len(prompts))]
 

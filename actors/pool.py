@@ -83,8 +83,10 @@ class CandidatePool:
         return {row[0] for row in rows}
 
     def pool_counts(self) -> dict[str, int]:
-        size, correct = self.db.execute("SELECT COUNT(*), COALESCE(SUM(reward), 0) FROM trajectories WHERE in_pool = 1").fetchone()
-        return {"pool_size": size, "unique_correct": correct}
+        """Pooled trajectories, and distinct correct programs per input: without long-term memory
+        each iteration pools its own copy of a program found again, which counts once."""
+        pooled = self.trajectories(in_pool=True)
+        return {"pool_size": len(pooled), "unique_correct": len(dedupe([t for t in pooled if t.reward]))}
 
     def mark_done(self, iteration: int, stage: str, detail: str | None = None) -> None:
         """Record a finished stage; `detail` (JSON) is what resuming needs of it, e.g. the checkpoint."""

@@ -33,7 +33,8 @@ def main() -> None:
         driver.connect_ray(cfg)
         run.pool = ray.remote(CandidatePool).remote(f"{run_dir}/pool.sqlite")
         driver.start_actors(run)
-        requests = [driver.Request(x, run.prompts.explore(run.problems[x.id], cfg.algorithm.few_shot)) for x in run.train_set]
+        problems = driver._describe(run, run.train_set)  # what the model reads for each input
+        requests = [driver.Request(x, run.prompts.explore(p, cfg.algorithm.few_shot)) for x, p in zip(run.train_set, problems)]
         sample = run.generators[0].sample
         ray.get(sample.remote([requests[0].prompt], 1, 0.0, 4, False))  # warm-up: weights paged in
 

@@ -1,12 +1,12 @@
-"""Seconds to hand new weights to a vLLM generator: in place (`VLLMBackend.load`, the engine keeps
-running) against a restart (close the engine, start one on the new checkpoint), for a compiled and
-an eager engine, in one run.
+"""Seconds to hand new weights to a vLLM generator: in place (vLLM's `reload_weights`, the engine
+keeps running) against a restart (close the engine, start one on the new checkpoint, which is what
+`VLLMBackend.load` does), for a compiled and an eager engine, in one run.
 
 The new checkpoint is the model with its weights perturbed, so that greedy answers change. Each
 handoff is checked: after an in-place load the engine must answer exactly as an engine started
 fresh on the new checkpoint, and differently from before.
 
-    python benchmarks/bench_handoff.py [--model smollm2] [--prompts 8]
+    python benchmarks/bench_handoff.py [--model smollm2] [--prompts 8] [--modes compiled,eager]
 """
 from __future__ import annotations
 
@@ -44,7 +44,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--modes", default="compiled,eager", help="engines to measure: compiled, eager or both")
     args = parser.parse_args()
+    modes = args.modes.split(",")
+    if not set(modes) <= {"compiled", "eager"}:
+        parser.error(f"--modes takes compiled and/or eager, got {args.modes}")
 
     base = resolve_model_path(args.model, "~/.cache/envisions-ray")
     cfg = load_config("conf/math_quickstart.yaml", ["run_dir=unused"]).generator
@@ -53,17 +57,17 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as directory:
         new = perturbed_copy(base, directory)
-        for eager in (False, True):
+        for eager in [mode == "eager" for mode in modes]:
             mode = GeneratorConfig(**{**cfg.__dict__, "enforce_eager": eager})
             backend = VLLMBackend(mode, base, "float32")
             before = greedy(backend, prompts)
             start = time.perf_counter()
-            backend.load(new)
+            backend.llm.collective_rpc("reload_weights", kwargs={"weights_path": new})
+            backend.llm.reset_prefix_cache()
             in_place = time.perf_counter() - start
             after_load = greedy(backend, prompts)
             start = time.perf_counter()
-            backend.close()
-            backend = VLLMBackend(mode, new, "float32")
+            backend.load(new)
             restart = time.perf_counter() - start
             fresh = greedy(backend, prompts)
             backend.close()

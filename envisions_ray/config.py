@@ -168,7 +168,8 @@ class DPOConfig:
     beta: float = 0.1
     lr: float = 5e-7
     warmup_ratio: float = 0.1
-    epochs: int = 1
+    # Empty: train.epochs, as the paper trains DPO for as many epochs as SFT.
+    epochs: Optional[int] = None
 
 
 @dataclass
@@ -301,6 +302,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
             raise UserError(f"config: '{key}' must be one of {', '.join(allowed)}, got '{value}'")
     for key, value in METHOD_SETTINGS[cfg.method].items():
         OmegaConf.update(cfg, key, value)
+    if cfg.dpo.epochs is None:
+        cfg.dpo.epochs = cfg.train.epochs
     unknown = [name for name in cfg.data.held_out if name not in cfg.data.eval]
     if unknown:
         raise UserError(f"config: data.held_out names '{unknown[0]}', which is not in data.eval ({', '.join(cfg.data.eval) or 'empty'})")

@@ -32,12 +32,37 @@ class PreferenceExample:
     rejected: str
 
 
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """The prompt's ids as every backend conditions on them and the trainer trains on them: with BOS
+    first when the model's tokenizer adds one (Llama's), without when it does not (SmolLM2's)."""
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    bos = getattr(tokenizer, "bos_token_id", None)
+    adds_bos = bos is not None and tokenizer("", add_special_tokens=True)["input_ids"][:1] == [bos]
+    return [bos] + ids if adds_bos else ids
+
+
+def target_ids(tokenizer, prompt: str, target: str) -> list[int]:
+    """The target's ids as they follow the prompt, tokenised in that context.
+
+    Tokenised alone, a SentencePiece target starts with a prefix-space token (`▁def`) that the model
+    never produces after the prompt's newline; trained on it, the model writes " def" and every
+    program fails with IndentationError. So prompt and target are tokenised together and the
+    prompt's tokens cut off; where the two merge across the boundary, the target is tokenised alone.
+    """
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    joint = tokenizer(prompt + target, add_special_tokens=False)["input_ids"]
+    if joint[: len(prompt_ids)] == prompt_ids:
+        return joint[len(prompt_ids) :]
+    return tokenizer(target, add_special_tokens=False)["input_ids"]
+
+
 def tokenize(tokenizer, example: TrainExample, max_length: int) -> tuple[list[int], list[int]]:
-    """Token ids and labels; prompt and target are tokenised apart, exactly as generation saw them."""
-    prompt_ids = tokenizer(example.prompt, add_special_tokens=False)["input_ids"]
-    target_ids = tokenizer(example.target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    input_ids = (prompt_ids + target_ids)[:max_length]
-    labels = ([IGNORE] * len(prompt_ids) + target_ids)[:max_length]
+    """Token ids and labels: the prompt as the generator conditioned on it, the target as it follows
+    the prompt, then EOS."""
+    prompt_ids = encode_prompt(tokenizer, example.prompt)
+    target = target_ids(tokenizer, example.prompt, example.target) + [tokenizer.eos_token_id]
+    input_ids = (prompt_ids + target)[:max_length]
+    labels = ([IGNORE] * len(prompt_ids) + target)[:max_length]
     return input_ids, labels
 
 

@@ -46,12 +46,14 @@ def dedupe(trajectories: list[Trajectory]) -> list[Trajectory]:
 
 
 def rank(trajectories: list[Trajectory], by: str, seed: int = 0) -> list[Trajectory]:
-    """Highest self-reward first (ties broken by text, for determinism), or a seeded shuffle."""
+    """Highest self-reward first (ties broken by text, for determinism), or a seeded shuffle; empty
+    solutions last either way. An empty completion has no tokens, so its self-reward (a mean over
+    none) is 0, the highest possible value: ranked by it, it would become U2's "current code"."""
     if by == "random":
         shuffled = list(trajectories)
         random.Random(seed).shuffle(shuffled)
-        return shuffled
-    return sorted(trajectories, key=lambda t: (-t.self_reward, t.solution))
+        return sorted(shuffled, key=lambda t: not t.solution.strip())
+    return sorted(trajectories, key=lambda t: (not t.solution.strip(), -t.self_reward, t.solution))
 
 
 def build_training_set(

@@ -64,7 +64,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     run_dir = tmp_path / "run"
     code, out, _ = run_envisions("run", QUICKSTART, f"run_dir={run_dir}", "--dry-run")
     assert code == 0
-    assert "3 iterations" in out and "64 inputs" in out and "K=4" in out and "1 x vllm generator" in out and "2 x math executor" in out
+    assert "2 iterations" in out and "64 inputs" in out and "K=4" in out and "1 x vllm generator" in out and "2 x math executor" in out
     assert not run_dir.exists()
 
 

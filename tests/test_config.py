@@ -121,3 +121,8 @@ def test_cpu_flags_are_read_from_the_kernel():
     flags = cpu_flags()
     assert bf16_matmul_supported() == bool(flags & BF16_MATMUL_FLAGS)
     assert not flags or {"sse2", "fp", "asimd"} & flags  # an x86 or Arm flag list, not another field
+
+
+def test_dpo_epochs_follow_train_epochs_unless_set():
+    assert load_config("conf/math_quickstart.yaml", ["run_dir=x", "method=sft_dpo"]).dpo.epochs == 3  # the quickstart's train.epochs
+    assert load_config("conf/math_quickstart.yaml", ["run_dir=x", "method=sft_dpo", "dpo.epochs=1"]).dpo.epochs == 1

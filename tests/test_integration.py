@@ -55,7 +55,7 @@ def test_one_iteration_end_to_end(tiny_solver, twelves, tmp_path, ray_session):
     summary = metrics[1]
     assert summary["iteration"] == 1 and summary["inputs"] == 6
     assert set(summary["seconds"]) == {"explore", "refine", "select", "train", "handoff", "eval"}
-    assert 0 < summary["seconds"]["handoff"] < summary["seconds"]["train"]  # weights loaded in place, no engine restart
+    assert summary["seconds"]["handoff"] > 0  # the new engine's start
     assert all(summary["tokens"][stage] > 0 for stage in ("explore", "refine", "eval"))
     # Inference-time self-refine is scored beside the plain accuracy.
     assert set(summary["eval_refine"]) == {"arith"} and 0.0 <= summary["eval_refine"]["arith"] <= 1.0

@@ -65,9 +65,19 @@ def test_self_reward_is_the_mean_raw_logprob_of_sampled_tokens_before_the_first_
     # and p(1) = 1/2 at step 2.
     step_logits = (torch.tensor([[0.0, math.log(3)]] * 2), torch.tensor([[0.0, 0.0]] * 2))
     tokens = torch.tensor([[1, 1], [1, 0]])  # row 2 ended after one token
-    rewards = mean_sampled_logprob(step_logits, tokens, pad_id=0)
+    rewards = mean_sampled_logprob(step_logits, tokens, end_ids=[0])
     assert abs(rewards[0].item() - (math.log(3 / 4) + math.log(1 / 2)) / 2) < 1e-6
     assert abs(rewards[1].item() - math.log(3 / 4)) < 1e-6
+
+
+def test_self_reward_leaves_out_eos_also_when_pad_is_another_token():
+    from actors.hf_backend import mean_sampled_logprob, sampled_mask
+
+    # Vocabulary of 3: token 0 is pad, token 2 is EOS. p(1) = 3/4 at step 1; EOS then has p = 1/2.
+    step_logits = (torch.tensor([[0.0, math.log(3), -100.0]]), torch.tensor([[-100.0, 0.0, 0.0]]), torch.tensor([[0.0, 0.0, 0.0]]))
+    tokens = torch.tensor([[1, 2, 0]])  # one token, EOS, then pad
+    assert sampled_mask(tokens, [0, 2]).tolist() == [[1, 0, 0]]  # EOS is not counted, as vLLM does not count it
+    assert abs(mean_sampled_logprob(step_logits, tokens, [0, 2]).item() - math.log(3 / 4)) < 1e-6
 
 
 def test_sequence_logprobs_sum_only_the_target_tokens():

@@ -34,3 +34,11 @@ def test_current_iteration_pool_forgets_earlier_iterations(tmp_path):
     assert [t.solution for t in training.u1] == ["return 12"] and [t.iteration for t in training.u1] == [1]
     assert training.u2 == []  # its only positive went to U1
     assert pool.training_set(n1=10, n2=2, leave_positive_for_pair=False, iteration=0).u1[0].iteration == 0
+
+
+def test_a_correct_text_counts_once_per_input_whichever_pool(tmp_path):
+    for long_term in (True, False):
+        pool = CandidatePool(str(tmp_path / f"pool-{long_term}.sqlite"))
+        fill(pool, long_term)
+        # "return 12" was found in both iterations: one unique correct program, with "return 3 * 4".
+        assert pool.pool_counts()["unique_correct"] == 2

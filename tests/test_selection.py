@@ -80,3 +80,12 @@ def test_preference_pairs_reuse_positives_and_skip_inputs_without_one():
     # Negatives by self-reward n1, n2, n3; positives cycle p1, p2, p1.
     assert [(p.solution, n.solution) for p, n in pairs] == [("p1", "n1"), ("p2", "n2"), ("p1", "n3")]
     assert [(p.solution, n.solution) for p, n in preference_pairs(pool, n2=1)] == [("p1", "n1")]
+
+
+def test_an_empty_negative_ranks_last_despite_its_zero_self_reward():
+    # The empty completion's self-reward is 0.0 (a mean over no tokens), above every real one.
+    empty, blank, real = traj("x", "", 0, 0.0), traj("x", "  \n", 0, 0.0), traj("x", "return 1", 0, -0.5)
+    positives = [traj("x", "def solution():\n    return 12", 1, -0.2), traj("x", "def solution():\n    return 6 * 2", 1, -0.3)]
+    for rank_by in ("self_reward", "random"):
+        training = build_training_set([empty, blank, real, *positives], n1=10, n2=1, leave_positive_for_pair=True, rank_by=rank_by)
+        assert [negative.solution for _, negative in training.u2] == ["return 1"]
