@@ -65,9 +65,11 @@ def test_n_samples_are_cut_at_the_stop_string_and_scored_on_their_own_tokens(ray
     for sample in samples:
         assert "\n\n" not in sample.text and sample.num_tokens > 0 and sample.self_reward < 0
     # A sample that ended on EOS holds exactly its text's tokens: the teacher-forced mean agrees.
-    mean, count = teacher_forced_mean(reference, PROMPT, samples[0].text)
-    if count == samples[0].num_tokens:
-        assert samples[0].self_reward == pytest.approx(mean, abs=TOLERANCE)
+    forced = [(sample, *teacher_forced_mean(reference, PROMPT, sample.text)) for sample in samples]
+    on_eos = [(sample, mean) for sample, mean, count in forced if count == sample.num_tokens]
+    assert on_eos, "no sample ended on EOS"
+    for sample, mean in on_eos:
+        assert sample.self_reward == pytest.approx(mean, abs=TOLERANCE)
 
 
 def test_the_logprob_pass_matches_the_hf_backend(ray_session, engine, reference):
