@@ -19,9 +19,12 @@ from envisions_ray.model import load_model_and_tokenizer
 
 
 def cut_at_stop(text: str, stops: list[str]) -> str:
-    """The text before the earliest stop string, without trailing whitespace."""
+    """The text before the earliest stop string, without surrounding whitespace: what is stored,
+    executed and trained on. A SentencePiece model may start with a prefix-space token ("▁def"):
+    decoded in the prompt's context (vLLM) that is " def", alone (hf) it may be "def", and Python
+    refuses the first. Stripped, both backends give one text, which the trainer tokenises in context."""
     end = min((text.find(stop) for stop in stops if stop in text), default=len(text))
-    return text[:end].rstrip()
+    return text[:end].strip()
 
 
 class StopInGeneratedText(StoppingCriteria):

@@ -150,8 +150,15 @@ def _optimizer_and_schedule(model, cfg: TrainConfig, total_steps: int):
     from transformers import get_scheduler
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warmup = math.ceil(cfg.warmup_ratio * total_steps)
+    warmup = warmup_steps(cfg.warmup_ratio, total_steps)
     return optimizer, get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+
+
+def warmup_steps(ratio: float, total_steps: int) -> int:
+    """Rounded down. A warm-up's first step has learning rate 0 (transformers' schedules start at
+    0/warmup), so rounding up, as HF's Trainer does, gave a one-step run one warm-up step and
+    left the model untouched (issue 13 part 10); below 1/ratio steps there is no warm-up."""
+    return math.floor(ratio * total_steps)
 
 
 def _ddp_step(model, cfg: TrainConfig, accumulation: int, total_steps: int):

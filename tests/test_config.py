@@ -104,6 +104,22 @@ def test_the_math_paper_config_gives_deepspeed_the_paper_s_8_gpu_step():
     assert ds["zero_optimization"] == {"stage": 3} and ds["bf16"] == {"enabled": True} and ds["gradient_accumulation_steps"] == 4
 
 
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
+@pytest.mark.parametrize("total_steps", [1, 2, 5, 33])  # fewer than 1 / warmup_ratio: no warm-up
+def test_the_first_optimizer_step_of_a_short_run_moves_the_weights(schedule, total_steps):
+    """A one-step run used to get one warm-up step at learning rate 0 and leave the model as it was."""
+    from actors.trainer import _optimizer_and_schedule
+    from envisions_ray.config import TrainConfig
+
+    model = torch.nn.Linear(2, 1)
+    before = model.weight.detach().clone()
+    optimizer, lr_schedule = _optimizer_and_schedule(model, TrainConfig(lr=1e-3, lr_schedule=schedule, warmup_ratio=0.03), total_steps)
+    model(torch.ones(1, 2)).sum().backward()
+    optimizer.step()
+    lr_schedule.step()
+    assert not torch.equal(model.weight, before)
+
+
 @pytest.mark.parametrize("asked, native, expected", [(True, True, torch.bfloat16), (True, False, None), (False, True, None)])
 def test_cpu_bf16_autocasts_only_where_the_cpu_multiplies_bf16(monkeypatch, asked, native, expected):
     import actors.trainer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from actors.hf_backend import HFBackend
+from actors.hf_backend import HFBackend, cut_at_stop
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.losses import IGNORE, TrainExample, encode_prompt, target_ids, tokenize
 from envisions_ray.prompts import PromptBook
@@ -70,3 +70,14 @@ def test_the_hf_generator_conditions_on_the_prompt_ids_the_trainer_sees(llama_st
     ids, labels = tokenize(tokenizer, TrainExample(PROMPT, PROGRAM, "l1"), 1024)
     assert conditioned == ids[: labels.count(IGNORE)]
     assert torch.equal(seen[0][0][-len(encode_prompt(tokenizer, "Hi")) :], torch.tensor(encode_prompt(tokenizer, "Hi")))
+
+
+def test_a_program_sampled_with_a_prefix_space_is_stored_as_the_same_runnable_text_by_both_backends(tokenizer):
+    sampled = tokenizer(PROGRAM + "\n\nQuestion:", add_special_tokens=False)["input_ids"]  # "▁def ...", as a base model may write
+    prompt_ids = encode_prompt(tokenizer, PROMPT)
+    alone = tokenizer.decode(sampled)  # the hf backend decodes the generated tokens alone
+    in_context = tokenizer.decode(prompt_ids + sampled)[len(tokenizer.decode(prompt_ids)) :]  # vLLM, after the prompt
+    assert in_context.startswith(" def")  # Python's IndentationError, unstripped
+    stops = ["\n\n", "\nQuestion:"]
+    assert cut_at_stop(alone, stops) == cut_at_stop(in_context, stops) == PROGRAM
+    compile(cut_at_stop(in_context, stops), "<solution>", "exec")

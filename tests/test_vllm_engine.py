@@ -80,12 +80,11 @@ def test_the_logprob_pass_matches_the_hf_backend(ray_session, engine, reference)
     assert ours[0] > ours[2]  # the program it was trained on is the likeliest
 
 
-def test_new_weights_load_and_back(ray_session, engine, tiny_model, tiny_solver):
+def test_new_weights_load(ray_session, engine, tiny_model):
+    """After the checks on the solver's weights: the untrained model no longer writes its program."""
     ray_session.get(engine.load.remote(tiny_model))
     [[untrained]] = ray_session.get(engine.sample.remote([PROMPT], 1, 0.0, 16, False))
-    ray_session.get(engine.load.remote(tiny_solver))
-    [[trained]] = ray_session.get(engine.sample.remote([PROMPT], 1, 0.0, 32, False))
-    assert untrained.text != SOLVER_PROGRAM and trained.text == SOLVER_PROGRAM
+    assert untrained.text != SOLVER_PROGRAM
     # The old engine's processes are gone: one engine per actor at any time.
     engines = [p for p in psutil.Process(ray_session.get(engine.pid.remote())).children(recursive=True) if "EngineCore" in " ".join(p.cmdline())]
     assert len(engines) == 1
