@@ -19,6 +19,7 @@ from actors.hf_backend import HFBackend
 from actors.vllm_backend import VLLMBackend, counted_tokens, samples_from_outputs
 from envisions_ray.config import GeneratorConfig, load_config
 from envisions_ray.data import load_examples
+from envisions_ray.losses import encode_prompt
 from envisions_ray.model import resolve_model_path
 from envisions_ray.prompts import PromptBook
 from envs import make_env
@@ -38,7 +39,7 @@ def self_reward_gap(backend: VLLMBackend, hf: HFBackend, prompts: list[str], cfg
     params = backend.vllm.SamplingParams(n=k, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens, stop=cfg.stop, logprobs=0)
     gaps = []
     for prompt in tqdm(prompts, desc="self-reward against teacher forcing"):
-        prompt_ids = backend.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        prompt_ids = encode_prompt(backend.tokenizer, prompt)  # as the backends condition on it
         [output] = backend.llm.generate([backend.vllm.TokensPrompt(prompt_token_ids=prompt_ids)], params, use_tqdm=False)
         [samples] = samples_from_outputs([output], cfg.stop, True)
         counted = [list(c.token_ids[: counted_tokens(c)]) for c in output.outputs]
