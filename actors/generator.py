@@ -6,38 +6,17 @@ A backend has three methods, `sample`, `logprob` and `load`, so a vLLM backend s
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Protocol
 
 import ray
 from ray.util import get_placement_group, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from actors.backend import Backend
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.model import local_copy
 
 # The GPU generators' placement group, by name, so stopping them can release it.
 GENERATOR_GROUP = "envisions-generators"
-
-
-@dataclass(frozen=True)
-class Sample:
-    text: str  # the solution, cut at the first stop string
-    self_reward: float  # mean token log-prob under the policy at temperature 1
-    num_tokens: int  # tokens generated for it, up to the stop string or EOS
-
-
-class Backend(Protocol):
-    def sample(
-        self, prompts: list[str], n: int, temperature: float, max_new_tokens: int, with_self_reward: bool
-    ) -> list[list[Sample]]:
-        """n samples per prompt; temperature 0 means greedy."""
-
-    def logprob(self, prompts: list[str], targets: list[str]) -> list[float]:
-        """log p(target | prompt) under the policy at temperature 1, summed over the target's tokens."""
-
-    def load(self, model_path: str) -> None:
-        """Swap in new weights (a checkpoint written by the trainer)."""
 
 
 def make_backend(cfg: GeneratorConfig, model_path: str, dtype: str) -> Backend:

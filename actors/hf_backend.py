@@ -12,19 +12,10 @@ from __future__ import annotations
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from actors.generator import Sample
+from actors.backend import Sample, cut_at_stop
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.losses import TrainExample, collate, encode_prompt, sequence_logprobs, tokenize
 from envisions_ray.model import load_model_and_tokenizer
-
-
-def cut_at_stop(text: str, stops: list[str]) -> str:
-    """The text before the earliest stop string, without surrounding whitespace: what is stored,
-    executed and trained on. A SentencePiece model may start with a prefix-space token ("▁def"):
-    decoded in the prompt's context (vLLM) that is " def", alone (hf) it may be "def", and Python
-    refuses the first. Stripped, both backends give one text, which the trainer tokenises in context."""
-    end = min((text.find(stop) for stop in stops if stop in text), default=len(text))
-    return text[:end].strip()
 
 
 class StopInGeneratedText(StoppingCriteria):

@@ -43,8 +43,7 @@ from __future__ import annotations
 import gc
 import os
 
-from actors.generator import Sample
-from actors.hf_backend import cut_at_stop
+from actors.backend import Sample, cut_at_stop
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.errors import UserError
 from envisions_ray.losses import IGNORE, TrainExample, encode_prompt, tokenize

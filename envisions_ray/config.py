@@ -5,15 +5,15 @@ recipe. Mistakes are reported as one-line `UserError`s that name the offending k
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from envisions_ray.errors import UserError
+from envisions_ray.errors import UserError, explain, unknown_key_error
+from envs import env_settings
 
 
 @dataclass
@@ -232,15 +232,6 @@ CHOICES = {
 }
 
 
-def _all_keys(node: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for key, value in node.items():
-        keys.append(f"{prefix}{key}")
-        if isinstance(value, dict):
-            keys.extend(_all_keys(value, f"{prefix}{key}."))
-    return keys
-
-
 def _is_known(schema, key: str) -> bool:
     """Is `key` a field of the schema? Keys under a free-form dict (data.eval) always are."""
     node = schema
@@ -251,23 +242,6 @@ def _is_known(schema, key: str) -> bool:
             return True
         node = node[part] if not OmegaConf.is_missing(node, part) else None
     return True
-
-
-def _unknown_key_error(key: str, schema, prefix: str = "") -> UserError:
-    candidates = [prefix + name for name in _all_keys(OmegaConf.to_container(schema))]
-    nearest = difflib.get_close_matches(prefix + key, candidates, n=1, cutoff=0.0)
-    hint = f"; did you mean '{nearest[0]}'?" if nearest else ""
-    return UserError(f"config: unknown key '{prefix}{key}'{hint}")
-
-
-def _explain(err: OmegaConfBaseException, schema, prefix: str = "") -> UserError:
-    key = err.full_key or getattr(err, "key", "") or "?"
-    if isinstance(err, ConfigKeyError):
-        return _unknown_key_error(str(key), schema, prefix)
-    key = f"{prefix}{key}"
-    if isinstance(err, ValidationError):
-        return UserError(f"config: '{key}' has the wrong type: {err.msg.splitlines()[0]}")
-    return UserError(f"config: '{key}': {err.msg.splitlines()[0]}")
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
@@ -289,10 +263,10 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
                 raise UserError(f"config: override '{item}' is not key=value")
             key, value = item.split("=", 1)
             if not _is_known(schema, key):
-                raise _unknown_key_error(key, schema)
+                raise unknown_key_error(key, schema)
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"]))
     except OmegaConfBaseException as err:
-        raise _explain(err, schema) from None
+        raise explain(err, schema) from None
     cfg.env.settings = OmegaConf.to_container(env_settings(cfg.env.name, cfg.env.settings))
     if OmegaConf.is_missing(cfg, "run_dir"):
         raise UserError("config: 'run_dir' is required (set it in the YAML or as run_dir=PATH)")
@@ -310,17 +284,6 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
     if cfg.method == "distill" and bool(cfg.distill.teacher_file) == bool(cfg.distill.endpoint):
         raise UserError("config: method distill needs exactly one teacher: distill.teacher_file=PATH or distill.endpoint=URL")
     return OmegaConf.to_object(cfg)
-
-
-def env_settings(env_name: str, given) -> DictConfig:
-    """`env.settings` checked against the env's own schema, with its defaults filled in."""
-    from envs import environment_class  # the env module owns the schema
-
-    schema = OmegaConf.structured(environment_class(env_name).Settings)
-    try:
-        return OmegaConf.merge(schema, given)
-    except OmegaConfBaseException as err:
-        raise _explain(err, schema, prefix="env.settings.") from None
 
 
 def to_yaml(cfg: RunConfig) -> str:

@@ -19,7 +19,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
 from actors.executor import ExecutorPool
-from actors.generator import Sample, start_generators, stop_generators
+from actors.backend import Sample
+from actors.generator import start_generators, stop_generators
 from actors.pool import CandidatePool
 from actors.trainer import train
 from envisions_ray.config import RunConfig, to_yaml

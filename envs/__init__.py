@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import importlib
 
-from omegaconf import OmegaConf
+from typing import Any, Protocol
 
-from envisions_ray.config import EnvConfig, env_settings
-from envisions_ray.errors import UserError
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from envisions_ray.errors import UserError, explain
 
 # Imported on first use: a domain's heavy dependencies load only in runs of that domain.
 ENVIRONMENTS = {
@@ -28,6 +30,22 @@ def environment_class(name: str) -> type:
     return getattr(importlib.import_module(module), attribute)
 
 
-def make_env(cfg: EnvConfig):
+def env_settings(env_name: str, given) -> DictConfig:
+    """`env.settings` checked against the env's own schema, with its defaults filled in."""
+    schema = OmegaConf.structured(environment_class(env_name).Settings)
+    try:
+        return OmegaConf.merge(schema, given)
+    except OmegaConfBaseException as err:
+        raise explain(err, schema, prefix="env.settings.") from None
+
+
+class EnvChoice(Protocol):
+    """Which environment, with which settings: the run config's `env` (an EnvConfig)."""
+
+    name: str
+    settings: dict[str, Any]
+
+
+def make_env(cfg: EnvChoice):
     settings = env_settings(cfg.name, cfg.settings)  # checked again: an EnvConfig may be built in code
     return environment_class(cfg.name)(OmegaConf.to_object(settings))

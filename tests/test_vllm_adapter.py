@@ -21,7 +21,8 @@ from types import SimpleNamespace
 import pytest
 
 import actors.generator
-from actors.generator import Sample, make_backend, start_generators
+from actors.backend import Sample
+from actors.generator import make_backend, start_generators
 from actors.vllm_backend import VLLMBackend, engine_args, samples_from_outputs, target_logprob_sums
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.errors import UserError
