@@ -11,7 +11,7 @@ import ray
 from ray.util import get_placement_group, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from actors.backend import Backend
+from actors.backend import Backend, Sample
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.model import local_copy
 

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from actors.pool import CandidatePool
 from envisions_ray import driver
 from envisions_ray.config import load_config
+from envisions_ray.run_state import PoolClient, Request
 
 
 def main() -> None:
@@ -31,10 +32,10 @@ def main() -> None:
         cfg = load_config("conf/math_quickstart.yaml", [f"run_dir={run_dir}", f"model.path={args.model}", f"data.train_size={args.inputs}"])
         run = driver.prepare(cfg)
         driver.connect_ray(cfg)
-        run.pool = ray.remote(CandidatePool).remote(f"{run_dir}/pool.sqlite")
+        run.pool = PoolClient(ray.remote(CandidatePool).remote(f"{run_dir}/pool.sqlite"))
         driver.start_actors(run)
         problems = driver._describe(run, run.train_set)  # what the model reads for each input
-        requests = [driver.Request(x, run.prompts.explore(p, cfg.algorithm.few_shot)) for x, p in zip(run.train_set, problems)]
+        requests = [Request(x, run.prompts.explore(p, cfg.algorithm.few_shot)) for x, p in zip(run.train_set, problems)]
         sample = run.generators[0].sample
         ray.get(sample.remote([requests[0].prompt], 1, 0.0, 4, False))  # warm-up: weights paged in
 

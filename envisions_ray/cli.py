@@ -82,7 +82,7 @@ def _run(args) -> int:
     if args.dry_run:
         print(driver.plan(cfg))
         return 0
-    driver.run(cfg, resume=bool(args.resume))
+    driver.run_experiment(cfg, resume=bool(args.resume))
     return 0
 
 

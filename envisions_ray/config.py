@@ -5,6 +5,7 @@ recipe. Mistakes are reported as one-line `UserError`s that name the offending k
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -222,13 +223,38 @@ METHOD_SETTINGS: dict[str, dict[str, Any]] = {
     "few_shot": {"algorithm.iterations": 0},
 }
 
+# Weights' dtypes both backends and the trainer load.
+DTYPES = ("float32", "bfloat16", "float16")
+
 CHOICES = {
     "method": tuple(METHOD_SETTINGS),
+    "model.dtype": DTYPES,
     "generator.backend": ("hf", "vllm"),
     "algorithm.train_from": ("base", "last"),
     "algorithm.rank": ("self_reward", "random"),
     "algorithm.pool": ("long_term", "current_iteration"),
     "train.lr_schedule": ("linear", "cosine", "constant"),
+}
+
+
+# The smallest value each count may take: below it a run would fail part-way, or do nothing.
+MINIMUMS = {
+    "algorithm.k": 1,
+    "algorithm.n1": 1,
+    "algorithm.n2": 0,
+    "algorithm.iterations": 0,
+    "algorithm.few_shot": 0,
+    "data.train_size": 1,
+    "data.eval_size": 1,
+    "generator.num_actors": 1,
+    "generator.chunk_size": 1,
+    "generator.max_new_tokens": 1,
+    "env.num_executors": 1,
+    "train.num_workers": 1,
+    "train.epochs": 1,
+    "train.global_batch_size": 1,
+    "train.micro_batch_size": 1,
+    "eval.max_new_tokens": 1,
 }
 
 
@@ -245,7 +271,8 @@ def _is_known(schema, key: str) -> bool:
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
-    """YAML file (optional) + `key=value` overrides -> validated RunConfig."""
+    """YAML file (optional) + `key=value` overrides -> validated RunConfig. Every check that needs
+    neither data nor files is here, so `run --dry-run` refuses all that a run would."""
     schema = OmegaConf.structured(RunConfig)
     cfg = schema.copy()
     try:
@@ -274,6 +301,15 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
             raise UserError(f"config: '{key}' must be one of {', '.join(allowed)}, got '{value}'")
+    for key, smallest in MINIMUMS.items():
+        value = OmegaConf.select(cfg, key)
+        if value < smallest:
+            raise UserError(f"config: '{key}' must be {smallest} or more, got {value}")
+    if 0 < cfg.data.seed_stride < cfg.data.train_size:
+        raise UserError(f"config: data.seed_stride ({cfg.data.seed_stride}) is below data.train_size ({cfg.data.train_size}), so iterations would share seeds")
+    if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") and not Path(cfg.run_dir).is_absolute():
+        # A Ray job's cwd is its unpacked working_dir copy in the Ray session dir, deleted later.
+        raise UserError(f"run_dir '{cfg.run_dir}' is relative, and a Ray job runs in a temporary copy of its working_dir: give an absolute run_dir=PATH")
     for key, value in METHOD_SETTINGS[cfg.method].items():
         OmegaConf.update(cfg, key, value)
     if cfg.dpo.epochs is None:

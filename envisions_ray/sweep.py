@@ -54,7 +54,7 @@ def run_sweep(runs: list[PlannedRun]) -> list[Path]:
             continue
         resume = (run_dir / "pool.sqlite").exists()
         print(f"sweep: run {number}/{len(runs)} {planned.name}{' (resumed)' if resume else ''} -> {run_dir}", flush=True)
-        driver.run(planned.cfg, resume=resume)
+        driver.run_experiment(planned.cfg, resume=resume)
         ray.shutdown()  # the next run sizes its own local cluster (or reconnects to RAY_ADDRESS)
     return [Path(planned.cfg.run_dir) for planned in runs]
 

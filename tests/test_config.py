@@ -142,3 +142,17 @@ def test_cpu_flags_are_read_from_the_kernel():
 def test_dpo_epochs_follow_train_epochs_unless_set():
     assert load_config("conf/math_quickstart.yaml", ["run_dir=x", "method=sft_dpo"]).dpo.epochs == 3  # the quickstart's train.epochs
     assert load_config("conf/math_quickstart.yaml", ["run_dir=x", "method=sft_dpo", "dpo.epochs=1"]).dpo.epochs == 1
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("model.dtype=bf16", "'model.dtype' must be one of float32, bfloat16, float16"),
+    ("algorithm.k=0", "'algorithm.k' must be 1 or more, got 0"),
+    ("algorithm.iterations=-1", "'algorithm.iterations' must be 0 or more"),
+    ("data.train_size=-5", "'data.train_size' must be 1 or more"),
+    ("data.seed_stride=3", "data.seed_stride (3) is below data.train_size (64)"),
+])
+def test_load_config_refuses_what_a_run_would_refuse_later(override, needle):
+    """Before, each of these passed `--dry-run`: bf16 failed inside an actor, k=0 after the base eval."""
+    with pytest.raises(UserError) as refused:
+        load_config("conf/math_quickstart.yaml", [override])
+    assert needle in str(refused.value)

@@ -48,7 +48,7 @@ def tiny_run_config(tiny_model, run_dir, *extra):
 def test_one_iteration_end_to_end(tiny_solver, twelves, tmp_path, ray_session):
     run_dir = tmp_path / "run"
     cfg = tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "eval.refine=true", *VLLM)
-    driver.run(cfg)
+    driver.run_experiment(cfg)
 
     metrics = read_metrics(run_dir)
     assert metrics[0]["policy"] == 0 and set(metrics[0]["eval"]) == set(metrics[0]["executable"]) == {"arith"}
@@ -98,15 +98,15 @@ def test_resume_after_a_crash_redoes_nothing_already_executed(tiny_solver, twelv
 
     monkeypatch.setattr(driver, "train", crash)
     with pytest.raises(RuntimeError, match="node lost"):
-        driver.run(cfg)
+        driver.run_experiment(cfg)
     db = sqlite3.connect(run_dir / "pool.sqlite")
     explored_before = db.execute("SELECT id, solution FROM trajectories ORDER BY id").fetchall()
     assert len(explored_before) == 6 * 2  # everything executed before the crash is kept
 
     monkeypatch.undo()
     with pytest.raises(Exception, match="already holds a run"):
-        driver.run(cfg)  # a fresh run must not overwrite it
-    driver.run(load_config(run_dir / "config.yaml"), resume=True)
+        driver.run_experiment(cfg)  # a fresh run must not overwrite it
+    driver.run_experiment(load_config(run_dir / "config.yaml"), resume=True)
 
     assert db.execute("SELECT id, solution FROM trajectories ORDER BY id").fetchall() == explored_before
     metrics = read_metrics(run_dir)
@@ -118,7 +118,7 @@ def test_resume_after_a_crash_redoes_nothing_already_executed(tiny_solver, twelv
 def test_ablation_switches_shape_the_training_set(tiny_solver, twelves, tmp_path, ray_session):
     run_dir = tmp_path / "ablated"
     switches = ["algorithm.l2=false", "algorithm.rank=random", "algorithm.pool=current_iteration"]
-    driver.run(tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", *switches))
+    driver.run_experiment(tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", *switches))
     summary = read_metrics(run_dir)[1]
     exported = [json.loads(line) for line in (run_dir / "iter-0" / "train.jsonl").read_text().splitlines()]
     assert summary["u2"] == 0 and exported and {e["kind"] for e in exported} == {"l1"}
@@ -132,7 +132,7 @@ def test_ablation_switches_shape_the_training_set(tiny_solver, twelves, tmp_path
 def test_sft_dpo_trains_sft_then_dpo_on_pairs_from_the_pool(tiny_solver, twelves, tmp_path, ray_session):
     run_dir = tmp_path / "sft_dpo"
     # Sampled at 0.8, the solver sometimes misses an input it otherwise solves: a positive and a negative to pair.
-    driver.run(tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "method=sft_dpo", "algorithm.k=4", "generator.temperature=0.8"))
+    driver.run_experiment(tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "method=sft_dpo", "algorithm.k=4", "generator.temperature=0.8"))
     summary = read_metrics(run_dir)[1]
     assert summary["method"] == "sft_dpo" and summary["u2"] == 0 and summary["pairs"] >= 1
     assert "refine" not in summary["seconds"]  # baselines do not refine
@@ -151,7 +151,7 @@ def test_self_rewarding_trains_dpo_on_the_judge_s_best_against_worst(tiny_solver
     judged, scores = [], itertools.cycle([1, 4, 2])
     monkeypatch.setattr(driver, "parse_score", lambda reply, max_score: judged.append(reply) or next(scores))
     run_dir = tmp_path / "self_rewarding"
-    driver.run(tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "method=self_rewarding", "algorithm.k=3"))
+    driver.run_experiment(tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "method=self_rewarding", "algorithm.k=3"))
     summary = read_metrics(run_dir)[1]
     assert len(judged) == 6 * 3  # every candidate judged once
     assert summary["seconds"]["judge"] > 0 and summary["tokens"]["judge"] > 0
@@ -167,7 +167,7 @@ def test_distill_keeps_the_teacher_s_correct_answers(tiny_model, twelves, tmp_pa
     records.append({"id": "t4", "solution": "def solution():\n    return -1"})
     teacher.write_text("".join(json.dumps(r) + "\n" for r in records))
     run_dir = tmp_path / "distill"
-    driver.run(tiny_run_config(tiny_model, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "method=distill", f"distill.teacher_file={teacher}"))
+    driver.run_experiment(tiny_run_config(tiny_model, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "method=distill", f"distill.teacher_file={teacher}"))
     metrics = read_metrics(run_dir)
     assert len(metrics) == 2  # distillation trains once
     with sqlite3.connect(run_dir / "pool.sqlite") as db:
@@ -179,7 +179,7 @@ def test_distill_keeps_the_teacher_s_correct_answers(tiny_model, twelves, tmp_pa
 @pytest.mark.timeout(600)
 def test_few_shot_only_evaluates(tiny_model, twelves, tmp_path, ray_session):
     run_dir = tmp_path / "few_shot"
-    driver.run(tiny_run_config(tiny_model, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "method=few_shot", "algorithm.few_shot=2"))
+    driver.run_experiment(tiny_run_config(tiny_model, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "method=few_shot", "algorithm.few_shot=2"))
     (line,) = read_metrics(run_dir)
     assert line["policy"] == 0 and set(line["eval"]) == {"arith"} and line["tokens"]["eval"] > 0
     assert not (run_dir / "checkpoints").exists()

@@ -58,7 +58,7 @@ def test_each_iteration_meets_new_seeds_and_eval_scores_every_task(tiny_model, t
     before = set(Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*"))
     killer = threading.Thread(target=kill_the_first_browser, args=(killed, before))
     killer.start()
-    driver.run(web_config(tiny_model, run_dir))  # a browser dies mid-run: no episode may be lost
+    driver.run_experiment(web_config(tiny_model, run_dir))  # a browser dies mid-run: no episode may be lost
     killer.join()
     assert killed
     assert set(Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*")) - before == set()  # every browser quit at the end
