@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from envisions_ray.config import TrainConfig
 from envisions_ray.cpu import bf16_matmul_supported
-from envisions_ray.losses import PreferenceExample, TrainExample, collate, dpo_loss, sequence_logprobs, target_token_loss, tokenize
+from envisions_ray.losses import collate, dpo_loss, sequence_logprobs, target_token_loss, tokenize
+from envisions_ray.types import PreferenceExample, TrainExample
 from envisions_ray.model import TRAINED_MARKER, load_model_and_tokenizer, local_copy
 
 

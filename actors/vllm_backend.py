@@ -46,7 +46,8 @@ import os
 from actors.backend import Sample, cut_at_stop
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.errors import UserError
-from envisions_ray.losses import IGNORE, TrainExample, encode_prompt, tokenize
+from envisions_ray.losses import IGNORE, encode_prompt, tokenize
+from envisions_ray.types import TrainExample
 
 # vLLM samples greedily below this temperature (`_SAMPLING_EPS` in vllm/sampling_params.py).
 GREEDY_BELOW = 1e-5

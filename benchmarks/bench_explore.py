@@ -18,6 +18,7 @@ from actors.pool import CandidatePool
 from envisions_ray import driver
 from envisions_ray.config import load_config
 from envisions_ray.run_state import PoolClient, Request
+from envisions_ray.types import Sampling
 
 
 def main() -> None:
@@ -47,7 +48,7 @@ def main() -> None:
         generation_only = time.perf_counter() - start
 
         start = time.perf_counter()
-        driver.stream(run, requests, args.k, cfg.generator.temperature, args.max_new_tokens, "explore", 0)
+        driver.stream(run, requests, Sampling(args.k, cfg.generator.temperature, args.max_new_tokens), driver.recording(run, 0, "explore"))
         exploration = time.perf_counter() - start
 
     print(f"generation alone: {generation_only:7.1f} s")

@@ -14,6 +14,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from envisions_ray.errors import UserError, explain, unknown_key_error
+from envisions_ray.methods import METHODS
 from envs import env_settings
 
 
@@ -197,7 +198,7 @@ class RunConfig:
     run_dir: str = MISSING
     seed: int = 0
     # envisions | star_env | sft_dpo | self_rewarding | distill | few_shot: the paper's method and
-    # its baselines, on the same generators, executors, pool and trainer (METHOD_SETTINGS).
+    # its baselines, on the same generators, executors, pool and trainer (envisions_ray/methods.py).
     method: str = "envisions"
     model: ModelConfig = field(default_factory=ModelConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
@@ -211,23 +212,11 @@ class RunConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
 
 
-# What each baseline fixes, whatever the YAML says (ALGORITHM.md "Baselines"). None of them
-# refines; STaR and distillation retrain from the base model, the DPO methods continue.
-METHOD_SETTINGS: dict[str, dict[str, Any]] = {
-    "envisions": {},
-    "star_env": {"algorithm.refine": False, "algorithm.train_from": "base"},
-    "sft_dpo": {"algorithm.refine": False, "algorithm.train_from": "last"},
-    "self_rewarding": {"algorithm.refine": False, "algorithm.train_from": "last"},
-    # The teacher answers each input once, so a second iteration would train on the same data.
-    "distill": {"algorithm.refine": False, "algorithm.train_from": "base", "algorithm.iterations": 1},
-    "few_shot": {"algorithm.iterations": 0},
-}
-
 # Weights' dtypes both backends and the trainer load.
 DTYPES = ("float32", "bfloat16", "float16")
 
 CHOICES = {
-    "method": tuple(METHOD_SETTINGS),
+    "method": tuple(METHODS),
     "model.dtype": DTYPES,
     "generator.backend": ("hf", "vllm"),
     "algorithm.train_from": ("base", "last"),
@@ -310,7 +299,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
     if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") and not Path(cfg.run_dir).is_absolute():
         # A Ray job's cwd is its unpacked working_dir copy in the Ray session dir, deleted later.
         raise UserError(f"run_dir '{cfg.run_dir}' is relative, and a Ray job runs in a temporary copy of its working_dir: give an absolute run_dir=PATH")
-    for key, value in METHOD_SETTINGS[cfg.method].items():
+    for key, value in METHODS[cfg.method].settings.items():
         OmegaConf.update(cfg, key, value)
     if cfg.dpo.epochs is None:
         cfg.dpo.epochs = cfg.train.epochs

@@ -79,7 +79,12 @@ def for_iteration(examples: list[Example], iteration: int, seed_stride: int) -> 
     """Iteration i's inputs: (task, seed) inputs move to seed + i * stride; other inputs stay."""
     if seed_stride == 0:
         return examples
-    return [task_input(x.meta["task"], x.meta["seed"] + iteration * seed_stride) if "seed" in x.meta else x for x in examples]
+    return [task_input(x.task, x.meta["seed"] + iteration * seed_stride) if "seed" in x.meta else x for x in examples]
+
+
+def seeded_training_ids(examples: list[Example], iterations: int, seed_stride: int) -> set[str]:
+    """The (task, seed) inputs some iteration trains on: what an eval set must never contain."""
+    return {x.id for i in range(iterations) for x in for_iteration(examples, i, seed_stride) if "seed" in x.meta}
 
 
 def _records(path: Path):

@@ -24,16 +24,15 @@ from actors.generator import start_generators, stop_generators
 from actors.pool import CandidatePool
 from actors.trainer import train
 from envisions_ray.config import RunConfig, to_yaml
-from envisions_ray.data import for_iteration, load_examples
+from envisions_ray.data import load_examples, seeded_training_ids
 from envisions_ray.errors import UserError
-from envisions_ray.judge import best_against_worst, parse_score
-from envisions_ray.losses import PreferenceExample, TrainExample
 from envisions_ray.metrics import accuracy, executable_rate, exploratory_ability, mean_margin, per_task_accuracy, stability
 from envisions_ray.model import TRAINED_MARKER, check_model_path, resolve_model_path
 from envisions_ray.prompts import PromptBook
-from envisions_ray.run_state import PoolClient, Request, Run, Streamed
+from envisions_ray.methods import METHODS, Examples
+from envisions_ray.run_state import Explorer, PoolClient, Request, Run, Sink, Streamed, policy_explorer, teacher_explorer
 from envisions_ray.teacher import Teacher
-from envisions_ray.types import Example, Outcome, Trajectory
+from envisions_ray.types import Example, Outcome, PreferenceExample, Sampling, TrainExample, Trajectory
 from envs import make_env
 
 
@@ -48,11 +47,14 @@ def prepare(cfg: RunConfig, convert_model: bool = True) -> Run:
     train_set = load_examples(cfg.data.train, cfg.data.train_size, cfg.data.seed)
     eval_sets = {name: load_examples(spec, cfg.data.eval_size, cfg.data.seed) for name, spec in cfg.data.eval.items()}
     base_model = resolve_model_path(cfg.model.path, cfg.model.cache_dir) if convert_model else check_model_path(cfg.model.path)
-    teacher = Teacher(cfg.distill) if cfg.method == "distill" else None
+    method = METHODS[cfg.method]
+    teacher = Teacher(cfg.distill) if method.explorer == "teacher" else None
     _check_inputs(cfg, train_set, eval_sets, prompts)
-    if cfg.method == "self_rewarding":
+    if method.stage == "judge":
         prompts.judge("", "", cfg.self_rewarding.max_score)  # a prompt file without a judge fails here, not mid-run
-    return Run(cfg, Path(cfg.run_dir).resolve(), base_model, prompts, train_set, eval_sets, teacher=teacher)
+    run = Run(cfg, Path(cfg.run_dir).resolve(), base_model, prompts, train_set, eval_sets)
+    run.explorer = teacher_explorer(teacher) if teacher else policy_explorer(run)
+    return run
 
 
 def run_experiment(cfg: RunConfig, resume: bool = False) -> None:
@@ -79,7 +81,7 @@ def run_experiment(cfg: RunConfig, resume: bool = False) -> None:
 
 
 def run_iteration(run: Run, i: int) -> None:
-    cfg, algo = run.cfg, run.cfg.algorithm
+    cfg, algo, method = run.cfg, run.cfg.algorithm, METHODS[run.cfg.method]
     if run.pool.is_done(i, "eval"):  # finished before a resume; start_actors loaded its policy
         return
     inputs = run.inputs(i)
@@ -88,13 +90,10 @@ def run_iteration(run: Run, i: int) -> None:
     tokens: dict[str, int] = {}  # generated per stage
     shots = algo.few_shot if run.policy == run.base_model else 0  # few-shot only for pi_0
 
-    with _timed(seconds, "explore"):  # 1. K solutions per input from pi_i, executed, self-rewarded
+    with _timed(seconds, "explore"):  # 1. K solutions per input from pi_i (or the teacher's one), executed, self-rewarded
         done = {t.example_id for t in run.pool.trajectories(i, "explore")}
         todo = [Request(x, _explore_prompt(run, x, shots)) for x in inputs if x.id not in done]
-        if run.teacher is not None:  # distill: the teacher answers each input once instead
-            tokens["explore"] = stream(run, todo, 1, 0.0, cfg.generator.max_new_tokens, "explore", i, run.teacher).tokens
-        else:
-            tokens["explore"] = stream(run, todo, algo.k, cfg.generator.temperature, cfg.generator.max_new_tokens, "explore", i).tokens
+        tokens["explore"] = stream(run, todo, method.explore_sampling(cfg), recording(run, i, "explore"), run.explorer).tokens
 
     if algo.refine and i >= algo.refine_from_iteration:
         with _timed(seconds, "refine"):  # 2. one refined solution per explored one
@@ -102,35 +101,25 @@ def run_iteration(run: Run, i: int) -> None:
             by_id = {x.id: x for x in inputs}
             parents = [t for t in run.pool.trajectories(i, "explore") if t.id not in refined]
             todo = [Request(by_id[t.example_id], run.prompts.refine(run.problems[t.example_id], t.solution), t) for t in parents]
-            tokens["refine"] = stream(run, todo, 1, cfg.generator.temperature, cfg.generator.max_new_tokens, "refine", i).tokens
+            sampling = Sampling(1, cfg.generator.temperature, cfg.generator.max_new_tokens)
+            tokens["refine"] = stream(run, todo, sampling, recording(run, i, "refine")).tokens
 
-    with _timed(seconds, "select"):  # 3-5. eq. 2 filter, pool with dedup, U1 and U2
+    with _timed(seconds, "select"):  # 3-4. eq. 2 filter, pool with dedup
         if not run.pool.is_done(i, "select"):
             run.pool.select(i, long_term=algo.pool == "long_term")
             run.pool.mark_done(i, "select")
-        n2 = algo.n2 if algo.l2 and algo.refine else 0  # the L2 ablations; every baseline fixes refine off
-        leave_positive = algo.leave_positive_for_pair and n2 > 0  # no pairs: no positive to keep back
-        # The seed moves with i: a fresh shuffle each iteration when ranking at random.
-        training = run.pool.training_set(n1=algo.n1, n2=n2, leave_positive_for_pair=leave_positive, rank_by=algo.rank, seed=cfg.seed + i, iteration=run.pool_scope(i))
-        sft = [TrainExample(run.prompts.explore(run.problems[t.example_id]), t.solution, "l1") for t in training.u1]
-        sft += [TrainExample(run.prompts.refine(run.problems[p.example_id], n.solution), p.solution, "l2") for p, n in training.u2]
-        preferred = []  # DPO pairs (a+, a-), for the two DPO baselines
-        if cfg.method == "sft_dpo":
-            preferred = run.pool.preference_pairs(n2=algo.n2, rank_by=algo.rank, seed=cfg.seed + i, iteration=run.pool_scope(i))
 
-    if cfg.method == "self_rewarding":  # the policy's own judgement replaces the environment's
-        with _timed(seconds, "judge"):
-            sft, (preferred, tokens["judge"]) = [], _judge(run, i)
-
-    pairs = [PreferenceExample(run.prompts.explore(run.problems[p.example_id]), p.solution, n.solution) for p, n in preferred]
-    _export(run.run_dir / f"iter-{i}" / "train.jsonl", sft + pairs)
+    with _timed(seconds, method.stage):  # 5. U1 and U2, or a baseline's own training data
+        examples = method.examples(run, i)
+    tokens.update(examples.tokens)
+    _export(run.run_dir / f"iter-{i}" / "train.jsonl", examples.sft + examples.pairs)
 
     with _timed(seconds, "train"):  # 6. from the base model (or pi_i), L1 + L2 (or a baseline's SFT / DPO)
         trained = _trained(run, i)
-        if trained is None and (sft or pairs):
+        if trained is None and (examples.sft or examples.pairs):
             if cfg.generator.num_gpus > 0:  # the trainer needs the GPUs; generators come back on the new weights
                 _stop_generators(run)
-            trained = _train_policy(run, i, sft, pairs)
+            trained = _train_policy(run, i, examples)
             run.pool.mark_done(i, "train", json.dumps(trained))
 
     with _timed(seconds, "handoff"):  # 7. pi_{i+1}: the generators take the new weights
@@ -144,7 +133,7 @@ def run_iteration(run: Run, i: int) -> None:
     solved = [run.pool.solved_inputs(j) for j in range(i + 1)]
     explored = len(solved[-1])
     if cfg.data.seed_stride:  # every iteration has new seeds: EA and STB count the tasks solved
-        task_of = {x.id: x.meta["task"] for j in range(i + 1) for x in run.inputs(j)}
+        task_of = {x.id: x.task for j in range(i + 1) for x in run.inputs(j)}
         solved = [{task_of[example_id] for example_id in ids} for ids in solved]
     summary = {
         "iteration": i + 1,
@@ -155,9 +144,9 @@ def run_iteration(run: Run, i: int) -> None:
         "positives": sum(t.reward for t in generated),
         "generated_executable": executable_rate([t.error for t in generated]),
         **run.pool.pool_counts(),
-        "u1": len(training.u1),
-        "u2": len(training.u2),
-        "pairs": len(pairs),
+        "u1": sum(e.kind == "l1" for e in examples.sft),
+        "u2": sum(e.kind == "l2" for e in examples.sft),
+        "pairs": len(examples.pairs),
         "train_loss": (trained or {}).get("loss"),
         "dpo_loss": (trained or {}).get("dpo_loss"),
         **scores,
@@ -172,29 +161,16 @@ def run_iteration(run: Run, i: int) -> None:
     run.pool.mark_done(i, "eval")
 
 
-def _judge(run: Run, i: int) -> tuple[list[tuple[Trajectory, Trajectory]], int]:
-    """Self-Rewarding: the policy scores this iteration's candidates greedily; (best, worst) pairs and tokens spent."""
-    candidates = run.pool.trajectories(i, "explore")
-    max_score = run.cfg.self_rewarding.max_score
-    prompts = [run.prompts.judge(run.problems[t.example_id], t.solution, max_score) for t in candidates]
-    chunks = [prompts[start : start + run.cfg.generator.chunk_size] for start in range(0, len(prompts), run.cfg.generator.chunk_size)]
-    max_new_tokens = run.cfg.self_rewarding.judge_max_new_tokens
-    replies = ray.get([run.generators[c % len(run.generators)].sample.remote(chunk, 1, 0.0, max_new_tokens, False) for c, chunk in enumerate(chunks)])
-    samples = [per_prompt[0] for chunk in replies for per_prompt in chunk]
-    scores = [parse_score(sample.text, max_score) for sample in samples]
-    return best_against_worst(candidates, scores), sum(sample.num_tokens for sample in samples)
-
-
-def _train_policy(run: Run, i: int, sft: list[TrainExample], pairs: list[PreferenceExample]) -> dict:
+def _train_policy(run: Run, i: int, examples: Examples) -> dict:
     """SFT (L1 + L2 for ENVISIONS), then DPO on the pairs from the SFT model, which is also DPO's reference."""
     cfg, storage = run.cfg, str(run.run_dir / "checkpoints")
     init = run.base_model if cfg.algorithm.train_from == "base" else run.policy
     trained = {"checkpoint": init, "loss": None, "dpo_loss": None}
-    if sft:
-        trained["checkpoint"], trained["loss"] = train(cfg.train, init, sft, storage, f"iter-{i}")
-    if pairs:
+    if examples.sft:
+        trained["checkpoint"], trained["loss"] = train(cfg.train, init, examples.sft, storage, f"iter-{i}")
+    if examples.pairs:
         dpo = replace(cfg.train, lr=cfg.dpo.lr, warmup_ratio=cfg.dpo.warmup_ratio, epochs=cfg.dpo.epochs)
-        trained["checkpoint"], trained["dpo_loss"] = train(dpo, trained["checkpoint"], pairs, storage, f"iter-{i}-dpo", cfg.dpo.beta)
+        trained["checkpoint"], trained["dpo_loss"] = train(dpo, trained["checkpoint"], examples.pairs, storage, f"iter-{i}-dpo", cfg.dpo.beta)
     return trained
 
 
@@ -213,26 +189,19 @@ def _logprob_margin(run: Run, i: int) -> float | None:
     return mean_margin(ray.get(chosen), ray.get(rejected))
 
 
-def stream(run: Run, requests: list[Request], n: int, temperature: float, max_new_tokens: int, source: str | None, iteration: int,
-           teacher: Teacher | None = None) -> Streamed:
-    """Generate n solutions per request in chunks; execute each chunk as soon as it is generated.
-
-    With `source` set the trajectories are committed to the pool batch by batch. A `teacher`
-    answers instead of the generators (one answer per request; its tokens are not ours to count).
-    """
+def stream(run: Run, requests: list[Request], sampling: Sampling, sink: Sink, explorer: Explorer | None = None) -> Streamed:
+    """Answer every request `sampling.n` times in chunks (by the policy, unless another explorer is
+    given) and execute each chunk the moment it is answered; executed batches go to the sink."""
+    explore = explorer or policy_explorer(run)
+    n = sampling.n
     chunk = max(1, run.cfg.generator.chunk_size // n)  # prompts per call
     pending_generation = {}
     for c, start in enumerate(range(0, len(requests), chunk)):
         part = requests[start : start + chunk]
-        if teacher is not None:
-            ref = ray.put([[Sample(teacher.answer(r.example.id, r.prompt).strip(), 0.0, 0)] for r in part])
-        else:
-            generator = run.generators[c % len(run.generators)]
-            ref = generator.sample.remote([r.prompt for r in part], n, temperature, max_new_tokens, source is not None)
-        pending_generation[ref] = (start, part)
+        pending_generation[explore(part, sampling, sink.with_self_reward, c)] = (start, part)
     result = Streamed([""] * (len(requests) * n), [None] * (len(requests) * n), 0)
-    generated = tqdm(total=len(requests), desc=f"{source or 'eval'}: generate", unit="prompt", position=0)
-    executed = tqdm(total=len(requests) * n, desc=f"{source or 'eval'}: execute", unit="solution", position=1)
+    generated = tqdm(total=len(requests), desc=f"{sink.label}: generate", unit="prompt", position=0)
+    executed = tqdm(total=len(requests) * n, desc=f"{sink.label}: execute", unit="solution", position=1)
     executors = run.executors
     while pending_generation or executors.busy:
         ready, _ = ray.wait([*pending_generation, *executors.in_flight()], num_returns=1, timeout=run.cfg.env.poll_s)
@@ -246,18 +215,27 @@ def stream(run: Run, requests: list[Request], n: int, temperature: float, max_ne
             for r, (request, per_request) in enumerate(zip(part, samples)):
                 batch = [((start + r) * n + k, request, sample) for k, sample in enumerate(per_request)]
                 jobs = [(sample.text, request.example) for sample in per_request]
-                executors.submit(batch, "execute", (jobs,), request.example.meta.get("task", ""))
+                executors.submit(batch, "execute", (jobs,), request.example.task)
             generated.update(len(part))
         else:
             batch, results = executors.collect(ready[0])
             for (slot, _, sample), outcome in zip(batch, results):
                 result.solutions[slot], result.outcomes[slot] = sample.text, outcome
-            if source is not None:
-                run.pool.record([_trajectory(r, s, o, iteration, source) for (_, r, s), o in zip(batch, results)])
+            if sink.keep is not None:
+                sink.keep([(request, sample, outcome) for (_, request, sample), outcome in zip(batch, results)])
             executed.update(len(batch))
     generated.close()
     executed.close()
     return result
+
+
+def recording(run: Run, i: int, source: str) -> Sink:
+    """A sink that commits every executed batch to the pool as iteration i's `source` trajectories."""
+
+    def keep(batch: list[tuple[Request, Sample, Outcome]]) -> None:
+        run.pool.record([_trajectory(request, sample, outcome, i, source) for request, sample, outcome in batch])
+
+    return Sink(source, with_self_reward=True, keep=keep)
 
 
 def evaluate(run: Run, shots: int) -> tuple[dict[str, dict[str, float]], int]:
@@ -267,16 +245,17 @@ def evaluate(run: Run, shots: int) -> tuple[dict[str, dict[str, float]], int]:
     scores, tokens = {"eval": {}, "executable": {}}, 0
     for name, examples in run.eval_sets.items():
         problems = _describe(run, examples)
-        requests = [Request(x, run.prompts.explore(p, shots, x.meta.get("task", ""))) for x, p in zip(examples, problems)]
-        answered = stream(run, requests, 1, run.cfg.eval.temperature, run.cfg.eval.max_new_tokens, None, -1)
+        requests = [Request(x, run.prompts.explore(p, shots, x.task)) for x, p in zip(examples, problems)]
+        greedy = Sampling(1, run.cfg.eval.temperature, run.cfg.eval.max_new_tokens)
+        answered = stream(run, requests, greedy, Sink("eval"))
         tokens += answered.tokens
         scores["eval"][name] = accuracy([o.reward for o in answered.outcomes])
-        if any("task" in x.meta for x in examples):  # web: success per task, as paper table 11
+        if any(x.task for x in examples):  # web: success per task, as paper table 11
             scores.setdefault("per_task", {})[name] = per_task_accuracy(examples, answered.outcomes)
         scores["executable"][name] = executable_rate([o.error for o in answered.outcomes])
         if run.cfg.eval.refine:  # paper table 8: one refine pass at inference
             again = [Request(x, run.prompts.refine(p, a)) for x, p, a in zip(examples, problems, answered.solutions)]
-            refined = stream(run, again, 1, run.cfg.eval.temperature, run.cfg.eval.max_new_tokens, None, -1)
+            refined = stream(run, again, greedy, Sink("eval"))
             tokens += refined.tokens
             scores.setdefault("eval_refine", {})[name] = accuracy([o.reward for o in refined.outcomes])
     return scores, tokens
@@ -383,28 +362,27 @@ def _describe(run: Run, examples: list[Example]) -> list[str]:
     a browser reset and a page rendering), spread over the pool."""
     todo = list({x.id: x for x in examples if x.id not in run.problems}.values())
     batches = [todo[start : start + DESCRIBE_BATCH] for start in range(0, len(todo), DESCRIBE_BATCH)]
-    described = run.executors.map("describe", [(batch,) for batch in batches], [b[0].meta.get("task", "") for b in batches])
+    described = run.executors.map("describe", [(batch,) for batch in batches], [batch[0].task for batch in batches])
     run.problems.update({x.id: text for batch, texts in zip(batches, described) for x, text in zip(batch, texts)})
     return [run.problems[x.id] for x in examples]
 
 
 def _explore_prompt(run: Run, example: Example, shots: int) -> str:
-    return run.prompts.explore(run.problems[example.id], shots, example.meta.get("task", ""))
+    return run.prompts.explore(run.problems[example.id], shots, example.task)
 
 
 def _check_inputs(cfg: RunConfig, train_set: list[Example], eval_sets: dict[str, list[Example]], prompts: PromptBook) -> None:
     """Generated (task, seed) inputs: iterations never share a seed, eval never meets a training
     seed, and every task has its demonstration for the few-shot prompt."""
-    stride, iterations = cfg.data.seed_stride, max(cfg.algorithm.iterations, 1)
-    trained = {x.id for i in range(iterations) for x in for_iteration(train_set, i, stride) if "seed" in x.meta}
+    trained = seeded_training_ids(train_set, max(cfg.algorithm.iterations, 1), cfg.data.seed_stride)
     for name, examples in eval_sets.items():
         shared = sorted(trained & {x.id for x in examples})
         if shared:
             raise UserError(f"config: eval set '{name}' shares inputs with training (first: {shared[0]}); move its first seed past the training seeds")
     for x in [*train_set, *(x for examples in eval_sets.values() for x in examples)]:
-        if "task" in x.meta and len(prompts.shots_for(x.meta["task"])) < cfg.algorithm.few_shot:
-            count = len(prompts.shots_for(x.meta["task"]))
-            raise UserError(f"{cfg.env.prompt_file} has {count} demonstration(s) for task '{x.meta['task']}', fewer than algorithm.few_shot ({cfg.algorithm.few_shot})")
+        if x.task and len(prompts.shots_for(x.task)) < cfg.algorithm.few_shot:
+            count = len(prompts.shots_for(x.task))
+            raise UserError(f"{cfg.env.prompt_file} has {count} demonstration(s) for task '{x.task}', fewer than algorithm.few_shot ({cfg.algorithm.few_shot})")
 
 
 def _trained(run: Run, i: int) -> dict | None:
@@ -438,7 +416,7 @@ def _existing_run(run_dir: Path) -> UserError:
     return UserError(f"{run_dir} already holds a run: resume it with --resume {run_dir}, or set another run_dir")
 
 
-def _export(path: Path, examples: list[TrainExample]) -> None:
+def _export(path: Path, examples: list[TrainExample | PreferenceExample]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(asdict(e)) + "\n" for e in examples))
 
@@ -470,6 +448,7 @@ def format_summary(line: dict) -> str:
 
 @contextmanager
 def _timed(seconds: dict[str, float], stage: str):
+    """Adds the block's wall time to `stage` (select and a method's examples may share one)."""
     start = time.perf_counter()
     yield
-    seconds[stage] = time.perf_counter() - start
+    seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start

@@ -7,29 +7,13 @@ is (prompt, target); prompt tokens get label IGNORE and add nothing to the loss.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
+from envisions_ray.types import TrainExample
+
 # PyTorch's cross_entropy skips this label.
 IGNORE = -100
-
-
-@dataclass(frozen=True)
-class TrainExample:
-    prompt: str
-    target: str
-    kind: str  # "l1" or "l2", kept for per-loss reporting
-
-
-@dataclass(frozen=True)
-class PreferenceExample:
-    """One DPO pair: the same prompt with a preferred and a rejected target."""
-
-    prompt: str
-    chosen: str
-    rejected: str
 
 
 def encode_prompt(tokenizer, prompt: str) -> list[int]:

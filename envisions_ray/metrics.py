@@ -13,7 +13,7 @@ def per_task_accuracy(examples, outcomes) -> dict[str, float]:
     """Success rate per task (web: paper table 11), tasks in first-seen order."""
     rewards: dict[str, list[int]] = {}
     for example, outcome in zip(examples, outcomes, strict=True):
-        rewards.setdefault(example.meta["task"], []).append(outcome.reward)
+        rewards.setdefault(example.task, []).append(outcome.reward)
     return {task: accuracy(values) for task, values in rewards.items()}
 
 

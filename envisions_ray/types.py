@@ -13,6 +13,11 @@ class Example:
     answer: str
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
+    @property
+    def task(self) -> str:
+        """The group the input belongs to (web: its MiniWoB++ task); empty for a dataset's problems."""
+        return self.meta.get("task", "")
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -37,3 +42,28 @@ class Trajectory:
     error: str = ""
     id: int | None = None  # row id once the candidate pool has stored it
     parent_id: int | None = None  # for a refined trajectory: the id of the one it refined
+
+
+@dataclass(frozen=True)
+class TrainExample:
+    prompt: str
+    target: str
+    kind: str  # "l1" or "l2", kept for per-loss reporting
+
+
+@dataclass(frozen=True)
+class PreferenceExample:
+    """One DPO pair: the same prompt with a preferred and a rejected target."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to sample: n solutions per prompt, at this temperature (0: greedy), up to this many tokens."""
+
+    n: int
+    temperature: float
+    max_new_tokens: int

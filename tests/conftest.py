@@ -54,7 +54,8 @@ def tiny_solver(tiny_model, tmp_path_factory) -> str:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from envisions_ray.losses import TrainExample, collate, target_token_loss, tokenize
+    from envisions_ray.losses import collate, target_token_loss, tokenize
+    from envisions_ray.types import TrainExample
     from envisions_ray.prompts import PromptBook
 
     torch.manual_seed(0)

@@ -9,9 +9,9 @@ import torch
 from actors.executor import ExecutorPool
 from actors.hf_backend import HFBackend
 from envisions_ray.config import EnvConfig, GeneratorConfig
-from envisions_ray.losses import TrainExample, collate, target_token_loss, tokenize
+from envisions_ray.losses import collate, target_token_loss, tokenize
 from envisions_ray.prompts import PromptBook
-from envisions_ray.types import Example
+from envisions_ray.types import Example, TrainExample
 
 SLOW_PROGRAM = "def solution():\n    import time\n    time.sleep(0.05)\n    return {n}"
 

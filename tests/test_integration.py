@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from envisions_ray import driver
+from envisions_ray import driver, methods
 from envisions_ray.config import load_config
 from envisions_ray.errors import UserError
 from envisions_ray.model import TRAINED_MARKER
@@ -149,7 +149,7 @@ def test_self_rewarding_trains_dpo_on_the_judge_s_best_against_worst(tiny_solver
     # The tiny model's replies are noise that rarely parses; a fixed judge that scores an input's
     # three candidates 1, 4 and 2 makes a (best, worst) pair of each input certain.
     judged, scores = [], itertools.cycle([1, 4, 2])
-    monkeypatch.setattr(driver, "parse_score", lambda reply, max_score: judged.append(reply) or next(scores))
+    monkeypatch.setattr(methods, "parse_score", lambda reply, max_score: judged.append(reply) or next(scores))
     run_dir = tmp_path / "self_rewarding"
     driver.run_experiment(tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "method=self_rewarding", "algorithm.k=3"))
     summary = read_metrics(run_dir)[1]

@@ -5,7 +5,8 @@ import torch
 
 import pytest
 
-from envisions_ray.losses import IGNORE, TrainExample, collate, dpo_loss, sequence_logprobs, target_token_loss, tokenize
+from envisions_ray.losses import IGNORE, collate, dpo_loss, sequence_logprobs, target_token_loss, tokenize
+from envisions_ray.types import TrainExample
 
 
 class WordTokenizer:

@@ -8,7 +8,8 @@ import torch
 from actors.backend import cut_at_stop
 from actors.hf_backend import HFBackend
 from envisions_ray.config import GeneratorConfig
-from envisions_ray.losses import IGNORE, TrainExample, encode_prompt, target_ids, tokenize
+from envisions_ray.losses import IGNORE, encode_prompt, target_ids, tokenize
+from envisions_ray.types import TrainExample
 from envisions_ray.prompts import PromptBook
 
 PROMPT = PromptBook.load("conf/prompts/math.yaml").explore("Tom has 5 apples and buys 7 more. How many apples does he have?")

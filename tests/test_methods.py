@@ -1,0 +1,99 @@
+"""Each method's training data, built from a pool by hand (no Ray): what ENVISIONS and each
+baseline train on, and what each of them fixes."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from actors.backend import Sample
+from envisions_ray.config import load_config
+from envisions_ray.methods import METHODS
+from envisions_ray.prompts import PromptBook
+from envisions_ray.selection import build_training_set, preference_pairs
+from envisions_ray.types import Trajectory
+
+RIGHT, WRONG, BETTER = "return 12", "return 13", "x = 12\nreturn x"
+POOL = [
+    Trajectory("a", RIGHT, 1, -0.1, 0, "explore", id=1),
+    Trajectory("a", BETTER, 1, -0.3, 0, "explore", id=2),
+    Trajectory("a", WRONG, 0, -0.2, 0, "explore", id=3),
+]
+
+
+class HandPool:
+    """The candidate pool's calls, answered from POOL with the real selection functions."""
+
+    def training_set(self, *, n1, n2, leave_positive_for_pair, rank_by, seed, iteration):
+        return build_training_set(POOL, n1, n2, leave_positive_for_pair, rank_by, seed)
+
+    def preference_pairs(self, *, n2, rank_by, seed, iteration):
+        return preference_pairs(POOL, n2, rank_by, seed)
+
+    def trajectories(self, iteration=None, source=None):
+        return POOL
+
+
+@dataclass
+class HandRun:
+    cfg: object
+    prompts: PromptBook = field(default_factory=lambda: PromptBook.load("conf/prompts/math.yaml"))
+    problems: dict = field(default_factory=lambda: {"a": "Tom has 12 apples."})
+    pool: HandPool = field(default_factory=HandPool)
+    judged: list = field(default_factory=list)
+
+    def pool_scope(self, i):
+        return None
+
+    def greedy_replies(self, prompts, max_new_tokens):
+        self.judged += prompts
+        return [Sample(score, 0.0, 1) for score in ["2", "5", "0"]]  # RIGHT 2, BETTER 5, WRONG 0
+
+
+def run_of(method: str, *overrides: str) -> HandRun:
+    return HandRun(load_config("conf/math_quickstart.yaml", [f"method={method}", *overrides]))
+
+
+def test_envisions_trains_l1_on_u1_and_l2_on_u2():
+    run = run_of("envisions")
+    examples = METHODS["envisions"].examples(run, 0)
+    # One positive is kept back for the one pair (the authors' cap): U1 = [RIGHT], U2 = [(BETTER, WRONG)].
+    assert [(e.kind, e.target) for e in examples.sft] == [("l1", RIGHT), ("l2", BETTER)]
+    assert examples.sft[0].prompt == run.prompts.explore("Tom has 12 apples.")
+    assert examples.sft[1].prompt == run.prompts.refine("Tom has 12 apples.", WRONG) and examples.pairs == []
+
+
+def test_without_refinement_envisions_has_no_pairs_and_keeps_no_positive_back():
+    examples = METHODS["envisions"].examples(run_of("envisions", "algorithm.refine=false"), 0)
+    assert [(e.kind, e.target) for e in examples.sft] == [("l1", RIGHT), ("l1", BETTER)]
+
+
+@pytest.mark.parametrize("method", ["star_env", "distill"])
+def test_star_and_distill_train_on_every_positive_only(method):
+    examples = METHODS[method].examples(run_of(method, "distill.teacher_file=t.jsonl"), 0)
+    assert [(e.kind, e.target) for e in examples.sft] == [("l1", RIGHT), ("l1", BETTER)] and examples.pairs == []
+
+
+def test_sft_dpo_adds_preference_pairs_to_the_positives():
+    examples = METHODS["sft_dpo"].examples(run_of("sft_dpo"), 0)
+    assert [e.target for e in examples.sft] == [RIGHT, BETTER]
+    assert [(p.chosen, p.rejected) for p in examples.pairs] == [(RIGHT, WRONG)]
+
+
+def test_self_rewarding_trains_only_on_its_own_judgement():
+    run = run_of("self_rewarding")
+    examples = METHODS["self_rewarding"].examples(run, 0)
+    assert examples.sft == []  # no SFT set is built to be thrown away
+    assert [(p.chosen, p.rejected) for p in examples.pairs] == [(BETTER, WRONG)]  # judged 5 against 0
+    assert len(run.judged) == 3 and examples.tokens == {"judge": 3}
+
+
+def test_few_shot_trains_on_nothing_and_runs_no_iteration():
+    run = run_of("few_shot")
+    assert METHODS["few_shot"].examples(run, 0).sft == [] and run.cfg.algorithm.iterations == 0
+
+
+def test_the_teacher_answers_once_per_input_greedily_and_the_policy_k_times():
+    cfg = load_config("conf/math_quickstart.yaml", ["method=distill", "distill.teacher_file=t.jsonl"])
+    assert (METHODS["distill"].explore_sampling(cfg).n, METHODS["distill"].explore_sampling(cfg).temperature) == (1, 0.0)
+    assert METHODS["envisions"].explore_sampling(cfg).n == cfg.algorithm.k
