@@ -1,5 +1,6 @@
 """What every generator backend shares: the Sample it returns, the Backend protocol it meets, and
 how its text is cut. The backends and the generator actor import this; it imports none of them."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -12,6 +12,7 @@ the oldest queued call has waited longer than `grow_after_s` (up to `max_executo
 executors idle longer than `shrink_after_s` (down to `num_executors`). A call goes preferably to an
 idle executor whose last call had the same affinity (web: the same task, so its browser stays).
 """
+
 from __future__ import annotations
 
 import os
@@ -47,12 +48,22 @@ class Executor:
 
 def start_executor(cfg: EnvConfig):
     # Restart forever: an environment can crash on any input, and a run must not end for it.
-    actor = ray.remote(Executor).options(num_cpus=1, resources=dict(cfg.resources), max_restarts=-1, max_task_retries=cfg.max_retries)
+    actor = ray.remote(Executor).options(
+        num_cpus=1, resources=dict(cfg.resources), max_restarts=-1, max_task_retries=cfg.max_retries
+    )
     return actor.remote(cfg)
 
 
-def scaling_step(size: int, minimum: int, maximum: int, queued: int, oldest_wait_s: float, idle_for_s: list[float],
-                 grow_after_s: float, shrink_after_s: float) -> int:
+def scaling_step(
+    size: int,
+    minimum: int,
+    maximum: int,
+    queued: int,
+    oldest_wait_s: float,
+    idle_for_s: list[float],
+    grow_after_s: float,
+    shrink_after_s: float,
+) -> int:
     """+1: add an executor; -n: retire the n longest-idle ones; 0: hold. Nothing is retired while
     work waits: idle executors are about to get it."""
     if queued:
@@ -117,8 +128,16 @@ class ExecutorPool:
         now = time.monotonic()
         oldest_wait = now - self.queue[0].queued_at if self.queue else 0.0
         idle = sorted((s for s in self.seats if s.idle_since is not None), key=lambda s: s.idle_since)
-        change = scaling_step(len(self.seats), self.minimum, self.maximum, len(self.queue), oldest_wait, [now - s.idle_since for s in idle],
-                              self.cfg.grow_after_s, self.cfg.shrink_after_s)
+        change = scaling_step(
+            len(self.seats),
+            self.minimum,
+            self.maximum,
+            len(self.queue),
+            oldest_wait,
+            [now - s.idle_since for s in idle],
+            self.cfg.grow_after_s,
+            self.cfg.shrink_after_s,
+        )
         if change > 0:
             self.seats.append(_Seat(start_executor(self.cfg), now))
             self.peak = max(self.peak, len(self.seats))

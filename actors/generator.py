@@ -3,6 +3,7 @@
 A backend has three methods, `sample`, `logprob` and `load`, so a vLLM backend slots in beside the
 `hf` one without the driver noticing.
 """
+
 from __future__ import annotations
 
 import os
@@ -57,10 +58,15 @@ def start_generators(cfg: GeneratorConfig, model_path: str, dtype: str) -> list:
     # nodes. vLLM's tensor-parallel workers are the actor's child processes ("mp" executor, see
     # actors/vllm_backend.py) and use the GPUs Ray gave the actor; they need no bundles of their own.
     gpus = cfg.num_gpus * (cfg.tensor_parallel_size if cfg.backend == "vllm" else 1)
-    group = placement_group([{"GPU": gpus, "CPU": cfg.num_cpus}] * cfg.num_actors, strategy="PACK", name=GENERATOR_GROUP)
+    group = placement_group(
+        [{"GPU": gpus, "CPU": cfg.num_cpus}] * cfg.num_actors, strategy="PACK", name=GENERATOR_GROUP
+    )
     actor = ray.remote(Generator)
     bundles = [PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i) for i in range(cfg.num_actors)]
-    return [actor.options(num_cpus=cfg.num_cpus, num_gpus=gpus, scheduling_strategy=b).remote(cfg, model_path, dtype) for b in bundles]
+    return [
+        actor.options(num_cpus=cfg.num_cpus, num_gpus=gpus, scheduling_strategy=b).remote(cfg, model_path, dtype)
+        for b in bundles
+    ]
 
 
 def stop_generators(generators: list) -> None:

@@ -7,6 +7,7 @@ of a sample is the mean of those log-probs over the tokens it sampled, up to the
 EOS; that is what vLLM's `cumulative_logprob / len(token_ids)` gives the authors, and it needs no
 second forward pass.
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,8 +16,8 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from actors.backend import Sample, cut_at_stop
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.losses import collate, encode_prompt, sequence_logprobs, tokenize
-from envisions_ray.types import TrainExample
 from envisions_ray.model import load_model_and_tokenizer
+from envisions_ray.types import TrainExample
 
 
 class StopInGeneratedText(StoppingCriteria):
@@ -43,7 +44,9 @@ def sampled_mask(tokens: torch.Tensor, end_ids: list[int]) -> torch.Tensor:
     return (~ended).long().cumprod(dim=1)
 
 
-def mean_sampled_logprob(step_logits: tuple[torch.Tensor, ...], tokens: torch.Tensor, end_ids: list[int]) -> torch.Tensor:
+def mean_sampled_logprob(
+    step_logits: tuple[torch.Tensor, ...], tokens: torch.Tensor, end_ids: list[int]
+) -> torch.Tensor:
     """Per row: mean over its counted tokens (`sampled_mask`) of log_softmax(raw logits)."""
     logprobs = torch.stack([torch.log_softmax(logits.float(), dim=-1) for logits in step_logits], dim=1)
     picked = logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
@@ -70,20 +73,28 @@ class HFBackend:
             return [group * n for group in self.sample(prompts, 1, temperature, max_new_tokens, with_self_reward)]
         rows = [encode_prompt(self.tokenizer, prompt) for prompt in prompts]  # as vllm and the trainer see them
         batch = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(self.device)
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": self.cfg.top_p} if temperature > 0 else {"do_sample": False}
+        sampling = (
+            {"do_sample": True, "temperature": temperature, "top_p": self.cfg.top_p}
+            if temperature > 0
+            else {"do_sample": False}
+        )
         output = self.model.generate(
             **batch,
             **sampling,
             num_return_sequences=n,
             max_new_tokens=max_new_tokens,
-            stopping_criteria=StoppingCriteriaList([StopInGeneratedText(self.tokenizer, self.cfg.stop, batch["input_ids"].shape[1])]),
+            stopping_criteria=StoppingCriteriaList(
+                [StopInGeneratedText(self.tokenizer, self.cfg.stop, batch["input_ids"].shape[1])]
+            ),
             pad_token_id=self.tokenizer.pad_token_id,
             return_dict_in_generate=True,
             output_logits=with_self_reward,
         )
         new_tokens = output.sequences[:, batch["input_ids"].shape[1] :]
         end_ids = [self.tokenizer.pad_token_id, self.tokenizer.eos_token_id]
-        texts = [cut_at_stop(t, self.cfg.stop) for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        texts = [
+            cut_at_stop(t, self.cfg.stop) for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        ]
         if with_self_reward:
             rewards = mean_sampled_logprob(output.logits, new_tokens, end_ids).tolist()
         else:
@@ -95,10 +106,15 @@ class HFBackend:
     @torch.inference_mode()
     def logprob(self, prompts, targets) -> list[float]:
         """Teacher-forced, tokenised exactly as the trainer tokenises (target + EOS), in chunk_size batches."""
-        rows = [tokenize(self.tokenizer, TrainExample(p, t, "score"), self.cfg.max_model_len) for p, t in zip(prompts, targets)]
+        rows = [
+            tokenize(self.tokenizer, TrainExample(p, t, "score"), self.cfg.max_model_len)
+            for p, t in zip(prompts, targets)
+        ]
         scores = []
         for start in range(0, len(rows), self.cfg.chunk_size):
             batch = collate(rows[start : start + self.cfg.chunk_size], self.tokenizer.pad_token_id)
-            logits = self.model(input_ids=batch["input_ids"].to(self.device), attention_mask=batch["attention_mask"].to(self.device)).logits
+            logits = self.model(
+                input_ids=batch["input_ids"].to(self.device), attention_mask=batch["attention_mask"].to(self.device)
+            ).logits
             scores.extend(sequence_logprobs(logits, batch["labels"].to(self.device)).tolist())
         return scores

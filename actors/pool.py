@@ -5,6 +5,7 @@ already executed. `select` applies the eq. 2 filter and per-input dedup to one i
 the winners to the long-term pool; `training_set` builds U1 and U2 from that pool. The same
 database records which stages of which iteration have finished, which is what `--resume` reads.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,11 +41,15 @@ class CandidatePool:
         with self.db:
             for trajectory in trajectories:
                 values = astuple(trajectory)
-                cursor = self.db.execute(f"INSERT INTO trajectories ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(values))})", values)
+                cursor = self.db.execute(
+                    f"INSERT INTO trajectories ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(values))})", values
+                )
                 ids.append(cursor.lastrowid)
         return ids
 
-    def trajectories(self, iteration: int | None = None, source: str | None = None, in_pool: bool | None = None) -> list[Trajectory]:
+    def trajectories(
+        self, iteration: int | None = None, source: str | None = None, in_pool: bool | None = None
+    ) -> list[Trajectory]:
         clauses, params = [], []
         for column, value in (("iteration", iteration), ("source", source), ("in_pool", in_pool)):
             if value is not None:
@@ -67,19 +72,30 @@ class CandidatePool:
             self.db.executemany("UPDATE trajectories SET in_pool = 1 WHERE id = ?", [(t.id,) for t in joining])
         return len(joining)
 
-    def training_set(self, n1: int, n2: int, leave_positive_for_pair: bool, rank_by: str = "self_reward", seed: int = 0,
-                     iteration: int | None = None) -> TrainingSet:
+    def training_set(
+        self,
+        n1: int,
+        n2: int,
+        leave_positive_for_pair: bool,
+        rank_by: str = "self_reward",
+        seed: int = 0,
+        iteration: int | None = None,
+    ) -> TrainingSet:
         """U1 and U2 from the whole pool, or from one iteration's part of it (no long-term memory)."""
         pooled = self.trajectories(iteration, in_pool=True)
         return build_training_set(pooled, n1, n2, leave_positive_for_pair, rank_by, seed)
 
-    def preference_pairs(self, n2: int, rank_by: str, seed: int, iteration: int | None = None) -> list[tuple[Trajectory, Trajectory]]:
+    def preference_pairs(
+        self, n2: int, rank_by: str, seed: int, iteration: int | None = None
+    ) -> list[tuple[Trajectory, Trajectory]]:
         """The SFT + DPO baseline's pairs, from the same pool U1 and U2 come from."""
         return preference_pairs(self.trajectories(iteration, in_pool=True), n2, rank_by, seed)
 
     def solved_inputs(self, iteration: int) -> set[str]:
         """M_i: inputs with at least one correct trajectory this iteration (explored or refined)."""
-        rows = self.db.execute("SELECT DISTINCT example_id FROM trajectories WHERE iteration = ? AND reward = 1", (iteration,))
+        rows = self.db.execute(
+            "SELECT DISTINCT example_id FROM trajectories WHERE iteration = ? AND reward = 1", (iteration,)
+        )
         return {row[0] for row in rows}
 
     def pool_counts(self) -> dict[str, int]:
@@ -94,15 +110,22 @@ class CandidatePool:
             self.db.execute("INSERT OR REPLACE INTO stages VALUES (?, ?, ?)", (iteration, stage, detail))
 
     def is_done(self, iteration: int, stage: str) -> bool:
-        return self.db.execute("SELECT 1 FROM stages WHERE iteration = ? AND stage = ?", (iteration, stage)).fetchone() is not None
+        return (
+            self.db.execute("SELECT 1 FROM stages WHERE iteration = ? AND stage = ?", (iteration, stage)).fetchone()
+            is not None
+        )
 
     def stage_detail(self, iteration: int, stage: str) -> str | None:
-        row = self.db.execute("SELECT detail FROM stages WHERE iteration = ? AND stage = ?", (iteration, stage)).fetchone()
+        row = self.db.execute(
+            "SELECT detail FROM stages WHERE iteration = ? AND stage = ?", (iteration, stage)
+        ).fetchone()
         return row[0] if row else None
 
     def newest_checkpoint(self) -> str | None:
         """The checkpoint of the newest iteration that finished training (its detail names it)."""
-        row = self.db.execute("SELECT detail FROM stages WHERE stage = 'train' ORDER BY iteration DESC LIMIT 1").fetchone()
+        row = self.db.execute(
+            "SELECT detail FROM stages WHERE stage = 'train' ORDER BY iteration DESC LIMIT 1"
+        ).fetchone()
         return json.loads(row[0])["checkpoint"] if row else None
 
     def close(self) -> None:

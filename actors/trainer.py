@@ -7,6 +7,7 @@ DeepSpeed ZeRO runs the step when it is importable (on CPU over gloo); otherwise
 Given `dpo_beta`, the examples are preference pairs and the initial model, frozen, is DPO's
 reference.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -27,8 +28,8 @@ from tqdm import tqdm
 from envisions_ray.config import TrainConfig
 from envisions_ray.cpu import bf16_matmul_supported
 from envisions_ray.losses import collate, dpo_loss, sequence_logprobs, target_token_loss, tokenize
-from envisions_ray.types import PreferenceExample, TrainExample
 from envisions_ray.model import TRAINED_MARKER, load_model_and_tokenizer, local_copy
+from envisions_ray.types import PreferenceExample, TrainExample
 
 
 def deepspeed_available() -> bool:
@@ -40,13 +41,26 @@ def attention_implementation(use_gpu: bool) -> str:
     return "flash_attention_2" if use_gpu and importlib.util.find_spec("flash_attn") is not None else "sdpa"
 
 
-def train(cfg: TrainConfig, init_model: str, examples: list[TrainExample] | list[PreferenceExample], storage_dir: str, name: str,
-          dpo_beta: float | None = None) -> tuple[str, float]:
+def train(
+    cfg: TrainConfig,
+    init_model: str,
+    examples: list[TrainExample] | list[PreferenceExample],
+    storage_dir: str,
+    name: str,
+    dpo_beta: float | None = None,
+) -> tuple[str, float]:
     """Run one training job (DPO when `dpo_beta` is given); returns (checkpoint directory, mean training loss)."""
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": asdict(cfg), "init_model": init_model, "examples": [asdict(e) for e in examples], "dpo_beta": dpo_beta},
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}),
+        train_loop_config={
+            "cfg": asdict(cfg),
+            "init_model": init_model,
+            "examples": [asdict(e) for e in examples],
+            "dpo_beta": dpo_beta,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}
+        ),
         run_config=RunConfig(storage_path=cfg.storage_path or str(Path(storage_dir).resolve()), name=name),
     )
     result = trainer.fit()
@@ -71,9 +85,13 @@ def train_loop_per_worker(config: dict) -> None:
         collate_rows, batch_loss = (lambda b: collate(b, tokenizer.pad_token_id)), _target_loss
     else:
         rows = [_preference_rows(tokenizer, PreferenceExample(**e), cfg.max_length) for e in config["examples"]]
-        reference = load_model_and_tokenizer(init_model)[0].to(ray.train.torch.get_device()).eval().requires_grad_(False)
+        reference = (
+            load_model_and_tokenizer(init_model)[0].to(ray.train.torch.get_device()).eval().requires_grad_(False)
+        )
         # Chosen rows make the first half of a batch, their rejected partners the second.
-        collate_rows = lambda b: collate([chosen for chosen, _ in b] + [rejected for _, rejected in b], tokenizer.pad_token_id)
+        collate_rows = lambda b: collate(
+            [chosen for chosen, _ in b] + [rejected for _, rejected in b], tokenizer.pad_token_id
+        )
         batch_loss = lambda model, batch: _dpo_loss(model, reference, batch, config["dpo_beta"])
     # The sampler pads shards to equal length, so every rank takes the same number of steps.
     sampler = DistributedSampler(rows, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed)
@@ -205,7 +223,9 @@ def _save_and_report(model, tokenizer, cfg: TrainConfig, rank: int, mean_loss: f
             module.save_pretrained(directory, state_dict=state, safe_serialization=True)
             tokenizer.padding_side = "left"
             tokenizer.save_pretrained(directory)
-            (Path(directory) / TRAINED_MARKER).write_text(json.dumps({"trained_on": "zero-shot prompts", "loss": mean_loss}))
+            (Path(directory) / TRAINED_MARKER).write_text(
+                json.dumps({"trained_on": "zero-shot prompts", "loss": mean_loss})
+            )
             checkpoint = Checkpoint.from_directory(directory)
         ray.train.report({"loss": mean_loss}, checkpoint=checkpoint)
 

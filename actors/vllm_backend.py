@@ -38,6 +38,7 @@ What differs on CPU:
 - The engine core and its worker are spawned processes (vllm/platforms/cpu.py forces
   VLLM_WORKER_MULTIPROC_METHOD=spawn), so a script that makes an engine needs a `__main__` guard.
 """
+
 from __future__ import annotations
 
 import gc
@@ -92,7 +93,11 @@ def target_logprob_sums(outputs, prompt_lengths: list[int]) -> list[float]:
 
 def engine_args(cfg: GeneratorConfig, model_path: str, dtype: str) -> dict:
     """`vllm.LLM` keyword arguments: the KV cache by memory share on GPUs, by size on CPUs."""
-    memory = {"gpu_memory_utilization": cfg.gpu_memory_utilization} if cfg.num_gpus > 0 else {"kv_cache_memory_bytes": int(cfg.kv_cache_gib * GIB)}
+    memory = (
+        {"gpu_memory_utilization": cfg.gpu_memory_utilization}
+        if cfg.num_gpus > 0
+        else {"kv_cache_memory_bytes": int(cfg.kv_cache_gib * GIB)}
+    )
     return dict(
         model=model_path,
         dtype=dtype,
@@ -120,7 +125,9 @@ class VLLMBackend:
         except ModuleNotFoundError as err:
             if err.name != "vllm":  # vllm is there but broken: its own error says more
                 raise
-            raise UserError("generator.backend=vllm needs vLLM: run scripts/setup.sh (CPU), or pip install 'envisions-ray[gpu]'") from None
+            raise UserError(
+                "generator.backend=vllm needs vLLM: run scripts/setup.sh (CPU), or pip install 'envisions-ray[gpu]'"
+            ) from None
         self.vllm, self.cfg, self.dtype = vllm, cfg, dtype
         self.llm = self.vllm.LLM(**engine_args(cfg, model_path, dtype))
         self.tokenizer = self.llm.get_tokenizer()
@@ -151,14 +158,21 @@ class VLLMBackend:
             # The engine's seed makes the run reproducible, as torch.manual_seed does for hf.
             logprobs=0 if with_self_reward else None,  # 0: the sampled token's logprob only
         )
-        outputs = self.llm.generate([self.vllm.TokensPrompt(prompt_token_ids=row) for row in ids], params, use_tqdm=False)
+        outputs = self.llm.generate(
+            [self.vllm.TokensPrompt(prompt_token_ids=row) for row in ids], params, use_tqdm=False
+        )
         groups = samples_from_outputs(outputs, self.cfg.stop, with_self_reward)
         return [group * n for group in groups] if greedy else groups
 
     def logprob(self, prompts, targets) -> list[float]:
         """Teacher-forced, tokenised as the trainer tokenises (target + EOS), by one prompt-logprobs pass.
         One token shorter than hf's cut: vLLM needs room for the one token it generates."""
-        rows = [tokenize(self.tokenizer, TrainExample(p, t, "score"), self.cfg.max_model_len - 1) for p, t in zip(prompts, targets)]
+        rows = [
+            tokenize(self.tokenizer, TrainExample(p, t, "score"), self.cfg.max_model_len - 1)
+            for p, t in zip(prompts, targets)
+        ]
         params = self.vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-        outputs = self.llm.generate([self.vllm.TokensPrompt(prompt_token_ids=ids) for ids, _ in rows], params, use_tqdm=False)
+        outputs = self.llm.generate(
+            [self.vllm.TokensPrompt(prompt_token_ids=ids) for ids, _ in rows], params, use_tqdm=False
+        )
         return target_logprob_sums(outputs, [labels.count(IGNORE) for _, labels in rows])

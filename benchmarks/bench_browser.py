@@ -8,6 +8,7 @@ actors run what a run runs: the action program is parsed, its element looked up 
 page, and the outcome returned through Ray, one input's episodes per call (K = 4), from the
 driver's ExecutorPool. Browsers start before the clock does, as they do once per run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,13 @@ def bench_raw(episodes: int) -> float:
 def bench_actors(actors: int, episodes: int) -> tuple[float, int]:
     pool = ExecutorPool(EnvConfig(name="web", num_executors=actors, resources={"browser": 1}, poll_s=0.01))
     try:
-        pool.map("execute", [([(PROGRAM, task_input(TASK, 0))],) for _ in range(actors)], [TASK] * actors)  # start the browsers
-        calls = [([(PROGRAM, task_input(TASK, seed)) for seed in range(start, start + K)],) for start in range(0, episodes, K)]
+        pool.map(
+            "execute", [([(PROGRAM, task_input(TASK, 0))],) for _ in range(actors)], [TASK] * actors
+        )  # start the browsers
+        calls = [
+            ([(PROGRAM, task_input(TASK, seed)) for seed in range(start, start + K)],)
+            for start in range(0, episodes, K)
+        ]
         begin = time.perf_counter()
         results = pool.map("execute", calls, [TASK] * len(calls))
         rate = len(calls) * K / (time.perf_counter() - begin)
@@ -62,11 +68,18 @@ def main() -> None:
     parser.add_argument("--actors", type=int, nargs="+", default=[1, 2, 4])
     args = parser.parse_args()
     baseline = bench_raw(args.episodes)
-    ray.init(num_cpus=max(args.actors), resources={"browser": max(args.actors)}, include_dashboard=False, logging_level="WARNING")
+    ray.init(
+        num_cpus=max(args.actors),
+        resources={"browser": max(args.actors)},
+        include_dashboard=False,
+        logging_level="WARNING",
+    )
     print(f"raw miniwob, 1 process:   {baseline:6.1f} episodes/s  (1.00x)")
     for actors in args.actors:
         rate, solved = bench_actors(actors, args.episodes)
-        print(f"{actors} browser actor(s):       {rate:6.1f} episodes/s  ({rate / baseline:.2f}x)  solved {solved}/{args.episodes // K * K}")
+        print(
+            f"{actors} browser actor(s):       {rate:6.1f} episodes/s  ({rate / baseline:.2f}x)  solved {solved}/{args.episodes // K * K}"
+        )
     ray.shutdown()
 
 

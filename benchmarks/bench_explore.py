@@ -5,6 +5,7 @@ quickstart's: a vLLM engine.
 
     python benchmarks/bench_explore.py [--model smollm2] [--inputs 16] [--k 4]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,10 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as run_dir:
-        cfg = load_config("conf/math_quickstart.yaml", [f"run_dir={run_dir}", f"model.path={args.model}", f"data.train_size={args.inputs}"])
+        cfg = load_config(
+            "conf/math_quickstart.yaml",
+            [f"run_dir={run_dir}", f"model.path={args.model}", f"data.train_size={args.inputs}"],
+        )
         run = driver.prepare(cfg)
         driver.connect_ray(cfg)
         run.pool = PoolClient(ray.remote(CandidatePool).remote(f"{run_dir}/pool.sqlite"))
@@ -42,13 +46,27 @@ def main() -> None:
 
         start = time.perf_counter()
         chunk = max(1, cfg.generator.chunk_size // args.k)  # prompts per call, as the driver cuts them
-        refs = [sample.remote([r.prompt for r in requests[i : i + chunk]], args.k, cfg.generator.temperature, args.max_new_tokens, True) for i in range(0, len(requests), chunk)]
+        refs = [
+            sample.remote(
+                [r.prompt for r in requests[i : i + chunk]],
+                args.k,
+                cfg.generator.temperature,
+                args.max_new_tokens,
+                True,
+            )
+            for i in range(0, len(requests), chunk)
+        ]
         for ref in tqdm(refs, desc="generation alone"):
             ray.get(ref)
         generation_only = time.perf_counter() - start
 
         start = time.perf_counter()
-        driver.stream(run, requests, Sampling(args.k, cfg.generator.temperature, args.max_new_tokens), driver.recording(run, 0, "explore"))
+        driver.stream(
+            run,
+            requests,
+            Sampling(args.k, cfg.generator.temperature, args.max_new_tokens),
+            driver.recording(run, 0, "explore"),
+        )
         exploration = time.perf_counter() - start
 
     print(f"generation alone: {generation_only:7.1f} s")

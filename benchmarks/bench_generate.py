@@ -7,6 +7,7 @@ with torch.compile and eager. The vllm rows also give the engine's start time.
 
     python benchmarks/bench_generate.py [--model smollm2] [--prompts 16] [--k 4] [--dtype float32] [--chunk 32]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,15 @@ def plain_loop(model, tokenizer, prompts, cfg: GeneratorConfig, k: int) -> int:
         batch = tokenizer(prompts[start : start + chunk], return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.inference_mode():
             output = model.generate(
-                **batch, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, num_return_sequences=k,
-                max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id, stop_strings=cfg.stop, tokenizer=tokenizer,
+                **batch,
+                do_sample=True,
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+                num_return_sequences=k,
+                max_new_tokens=cfg.max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                stop_strings=cfg.stop,
+                tokenizer=tokenizer,
             )
         tokens += int((output[:, batch["input_ids"].shape[1] :] != tokenizer.pad_token_id).sum())
     return tokens
@@ -60,17 +68,23 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--chunk", type=int, help="sequences per generate call (default: the quickstart's chunk_size)")
-    parser.add_argument("--vllm-only", action="store_true", help="skip hf and plain generate (to compare vLLM settings)")
+    parser.add_argument(
+        "--vllm-only", action="store_true", help="skip hf and plain generate (to compare vLLM settings)"
+    )
     args = parser.parse_args()
 
     quickstart = load_config("conf/math_quickstart.yaml", ["run_dir=unused"]).generator
     threads = torch.get_num_threads()
-    cfg = GeneratorConfig(**{**quickstart.__dict__, "num_cpus": threads, "chunk_size": args.chunk or quickstart.chunk_size})
+    cfg = GeneratorConfig(
+        **{**quickstart.__dict__, "num_cpus": threads, "chunk_size": args.chunk or quickstart.chunk_size}
+    )
     path = resolve_model_path(args.model, "~/.cache/envisions-ray")
     book = PromptBook.load("conf/prompts/math.yaml")
     prompts = [book.explore(x.question, 3) for x in load_examples("builtin:arith:train", args.prompts)]
-    print(f"{len(prompts)} prompts (3-shot) x K={args.k}, temperature {cfg.temperature}, {cfg.max_new_tokens} new tokens, "
-          f"stops {cfg.stop!r}, {cfg.chunk_size} sequences per call, {threads} threads, {args.dtype}")
+    print(
+        f"{len(prompts)} prompts (3-shot) x K={args.k}, temperature {cfg.temperature}, {cfg.max_new_tokens} new tokens, "
+        f"stops {cfg.stop!r}, {cfg.chunk_size} sequences per call, {threads} threads, {args.dtype}"
+    )
 
     rows = []
     for eager in (False, True):
@@ -84,10 +98,18 @@ def main() -> None:
 
     if args.vllm_only:
         for name, tokens, seconds, started in rows:
-            print(f"{name}: {tokens / seconds:.1f} tokens/s ({tokens} tokens in {seconds:.1f} s), engine start {started:.0f} s")
+            print(
+                f"{name}: {tokens / seconds:.1f} tokens/s ({tokens} tokens in {seconds:.1f} s), engine start {started:.0f} s"
+            )
         return
     hf = HFBackend(cfg, path, args.dtype)
-    rows.append(("hf backend (+stop, +self-reward)", *timed(lambda: backend_tokens(hf, prompts, cfg, args.k, "hf backend")), None))
+    rows.append(
+        (
+            "hf backend (+stop, +self-reward)",
+            *timed(lambda: backend_tokens(hf, prompts, cfg, args.k, "hf backend")),
+            None,
+        )
+    )
     model, tokenizer = load_model_and_tokenizer(path, args.dtype)
     rows.append(("plain batched generate", *timed(lambda: plain_loop(model, tokenizer, prompts, cfg, args.k)), None))
 
@@ -96,7 +118,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for name, tokens, seconds, started in rows:
         start_text = "–" if started is None else f"{started:.0f} s"
-        print(f"| {name} | {tokens} | {seconds:.1f} | {tokens / seconds:.1f} | {tokens / seconds / hf_rate:.2f} | {start_text} |")
+        print(
+            f"| {name} | {tokens} | {seconds:.1f} | {tokens / seconds:.1f} | {tokens / seconds / hf_rate:.2f} | {start_text} |"
+        )
 
 
 if __name__ == "__main__":  # vLLM spawns its engine process, which imports this module again

@@ -8,6 +8,7 @@ fresh on the new checkpoint, and differently from before.
 
     python benchmarks/bench_handoff.py [--model smollm2] [--prompts 8] [--modes compiled,eager]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,10 +75,14 @@ def main() -> None:
             changed = sum(a != b for a, b in zip(before, fresh))
             rows.append(("eager" if eager else "compiled", in_place, restart, after_load == fresh, changed))
 
-    print("| engine | in-place load | restart | ratio | in-place answers = fresh engine's | answers the new weights changed |")
+    print(
+        "| engine | in-place load | restart | ratio | in-place answers = fresh engine's | answers the new weights changed |"
+    )
     print("|---|---|---|---|---|---|")
     for name, in_place, restart, same, changed in rows:
-        print(f"| {name} | {in_place:.1f} s | {restart:.1f} s | {restart / in_place:.1f}× | {same} | {changed} / {len(prompts)} |")
+        print(
+            f"| {name} | {in_place:.1f} s | {restart:.1f} s | {restart / in_place:.1f}× | {same} | {changed} / {len(prompts)} |"
+        )
 
 
 if __name__ == "__main__":  # vLLM spawns its engine process, which imports this module again

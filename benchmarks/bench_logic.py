@@ -7,6 +7,7 @@ engine in this process: parse, compile and answer with clingo, nothing else. The
 environment (LogicEngine) adds what a run needs on top: a JSON round trip to its worker process,
 which holds the grounding backstop and the memory limit.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,9 @@ def bench_environment(cfg: LogicSettings, jobs: list[tuple[str, str]]) -> tuple[
     env = LogicEngine(cfg)  # the worker starts once, outside the timed loop, as in a run
     try:
         start = time.perf_counter()
-        correct = sum(env.execute(program, Example("b", "", label)).reward for program, label in tqdm(jobs, desc="LogicEngine"))
+        correct = sum(
+            env.execute(program, Example("b", "", label)).reward for program, label in tqdm(jobs, desc="LogicEngine")
+        )
         return len(jobs) / (time.perf_counter() - start), correct
     finally:
         env.close()

@@ -5,6 +5,7 @@
 Both sides run the same small program-of-thought solutions, in the same run, one at a time. The
 baseline is what a naive executor does: `python3.11 -c` per program, answer read from stdout.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,10 @@ from envs.math_sandbox import MathSandbox, SandboxSettings, is_correct
 PROGRAMS = [
     ("def solution():\n    apples = 23\n    eaten = 7\n    return apples - eaten\n", "16"),
     ("def solution():\n    price = 4.5\n    count = 12\n    return price * count\n", "54"),
-    ("def solution():\n    total = 0\n    for day in range(1, 31):\n        total += day * 2\n"
-     "    return total\n", "930"),
+    (
+        "def solution():\n    total = 0\n    for day in range(1, 31):\n        total += day * 2\n    return total\n",
+        "930",
+    ),
     ("import math\ndef solution():\n    return math.comb(10, 3)\n", "120"),
     ("def solution():\n    speed = 60\n    hours = 2.5\n    return speed * hours\n", "150"),
     ("from fractions import Fraction\ndef solution():\n    return float(Fraction(3, 4) * 48)\n", "36"),
@@ -34,8 +37,10 @@ def bench_sandbox(cfg: SandboxSettings, jobs: list[tuple[str, str]]) -> tuple[fl
     env = MathSandbox(cfg)  # the server starts once, outside the timed loop, as in a run
     try:
         start = time.perf_counter()
-        correct = sum(env.execute(program, Example(id="b", question="", answer=answer)).reward
-                      for program, answer in tqdm(jobs, desc="sandbox"))
+        correct = sum(
+            env.execute(program, Example(id="b", question="", answer=answer)).reward
+            for program, answer in tqdm(jobs, desc="sandbox")
+        )
         return len(jobs) / (time.perf_counter() - start), correct
     finally:
         env.close()
@@ -45,8 +50,9 @@ def bench_fresh_process(cfg: SandboxSettings, jobs: list[tuple[str, str]]) -> tu
     start = time.perf_counter()
     correct = 0
     for program, answer in tqdm(jobs, desc="fresh process"):
-        run = subprocess.run([cfg.python, "-c", program + "\nprint(solution())\n"],
-                             capture_output=True, text=True, timeout=cfg.timeout_s)
+        run = subprocess.run(
+            [cfg.python, "-c", program + "\nprint(solution())\n"], capture_output=True, text=True, timeout=cfg.timeout_s
+        )
         correct += run.returncode == 0 and is_correct(run.stdout, answer)
     return len(jobs) / (time.perf_counter() - start), correct
 

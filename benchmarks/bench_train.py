@@ -7,6 +7,7 @@ float32's curve for the switch to be worth anything.
 
     python benchmarks/bench_train.py [--model smollm2] [--steps 6] [--batch 8]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,9 +20,9 @@ import torch
 from envisions_ray.cpu import bf16_matmul_supported
 from envisions_ray.data import arithmetic_problem
 from envisions_ray.losses import collate, target_token_loss, tokenize
-from envisions_ray.types import TrainExample
 from envisions_ray.model import load_model_and_tokenizer, resolve_model_path
 from envisions_ray.prompts import PromptBook
+from envisions_ray.types import TrainExample
 
 PROGRAM = "def solution():\n    apples = 12\n    apples = apples + 7\n    apples = apples - 5\n    return apples"
 
@@ -59,9 +60,14 @@ def main() -> None:
     book, rng = PromptBook.load("conf/prompts/math.yaml"), random.Random(0)
     batches = []
     for _ in range(args.steps + 1):  # the first step warms up and is not timed
-        rows = [tokenize(tokenizer, TrainExample(book.explore(arithmetic_problem(rng)[0]), PROGRAM, "l1"), 512) for _ in range(args.batch)]
+        rows = [
+            tokenize(tokenizer, TrainExample(book.explore(arithmetic_problem(rng)[0]), PROGRAM, "l1"), 512)
+            for _ in range(args.batch)
+        ]
         batches.append(collate(rows, tokenizer.pad_token_id))
-    print(f"{torch.get_num_threads()} threads; CPU has native bf16 matmul (AVX512-BF16 or AMX): {bf16_matmul_supported()}")
+    print(
+        f"{torch.get_num_threads()} threads; CPU has native bf16 matmul (AVX512-BF16 or AMX): {bf16_matmul_supported()}"
+    )
     f32_seconds, f32_losses = run_steps(path, batches, bf16=False)
     bf16_seconds, bf16_losses = run_steps(path, batches, bf16=True)
     f32_step, bf16_step = sum(f32_seconds[1:]) / args.steps, sum(bf16_seconds[1:]) / args.steps

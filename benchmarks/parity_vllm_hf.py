@@ -8,6 +8,7 @@
 
     python benchmarks/parity_vllm_hf.py [--model smollm2] [--dtype float32] [--eval-size 200]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,12 +36,18 @@ def teacher_forced_means(model, prompt_ids: list[int], completions: list[list[in
     return means
 
 
-def self_reward_gap(backend: VLLMBackend, hf: HFBackend, prompts: list[str], cfg: GeneratorConfig, k: int) -> list[float]:
-    params = backend.vllm.SamplingParams(n=k, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens, stop=cfg.stop, logprobs=0)
+def self_reward_gap(
+    backend: VLLMBackend, hf: HFBackend, prompts: list[str], cfg: GeneratorConfig, k: int
+) -> list[float]:
+    params = backend.vllm.SamplingParams(
+        n=k, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens, stop=cfg.stop, logprobs=0
+    )
     gaps = []
     for prompt in tqdm(prompts, desc="self-reward against teacher forcing"):
         prompt_ids = encode_prompt(backend.tokenizer, prompt)  # as the backends condition on it
-        [output] = backend.llm.generate([backend.vllm.TokensPrompt(prompt_token_ids=prompt_ids)], params, use_tqdm=False)
+        [output] = backend.llm.generate(
+            [backend.vllm.TokensPrompt(prompt_token_ids=prompt_ids)], params, use_tqdm=False
+        )
         [samples] = samples_from_outputs([output], cfg.stop, True)
         counted = [list(c.token_ids[: counted_tokens(c)]) for c in output.outputs]
         kept = [(sample, ids) for sample, ids in zip(samples, counted) if ids]
@@ -49,10 +56,15 @@ def self_reward_gap(backend: VLLMBackend, hf: HFBackend, prompts: list[str], cfg
     return gaps
 
 
-def greedy_rewards(backend, prompts: list[str], examples, env, cfg: GeneratorConfig, name: str) -> tuple[list[str], list[int]]:
+def greedy_rewards(
+    backend, prompts: list[str], examples, env, cfg: GeneratorConfig, name: str
+) -> tuple[list[str], list[int]]:
     texts = []
     for start in tqdm(range(0, len(prompts), cfg.chunk_size), desc=f"greedy eval, {name}"):
-        texts += [group[0].text for group in backend.sample(prompts[start : start + cfg.chunk_size], 1, 0.0, cfg.max_new_tokens, False)]
+        texts += [
+            group[0].text
+            for group in backend.sample(prompts[start : start + cfg.chunk_size], 1, 0.0, cfg.max_new_tokens, False)
+        ]
     return texts, [env.execute(text, example).reward for text, example in zip(texts, examples)]
 
 
@@ -82,13 +94,19 @@ def main() -> None:
     hf_texts, hf_rewards = greedy_rewards(hf, eval_prompts, examples, env, cfg, "hf")
     env.close()
 
-    print(f"self-reward, {len(gaps)} samples ({args.dtype}): |vllm - teacher-forced| max {max(gaps):.2e}, mean {sum(gaps) / len(gaps):.2e}")
+    print(
+        f"self-reward, {len(gaps)} samples ({args.dtype}): |vllm - teacher-forced| max {max(gaps):.2e}, mean {sum(gaps) / len(gaps):.2e}"
+    )
     differ = [i for i, (a, b) in enumerate(zip(vllm_rewards, hf_rewards)) if a != b]
     other_text = sum(a != b for a, b in zip(vllm_texts, hf_texts))
-    print(f"greedy eval, {len(examples)} problems ({args.dtype}): vllm {sum(vllm_rewards) / len(examples):.1%}, "
-          f"hf {sum(hf_rewards) / len(examples):.1%}; {len(differ)} problems scored differently, {other_text} programs differ in text")
+    print(
+        f"greedy eval, {len(examples)} problems ({args.dtype}): vllm {sum(vllm_rewards) / len(examples):.1%}, "
+        f"hf {sum(hf_rewards) / len(examples):.1%}; {len(differ)} problems scored differently, {other_text} programs differ in text"
+    )
     for i in differ:
-        print(f"--- {examples[i].id}: vllm reward {vllm_rewards[i]}, hf reward {hf_rewards[i]}\nvllm: {vllm_texts[i]!r}\nhf:   {hf_texts[i]!r}")
+        print(
+            f"--- {examples[i].id}: vllm reward {vllm_rewards[i]}, hf reward {hf_rewards[i]}\nvllm: {vllm_texts[i]!r}\nhf:   {hf_texts[i]!r}"
+        )
 
 
 if __name__ == "__main__":  # vLLM spawns its engine process, which imports this module again

@@ -3,6 +3,7 @@
 A mistake in what the user gave (config, data, model, run directory) prints one line and exits
 with code 2; `--debug` shows the traceback instead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,16 +30,25 @@ def main(argv: list[str] | None = None) -> int:
 
     evaluate = commands.add_parser("eval", help="greedy accuracy of a model on a dataset")
     evaluate.add_argument("checkpoint", help="model directory, 'smollm2', or a run directory (its newest checkpoint)")
-    evaluate.add_argument("dataset", help="JSONL path, builtin:arith:eval, ruletaker:PATH, hf:NAME[:CONFIG]:SPLIT or tasks:TASKS:FIRST_SEED")
+    evaluate.add_argument(
+        "dataset",
+        help="JSONL path, builtin:arith:eval, ruletaker:PATH, hf:NAME[:CONFIG]:SPLIT or tasks:TASKS:FIRST_SEED",
+    )
     evaluate.add_argument("overrides", nargs="*", help="key=value")
     evaluate.add_argument("--config", default="conf/math_quickstart.yaml")
     evaluate.add_argument("--size", type=int, help="first N examples (tasks: N seeds per task)")
-    evaluate.add_argument("--shots", type=int, help="demonstrations in the prompt (default: few-shot for the base model, 0 otherwise)")
+    evaluate.add_argument(
+        "--shots", type=int, help="demonstrations in the prompt (default: few-shot for the base model, 0 otherwise)"
+    )
 
     execute = commands.add_parser("exec", help="run one solution through a domain's environment")
     execute.add_argument("domain", help="environment name: math, logic or web")
     execute.add_argument("solution_file")
-    execute.add_argument("--input", required=True, help='the input as JSON, e.g. \'{"answer": "72"}\' or \'{"task": "click-test-2", "seed": 3}\'')
+    execute.add_argument(
+        "--input",
+        required=True,
+        help='the input as JSON, e.g. \'{"answer": "72"}\' or \'{"task": "click-test-2", "seed": 3}\'',
+    )
     execute.add_argument("--config", help="YAML whose env settings to use")
 
     report = commands.add_parser("report", help="compare runs: a Markdown table and PNG plots")
@@ -49,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("config", help="a run config with comma-listed overrides, or a sweep file (conf/sweeps/)")
     sweep.add_argument("overrides", nargs="*", help="key=value or key=v1,v2,... (every combination is a run)")
     sweep.add_argument("--parent", help="directory that holds the runs (default: the config's run_dir + '-sweep')")
-    sweep.add_argument("--dry-run", action="store_true", help="check every run's config and list the runs; write nothing")
+    sweep.add_argument(
+        "--dry-run", action="store_true", help="check every run's config and list the runs; write nothing"
+    )
 
     # Overrides may also follow options (`--size 200 key=value`), which argparse leaves over.
     args, extra = parser.parse_known_args(argv)
@@ -114,7 +126,9 @@ def _exec(args) -> int:
         fields = json.loads(args.input)
     except json.JSONDecodeError as err:
         raise UserError(f"--input is not valid JSON: {err.msg}") from None
-    example = Example(str(fields.pop("id", "cli")), str(fields.pop("question", "")), str(fields.pop("answer", "")), fields)
+    example = Example(
+        str(fields.pop("id", "cli")), str(fields.pop("question", "")), str(fields.pop("answer", "")), fields
+    )
     env = make_env(env_cfg)
     try:
         outcome = env.execute(solution_path.read_text(), example)
@@ -137,7 +151,11 @@ def _sweep(args) -> int:
 
     parent, runs = plan_sweep(args.config, args.overrides, args.parent)
     if args.dry_run:
-        print("\n".join([f"sweep: {len(runs)} runs under {parent}", *(f"  {r.name}: method {r.cfg.method}" for r in runs)]))
+        print(
+            "\n".join(
+                [f"sweep: {len(runs)} runs under {parent}", *(f"  {r.name}: method {r.cfg.method}" for r in runs)]
+            )
+        )
         return 0
     run_dirs = run_sweep(runs)
     print(report(run_dirs, parent))

@@ -1,5 +1,6 @@
 """What this machine's CPU can do, read from the kernel rather than assumed: the machines this runs
 on range from AVX2-only AMD EPYCs to Intel Xeons with AMX."""
+
 from __future__ import annotations
 
 from functools import cache

@@ -15,6 +15,7 @@ A dataset is named by a spec string:
   `size` counts seeds per task: FIRST_SEED, FIRST_SEED + 1, ... With `data.seed_stride`,
   iteration i moves every seed by i * stride (`for_iteration`), so each iteration meets new inputs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -131,7 +132,9 @@ def load_ruletaker(path: Path) -> list[Example]:
                 raise UserError(f"{path}:{number}: question {key} needs 'question' and 'answer'")
             label = RULETAKER_LABELS.get(str(question["answer"]).lower())
             if label is None:
-                raise UserError(f"{path}:{number}: question {key} has answer {question['answer']!r}, not true, false or Unknown")
+                raise UserError(
+                    f"{path}:{number}: question {key} has answer {question['answer']!r}, not true, false or Unknown"
+                )
             meta = {"context": record["theory"], "depth": question.get("QDep")}
             examples.append(Example(f"{record.get('id', number)}-{key}", question["question"], label, meta))
     if not examples:
@@ -150,7 +153,9 @@ def _hugging_face(spec: str) -> list[Example]:
         rows = datasets.load_dataset(name, config, split=split)
     except Exception as err:  # offline, unknown name or split: the library's own message
         raise UserError(f"dataset '{spec}' could not be loaded: {str(err).splitlines()[0]}") from None
-    return [Example(f"{name}-{split}-{i}", r["question"], normalise_answer(str(r["answer"]))) for i, r in enumerate(rows)]
+    return [
+        Example(f"{name}-{split}-{i}", r["question"], normalise_answer(str(r["answer"]))) for i, r in enumerate(rows)
+    ]
 
 
 def _builtin(spec: str, size: int, seed: int) -> list[Example]:

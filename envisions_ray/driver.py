@@ -5,6 +5,7 @@ cut into chunks; each chunk's solutions go to the executor actors the moment it 
 (`ray.wait`), so execution overlaps generation. Every executed batch is committed to the pool at
 once, and every finished stage is marked there, which is all `--resume` needs.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,23 +19,38 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
-from actors.executor import ExecutorPool
 from actors.backend import Sample
+from actors.executor import ExecutorPool
 from actors.generator import start_generators, stop_generators
 from actors.pool import CandidatePool
 from actors.trainer import train
 from envisions_ray.config import RunConfig, to_yaml
 from envisions_ray.data import load_examples, seeded_training_ids
 from envisions_ray.errors import UserError
-from envisions_ray.metrics import accuracy, executable_rate, exploratory_ability, mean_margin, per_task_accuracy, stability
+from envisions_ray.methods import METHODS, Examples
+from envisions_ray.metrics import (
+    accuracy,
+    executable_rate,
+    exploratory_ability,
+    mean_margin,
+    per_task_accuracy,
+    stability,
+)
 from envisions_ray.model import TRAINED_MARKER, check_model_path, resolve_model_path
 from envisions_ray.prompts import PromptBook
-from envisions_ray.methods import METHODS, Examples
-from envisions_ray.run_state import Explorer, PoolClient, Request, Run, Sink, Streamed, policy_explorer, teacher_explorer
+from envisions_ray.run_state import (
+    Explorer,
+    PoolClient,
+    Request,
+    Run,
+    Sink,
+    Streamed,
+    policy_explorer,
+    teacher_explorer,
+)
 from envisions_ray.teacher import Teacher
 from envisions_ray.types import Example, Outcome, PreferenceExample, Sampling, TrainExample, Trajectory
 from envs import make_env
-
 
 DESCRIBE_BATCH = 16  # examples per describe call: few calls, yet spread over every executor
 
@@ -46,7 +62,9 @@ def prepare(cfg: RunConfig, convert_model: bool = True) -> Run:
     prompts = PromptBook.load(cfg.env.prompt_file)
     train_set = load_examples(cfg.data.train, cfg.data.train_size, cfg.data.seed)
     eval_sets = {name: load_examples(spec, cfg.data.eval_size, cfg.data.seed) for name, spec in cfg.data.eval.items()}
-    base_model = resolve_model_path(cfg.model.path, cfg.model.cache_dir) if convert_model else check_model_path(cfg.model.path)
+    base_model = (
+        resolve_model_path(cfg.model.path, cfg.model.cache_dir) if convert_model else check_model_path(cfg.model.path)
+    )
     method = METHODS[cfg.method]
     teacher = Teacher(cfg.distill) if method.explorer == "teacher" else None
     _check_inputs(cfg, train_set, eval_sets, prompts)
@@ -66,7 +84,9 @@ def run_experiment(cfg: RunConfig, resume: bool = False) -> None:
     # Beside the driver, so pool.sqlite lands in the run directory the driver writes (config.yaml,
     # metrics.jsonl); a zero-CPU actor could otherwise be placed on any node of a cluster.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    run.pool = PoolClient(ray.remote(CandidatePool).options(num_cpus=0, scheduling_strategy=here).remote(str(run.run_dir / "pool.sqlite")))
+    run.pool = PoolClient(
+        ray.remote(CandidatePool).options(num_cpus=0, scheduling_strategy=here).remote(str(run.run_dir / "pool.sqlite"))
+    )
     try:
         start_actors(run)
         if not run.pool.is_done(-1, "eval"):
@@ -90,17 +110,24 @@ def run_iteration(run: Run, i: int) -> None:
     tokens: dict[str, int] = {}  # generated per stage
     shots = algo.few_shot if run.policy == run.base_model else 0  # few-shot only for pi_0
 
-    with _timed(seconds, "explore"):  # 1. K solutions per input from pi_i (or the teacher's one), executed, self-rewarded
+    with _timed(
+        seconds, "explore"
+    ):  # 1. K solutions per input from pi_i (or the teacher's one), executed, self-rewarded
         done = {t.example_id for t in run.pool.trajectories(i, "explore")}
         todo = [Request(x, _explore_prompt(run, x, shots)) for x in inputs if x.id not in done]
-        tokens["explore"] = stream(run, todo, method.explore_sampling(cfg), recording(run, i, "explore"), run.explorer).tokens
+        tokens["explore"] = stream(
+            run, todo, method.explore_sampling(cfg), recording(run, i, "explore"), run.explorer
+        ).tokens
 
     if algo.refine and i >= algo.refine_from_iteration:
         with _timed(seconds, "refine"):  # 2. one refined solution per explored one
             refined = {t.parent_id for t in run.pool.trajectories(i, "refine")}
             by_id = {x.id: x for x in inputs}
             parents = [t for t in run.pool.trajectories(i, "explore") if t.id not in refined]
-            todo = [Request(by_id[t.example_id], run.prompts.refine(run.problems[t.example_id], t.solution), t) for t in parents]
+            todo = [
+                Request(by_id[t.example_id], run.prompts.refine(run.problems[t.example_id], t.solution), t)
+                for t in parents
+            ]
             sampling = Sampling(1, cfg.generator.temperature, cfg.generator.max_new_tokens)
             tokens["refine"] = stream(run, todo, sampling, recording(run, i, "refine")).tokens
 
@@ -170,7 +197,9 @@ def _train_policy(run: Run, i: int, examples: Examples) -> dict:
         trained["checkpoint"], trained["loss"] = train(cfg.train, init, examples.sft, storage, f"iter-{i}")
     if examples.pairs:
         dpo = replace(cfg.train, lr=cfg.dpo.lr, warmup_ratio=cfg.dpo.warmup_ratio, epochs=cfg.dpo.epochs)
-        trained["checkpoint"], trained["dpo_loss"] = train(dpo, trained["checkpoint"], examples.pairs, storage, f"iter-{i}-dpo", cfg.dpo.beta)
+        trained["checkpoint"], trained["dpo_loss"] = train(
+            dpo, trained["checkpoint"], examples.pairs, storage, f"iter-{i}-dpo", cfg.dpo.beta
+        )
     return trained
 
 
@@ -178,8 +207,14 @@ def _logprob_margin(run: Run, i: int) -> float | None:
     """Δlog p: mean log p(a+) - log p(a-) under the new policy, over the U2 pairs ENVISIONS would build
     from this pool (the same construction for every method, so runs compare); None without pairs."""
     algo = run.cfg.algorithm
-    training = run.pool.training_set(n1=algo.n1, n2=algo.n2, leave_positive_for_pair=True, rank_by=algo.rank, seed=run.cfg.seed + i,
-                                     iteration=run.pool_scope(i))
+    training = run.pool.training_set(
+        n1=algo.n1,
+        n2=algo.n2,
+        leave_positive_for_pair=True,
+        rank_by=algo.rank,
+        seed=run.cfg.seed + i,
+        iteration=run.pool_scope(i),
+    )
     pairs = training.u2
     if not pairs:
         return None
@@ -189,7 +224,9 @@ def _logprob_margin(run: Run, i: int) -> float | None:
     return mean_margin(ray.get(chosen), ray.get(rejected))
 
 
-def stream(run: Run, requests: list[Request], sampling: Sampling, sink: Sink, explorer: Explorer | None = None) -> Streamed:
+def stream(
+    run: Run, requests: list[Request], sampling: Sampling, sink: Sink, explorer: Explorer | None = None
+) -> Streamed:
     """Answer every request `sampling.n` times in chunks (by the policy, unless another explorer is
     given) and execute each chunk the moment it is answered; executed batches go to the sink."""
     explore = explorer or policy_explorer(run)
@@ -301,15 +338,17 @@ def plan(cfg: RunConfig) -> str:
     if (run.run_dir / "pool.sqlite").exists():
         raise _existing_run(run.run_dir)
     algo, gen = cfg.algorithm, cfg.generator
-    return "\n".join([
-        f"plan: {algo.iterations} iterations of explore -> refine -> filter -> train -> eval",
-        f"  model      {run.base_model} ({len(run.prompts.shots)} shots in the prompt file, {algo.few_shot} used in iteration 0)",
-        f"  train      {len(run.train_set)} inputs from {cfg.data.train}, K={algo.k}, refine={'on' if algo.refine else 'off'}, N1={algo.n1}, N2={algo.n2}",
-        "  eval       " + ", ".join(f"{name} ({len(examples)} inputs)" for name, examples in run.eval_sets.items()),
-        f"  actors     {gen.num_actors} x {gen.backend} generator, {cfg.env.num_executors}{f'-{cfg.env.max_executors}' if cfg.env.max_executors else ''} x {cfg.env.name} executor, {cfg.train.num_workers} train workers",
-        f"  training   from {algo.train_from}, {cfg.train.epochs} epoch(s), lr {cfg.train.lr} {cfg.train.lr_schedule}",
-        f"  run_dir    {run.run_dir}",
-    ])
+    return "\n".join(
+        [
+            f"plan: {algo.iterations} iterations of explore -> refine -> filter -> train -> eval",
+            f"  model      {run.base_model} ({len(run.prompts.shots)} shots in the prompt file, {algo.few_shot} used in iteration 0)",
+            f"  train      {len(run.train_set)} inputs from {cfg.data.train}, K={algo.k}, refine={'on' if algo.refine else 'off'}, N1={algo.n1}, N2={algo.n2}",
+            "  eval       " + ", ".join(f"{name} ({len(examples)} inputs)" for name, examples in run.eval_sets.items()),
+            f"  actors     {gen.num_actors} x {gen.backend} generator, {cfg.env.num_executors}{f'-{cfg.env.max_executors}' if cfg.env.max_executors else ''} x {cfg.env.name} executor, {cfg.train.num_workers} train workers",
+            f"  training   from {algo.train_from}, {cfg.train.epochs} epoch(s), lr {cfg.train.lr} {cfg.train.lr_schedule}",
+            f"  run_dir    {run.run_dir}",
+        ]
+    )
 
 
 def connect_ray(cfg: RunConfig) -> None:
@@ -320,11 +359,21 @@ def connect_ray(cfg: RunConfig) -> None:
         ray.init()
         return
     executors = max(cfg.env.max_executors or 0, cfg.env.num_executors)
-    cpus = cfg.generator.num_actors * cfg.generator.num_cpus + executors + cfg.train.num_workers * cfg.train.cpus_per_worker
+    cpus = (
+        cfg.generator.num_actors * cfg.generator.num_cpus
+        + executors
+        + cfg.train.num_workers * cfg.train.cpus_per_worker
+    )
     resources = {name: amount * executors for name, amount in cfg.env.resources.items()}  # e.g. one browser each
     # "local": always a new instance; otherwise ray.init joins a cluster that `ray start` on this
     # machine recorded in /tmp/ray/ray_current_cluster, and then refuses num_cpus.
-    ray.init(address="local", num_cpus=int(cpus + 0.999), resources=resources, include_dashboard=False, logging_level="WARNING")
+    ray.init(
+        address="local",
+        num_cpus=int(cpus + 0.999),
+        resources=resources,
+        include_dashboard=False,
+        logging_level="WARNING",
+    )
 
 
 def start_actors(run: Run) -> None:
@@ -371,18 +420,24 @@ def _explore_prompt(run: Run, example: Example, shots: int) -> str:
     return run.prompts.explore(run.problems[example.id], shots, example.task)
 
 
-def _check_inputs(cfg: RunConfig, train_set: list[Example], eval_sets: dict[str, list[Example]], prompts: PromptBook) -> None:
+def _check_inputs(
+    cfg: RunConfig, train_set: list[Example], eval_sets: dict[str, list[Example]], prompts: PromptBook
+) -> None:
     """Generated (task, seed) inputs: iterations never share a seed, eval never meets a training
     seed, and every task has its demonstration for the few-shot prompt."""
     trained = seeded_training_ids(train_set, max(cfg.algorithm.iterations, 1), cfg.data.seed_stride)
     for name, examples in eval_sets.items():
         shared = sorted(trained & {x.id for x in examples})
         if shared:
-            raise UserError(f"config: eval set '{name}' shares inputs with training (first: {shared[0]}); move its first seed past the training seeds")
+            raise UserError(
+                f"config: eval set '{name}' shares inputs with training (first: {shared[0]}); move its first seed past the training seeds"
+            )
     for x in [*train_set, *(x for examples in eval_sets.values() for x in examples)]:
         if x.task and len(prompts.shots_for(x.task)) < cfg.algorithm.few_shot:
             count = len(prompts.shots_for(x.task))
-            raise UserError(f"{cfg.env.prompt_file} has {count} demonstration(s) for task '{x.task}', fewer than algorithm.few_shot ({cfg.algorithm.few_shot})")
+            raise UserError(
+                f"{cfg.env.prompt_file} has {count} demonstration(s) for task '{x.task}', fewer than algorithm.few_shot ({cfg.algorithm.few_shot})"
+            )
 
 
 def _trained(run: Run, i: int) -> dict | None:
@@ -393,7 +448,18 @@ def _trained(run: Run, i: int) -> dict | None:
 
 def _trajectory(request: Request, sample: Sample, outcome: Outcome, iteration: int, source: str) -> Trajectory:
     parent = request.parent.id if request.parent else None
-    return Trajectory(request.example.id, sample.text, outcome.reward, sample.self_reward, iteration, source, outcome.output, outcome.error, None, parent)
+    return Trajectory(
+        request.example.id,
+        sample.text,
+        outcome.reward,
+        sample.self_reward,
+        iteration,
+        source,
+        outcome.output,
+        outcome.error,
+        None,
+        parent,
+    )
 
 
 def _claim_run_dir(run_dir: Path, resume: bool) -> None:
@@ -429,7 +495,9 @@ def _record(run: Run, line: dict) -> None:
 
 def format_summary(line: dict) -> str:
     ran = line.get("executable", {})  # runs written before this field existed lack it
-    scores = " ".join(f"{name}={value:.1%} (ran {ran.get(name, float('nan')):.0%})" for name, value in line["eval"].items())
+    scores = " ".join(
+        f"{name}={value:.1%} (ran {ran.get(name, float('nan')):.0%})" for name, value in line["eval"].items()
+    )
     if "eval_refine" in line:
         scores += " refined " + " ".join(f"{name}={value:.1%}" for name, value in line["eval_refine"].items())
     if "iteration" not in line:

@@ -3,6 +3,7 @@
 The CLI turns it into a single line on stderr and exit code 2; anything else is a bug and keeps
 its traceback. `explain` turns OmegaConf's errors about a config into such a line.
 """
+
 from __future__ import annotations
 
 import difflib

@@ -3,6 +3,7 @@ with the prompt file's `judge` template, and DPO trains on the best against the 
 
 The environment's reward plays no part in it; that is the point of the comparison.
 """
+
 from __future__ import annotations
 
 import re

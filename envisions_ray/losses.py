@@ -5,6 +5,7 @@ Both ENVISIONS losses are the same operation on different prompts: L1 pairs the 
 with a positive, L2 pairs the refine prompt filled with a negative with a positive. So an example
 is (prompt, target); prompt tokens get label IGNORE and add nothing to the loss.
 """
+
 from __future__ import annotations
 
 import torch
@@ -78,8 +79,13 @@ def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     return (picked * (shifted_labels != IGNORE)).sum(dim=1)
 
 
-def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
-             reference_rejected: torch.Tensor, beta: float) -> torch.Tensor:
+def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    reference_chosen: torch.Tensor,
+    reference_rejected: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
     """Rafailov et al. (2023): -log sigmoid(beta * (policy margin - reference margin)), batch mean."""
     margin = (policy_chosen - policy_rejected) - (reference_chosen - reference_rejected)
     return -F.logsigmoid(beta * margin).mean()

@@ -9,6 +9,7 @@ decides; the generators, executors, pool, trainer and eval are the same for all 
 This module imports no Ray: an `examples` function reads the pool and asks the policy through the
 `Run` it is given (envisions_ray/run_state.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -52,27 +53,43 @@ def l1_examples(run: Run, positives: list[Trajectory]) -> list[TrainExample]:
 
 def l2_examples(run: Run, pairs: list[tuple[Trajectory, Trajectory]]) -> list[TrainExample]:
     """L2: the refine prompt filled with the negative, then the positive."""
-    return [TrainExample(run.prompts.refine(run.problems[p.example_id], n.solution), p.solution, "l2") for p, n in pairs]
+    return [
+        TrainExample(run.prompts.refine(run.problems[p.example_id], n.solution), p.solution, "l2") for p, n in pairs
+    ]
 
 
 def preference_examples(run: Run, pairs: list[tuple[Trajectory, Trajectory]]) -> list[PreferenceExample]:
-    return [PreferenceExample(run.prompts.explore(run.problems[p.example_id]), p.solution, n.solution) for p, n in pairs]
+    return [
+        PreferenceExample(run.prompts.explore(run.problems[p.example_id]), p.solution, n.solution) for p, n in pairs
+    ]
 
 
 def envisions_examples(run: Run, i: int) -> Examples:
     """U1 for L1 and U2 for L2 (ALGORITHM.md steps 5-6); without refinement or with l2 off, L1 only."""
     algo = run.cfg.algorithm
     n2 = algo.n2 if algo.l2 and algo.refine else 0  # no refine step: no refined pairs to learn from
-    training = run.pool.training_set(n1=algo.n1, n2=n2, leave_positive_for_pair=algo.leave_positive_for_pair and n2 > 0,
-                                     rank_by=algo.rank, seed=run.cfg.seed + i, iteration=run.pool_scope(i))
+    training = run.pool.training_set(
+        n1=algo.n1,
+        n2=n2,
+        leave_positive_for_pair=algo.leave_positive_for_pair and n2 > 0,
+        rank_by=algo.rank,
+        seed=run.cfg.seed + i,
+        iteration=run.pool_scope(i),
+    )
     return Examples(l1_examples(run, training.u1) + l2_examples(run, training.u2), [])
 
 
 def positives_examples(run: Run, i: int) -> Examples:
     """STaR and distillation: SFT on U1, the pool's positives, and nothing else."""
     algo = run.cfg.algorithm
-    training = run.pool.training_set(n1=algo.n1, n2=0, leave_positive_for_pair=False, rank_by=algo.rank, seed=run.cfg.seed + i,
-                                     iteration=run.pool_scope(i))
+    training = run.pool.training_set(
+        n1=algo.n1,
+        n2=0,
+        leave_positive_for_pair=False,
+        rank_by=algo.rank,
+        seed=run.cfg.seed + i,
+        iteration=run.pool_scope(i),
+    )
     return Examples(l1_examples(run, training.u1), [])
 
 
@@ -104,9 +121,14 @@ METHODS: dict[str, Method] = {
     "envisions": Method({}, envisions_examples),
     "star_env": Method({"algorithm.refine": False, "algorithm.train_from": "base"}, positives_examples),
     "sft_dpo": Method({"algorithm.refine": False, "algorithm.train_from": "last"}, sft_dpo_examples),
-    "self_rewarding": Method({"algorithm.refine": False, "algorithm.train_from": "last"}, self_rewarding_examples, stage="judge"),
+    "self_rewarding": Method(
+        {"algorithm.refine": False, "algorithm.train_from": "last"}, self_rewarding_examples, stage="judge"
+    ),
     # The teacher answers each input once, so a second iteration would train on the same data.
-    "distill": Method({"algorithm.refine": False, "algorithm.train_from": "base", "algorithm.iterations": 1}, positives_examples,
-                      explorer="teacher"),
+    "distill": Method(
+        {"algorithm.refine": False, "algorithm.train_from": "base", "algorithm.iterations": 1},
+        positives_examples,
+        explorer="teacher",
+    ),
     "few_shot": Method({"algorithm.iterations": 0}, no_examples),
 }

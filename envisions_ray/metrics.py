@@ -2,6 +2,7 @@
 log-prob margin between positives and negatives, and the share of solutions the environment could
 run at all (the paper's "limited proficiency in
 symbolic language", made visible)."""
+
 from __future__ import annotations
 
 

@@ -6,6 +6,7 @@ dequantises on every load, so it is converted once into a plain safetensors chec
 `model.cache_dir` and loaded from there ever after. Any other value is a Hugging Face model
 directory, or a hub id when online.
 """
+
 from __future__ import annotations
 
 import copy
@@ -96,7 +97,9 @@ def load_model_and_tokenizer(path: str, dtype: str = "float32", attn_implementat
         raise UserError(f"model.dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), attn_implementation=attn_implementation)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=getattr(torch, dtype), attn_implementation=attn_implementation
+        )
     except (OSError, ValueError) as err:
         raise UserError(f"cannot load model '{path}': {str(err).splitlines()[0]}") from None
     if tokenizer.pad_token_id is None:

@@ -8,6 +8,7 @@ exactly what it was trained on.
 A shot may name the `task` it demonstrates (web: one per MiniWoB++ task); the few-shot prompt of
 an input of that task then shows that task's shots only, as the paper's same-task 1-shot prompt.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,7 +51,10 @@ class PromptBook:
         problem; shots = 0 is the training prompt."""
         available = self.shots_for(task)
         if shots > len(available):
-            raise UserError(f"{shots} shots asked for, but the prompt file has {len(available)}" + (f" for task '{task}'" if task else ""))
+            raise UserError(
+                f"{shots} shots asked for, but the prompt file has {len(available)}"
+                + (f" for task '{task}'" if task else "")
+            )
         demos = "".join(self.query.format(problem=s.problem) + s.solution + "\n\n" for s in available[:shots])
         return f"{self.instruction}\n\n{demos}{self.query.format(problem=problem)}"
 

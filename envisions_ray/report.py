@@ -7,6 +7,7 @@ It writes, into the output directory (by default the runs' common parent, or the
 - `accuracy.png` (per eval set, per iteration), `explored.png`, `ea_stb.png` (one point per run),
   `delta_logp.png` and `unique_correct.png`.
 """
+
 from __future__ import annotations
 
 import json
@@ -70,16 +71,31 @@ def comparison_table(runs: list[RunRecord]) -> str:
     """One row per run: its final accuracy per eval set (sets line up across runs), and the average."""
     sets = sorted({name for run in runs for name in run.final["eval"]})
     held_out = set().union(*(run.held_out for run in runs))
-    header = ["run", "method", *(f"{name} ({'held-out' if name in held_out else 'held-in'})" for name in sets), "average", "EA", "STB", "unique correct"]
+    header = [
+        "run",
+        "method",
+        *(f"{name} ({'held-out' if name in held_out else 'held-in'})" for name in sets),
+        "average",
+        "EA",
+        "STB",
+        "unique correct",
+    ]
     rows = []
     for run in runs:
         scores = run.final["eval"]
         average = sum(scores.values()) / len(scores) if scores else float("nan")
         last = run.iterations[-1] if run.iterations else {}
-        rows.append([
-            run.name, run.method, *(_percent(scores.get(name)) for name in sets), _percent(average),
-            _number(last.get("ea")), _number(last.get("stb")), str(last.get("unique_correct", "–")),
-        ])
+        rows.append(
+            [
+                run.name,
+                run.method,
+                *(_percent(scores.get(name)) for name in sets),
+                _percent(average),
+                _number(last.get("ea")),
+                _number(last.get("stb")),
+                str(last.get("unique_correct", "–")),
+            ]
+        )
     return "## Final accuracy\n\n" + _markdown(header, rows)
 
 
@@ -127,7 +143,9 @@ def iteration_table(run: RunRecord) -> str:
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(row) + " |" for row in rows)])
+    return "\n".join(
+        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(row) + " |" for row in rows)]
+    )
 
 
 def _percent(value: float | None, digits: int = 1) -> str:
@@ -188,7 +206,9 @@ def _plot_all(runs: list[RunRecord], out_dir: Path) -> None:
         last = run.iterations[-1] if run.iterations else {}
         if last.get("ea") is not None:
             axes.scatter(last["ea"], last["stb"], s=40)
-            axes.annotate(run.name, (last["ea"], last["stb"]), textcoords="offset points", xytext=(4, 4), fontsize="small")
+            axes.annotate(
+                run.name, (last["ea"], last["stb"]), textcoords="offset points", xytext=(4, 4), fontsize="small"
+            )
     axes.margins(0.25)  # room for the labels beside the points
     axes.set_xlabel("exploratory ability (EA)")
     axes.set_ylabel("stability (STB)")

@@ -1,6 +1,7 @@
 """What one run holds while it runs: its config, data, prompts and actors (`Run`), what it asks the
 explorer for (`Request`), where executed answers go (`Sink`) and what comes back (`Streamed`), the
 candidate pool as typed calls, and the two explorers: the policy's generators or the distill teacher."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -58,7 +59,9 @@ def policy_explorer(run: Run) -> Explorer:
 
     def explore(part: list[Request], sampling: Sampling, with_self_reward: bool, chunk: int) -> ray.ObjectRef:
         generator = run.generators[chunk % len(run.generators)]
-        return generator.sample.remote([r.prompt for r in part], sampling.n, sampling.temperature, sampling.max_new_tokens, with_self_reward)
+        return generator.sample.remote(
+            [r.prompt for r in part], sampling.n, sampling.temperature, sampling.max_new_tokens, with_self_reward
+        )
 
     return explore
 
@@ -92,11 +95,23 @@ class PoolClient:
     def select(self, iteration: int, long_term: bool) -> int:
         return ray.get(self.actor.select.remote(iteration=iteration, long_term=long_term))
 
-    def training_set(self, *, n1: int, n2: int, leave_positive_for_pair: bool, rank_by: str, seed: int, iteration: int | None) -> TrainingSet:
-        return ray.get(self.actor.training_set.remote(n1=n1, n2=n2, leave_positive_for_pair=leave_positive_for_pair, rank_by=rank_by,
-                                                      seed=seed, iteration=iteration))
+    def training_set(
+        self, *, n1: int, n2: int, leave_positive_for_pair: bool, rank_by: str, seed: int, iteration: int | None
+    ) -> TrainingSet:
+        return ray.get(
+            self.actor.training_set.remote(
+                n1=n1,
+                n2=n2,
+                leave_positive_for_pair=leave_positive_for_pair,
+                rank_by=rank_by,
+                seed=seed,
+                iteration=iteration,
+            )
+        )
 
-    def preference_pairs(self, *, n2: int, rank_by: str, seed: int, iteration: int | None) -> list[tuple[Trajectory, Trajectory]]:
+    def preference_pairs(
+        self, *, n2: int, rank_by: str, seed: int, iteration: int | None
+    ) -> list[tuple[Trajectory, Trajectory]]:
         return ray.get(self.actor.preference_pairs.remote(n2=n2, rank_by=rank_by, seed=seed, iteration=iteration))
 
     def solved_inputs(self, iteration: int) -> set[str]:
@@ -147,5 +162,8 @@ class Run:
         """The policy's greedy reply to each prompt, chunks spread over the generators (no execution)."""
         size = self.cfg.generator.chunk_size
         chunks = [prompts[start : start + size] for start in range(0, len(prompts), size)]
-        refs = [self.generators[c % len(self.generators)].sample.remote(chunk, 1, 0.0, max_new_tokens, False) for c, chunk in enumerate(chunks)]
+        refs = [
+            self.generators[c % len(self.generators)].sample.remote(chunk, 1, 0.0, max_new_tokens, False)
+            for c, chunk in enumerate(chunks)
+        ]
         return [per_prompt[0] for replies in ray.get(refs) for per_prompt in replies]

@@ -2,6 +2,7 @@
 
 Pure functions over `Trajectory` values; the candidate-pool actor calls them.
 """
+
 from __future__ import annotations
 
 import random
@@ -79,7 +80,9 @@ def build_training_set(
     return TrainingSet(u1, u2)
 
 
-def preference_pairs(pool: list[Trajectory], n2: int, rank_by: str = "self_reward", seed: int = 0) -> list[tuple[Trajectory, Trajectory]]:
+def preference_pairs(
+    pool: list[Trajectory], n2: int, rank_by: str = "self_reward", seed: int = 0
+) -> list[tuple[Trajectory, Trajectory]]:
     """DPO pairs for the SFT + DPO baseline: per input, the top n2 negatives, each with the next
     positive in rank order (cycling when there are fewer positives). Unlike U2 the positives may
     also be SFT targets: DPO does not need a positive held back."""

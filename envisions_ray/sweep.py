@@ -9,6 +9,7 @@ Two ways to name the runs:
 Every run's config is checked before the first one starts. A sweep that was stopped continues
 where it stopped when started again: finished runs are kept, an interrupted one is resumed.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -38,7 +39,9 @@ def plan_sweep(config: str, overrides: list[str], parent: str | None) -> tuple[P
     else:
         base, named = config, _product(overrides)
         parent_dir = Path(parent or _default_parent(base))
-    runs = [PlannedRun(name, load_config(base, [*extra, f"run_dir={parent_dir / name}"])) for name, extra in named.items()]
+    runs = [
+        PlannedRun(name, load_config(base, [*extra, f"run_dir={parent_dir / name}"])) for name, extra in named.items()
+    ]
     return parent_dir, runs
 
 
@@ -53,7 +56,9 @@ def run_sweep(runs: list[PlannedRun]) -> list[Path]:
             print(f"sweep: run {number}/{len(runs)} {planned.name} finished before; kept", flush=True)
             continue
         resume = (run_dir / "pool.sqlite").exists()
-        print(f"sweep: run {number}/{len(runs)} {planned.name}{' (resumed)' if resume else ''} -> {run_dir}", flush=True)
+        print(
+            f"sweep: run {number}/{len(runs)} {planned.name}{' (resumed)' if resume else ''} -> {run_dir}", flush=True
+        )
         driver.run_experiment(planned.cfg, resume=resume)
         ray.shutdown()  # the next run sizes its own local cluster (or reconnects to RAY_ADDRESS)
     return [Path(planned.cfg.run_dir) for planned in runs]
@@ -67,7 +72,12 @@ def _sweep_section(config: str) -> dict | None:
     if "sweep" not in raw:
         return None
     sweep = raw["sweep"]
-    if not isinstance(sweep, dict) or "config" not in sweep or not isinstance(sweep.get("runs"), dict) or not sweep["runs"]:
+    if (
+        not isinstance(sweep, dict)
+        or "config" not in sweep
+        or not isinstance(sweep.get("runs"), dict)
+        or not sweep["runs"]
+    ):
         raise UserError(f"sweep: {path} needs sweep.config (a run config) and sweep.runs (name: [key=value, ...])")
     sweep["runs"] = {str(name): list(extra or []) for name, extra in sweep["runs"].items()}
     return sweep

@@ -1,5 +1,6 @@
 """The distillation baseline's teacher: one answer per input, from a JSONL of teacher outputs
 (offline) or from an OpenAI-compatible chat endpoint. What the environment accepts is kept."""
+
 from __future__ import annotations
 
 import json
@@ -35,10 +36,16 @@ class Teacher:
     def _ask_endpoint(self, prompt: str) -> str:
         url = self.cfg.endpoint.rstrip("/") + "/chat/completions"
         key = os.environ.get(self.cfg.api_key_env, "")
-        body = {"model": self.cfg.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0.0,
-                "max_tokens": self.cfg.max_tokens}
+        body = {
+            "model": self.cfg.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "temperature": 0.0,
+            "max_tokens": self.cfg.max_tokens,
+        }
         try:
-            response = requests.post(url, json=body, headers={"Authorization": f"Bearer {key}"} if key else {}, timeout=self.cfg.timeout_s)
+            response = requests.post(
+                url, json=body, headers={"Authorization": f"Bearer {key}"} if key else {}, timeout=self.cfg.timeout_s
+            )
             response.raise_for_status()
             return response.json()["choices"][0]["message"]["content"] or ""
         except requests.RequestException as err:

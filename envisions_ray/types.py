@@ -1,4 +1,5 @@
 """The plain data that flows between generators, environments, the pool and the trainer."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -4,10 +4,10 @@ a prompt file; nothing in the driver changes.
 An environment class has the three methods of `envs.base.Environment` and a `Settings`
 dataclass: the schema of `env.settings` in the run config.
 """
+
 from __future__ import annotations
 
 import importlib
-
 from typing import Any, Protocol
 
 from omegaconf import DictConfig, OmegaConf

@@ -5,6 +5,7 @@ solution against that input and says whether it reached the expected output (`ex
 frees what it holds (`close`). Math runs Python in a sandbox, logic runs an engine, web drives a
 browser: all three fit these three methods.
 """
+
 from __future__ import annotations
 
 from typing import Protocol

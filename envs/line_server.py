@@ -6,6 +6,7 @@ child writes a ready line, then answers one request line with one reply line. If
 answering within the caller's limit or breaks the protocol, the caller's request raises
 `ServerLost`, the child is killed, and the next request starts a fresh one.
 """
+
 from __future__ import annotations
 
 import json

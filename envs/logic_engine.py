@@ -6,6 +6,7 @@ worker process (envs/logic_worker.py) with two limits: clingo's own interrupt af
 and, for a grounding blow-up that the interrupt cannot reach, the worker is killed once the reply
 is `backstop_margin_s` late. The executor actor itself never waits longer than that and lives on.
 """
+
 from __future__ import annotations
 
 import sys
@@ -72,4 +73,3 @@ class LogicEngine:
     @property
     def worker_pid(self) -> int | None:
         return self._worker.pid
-

@@ -18,6 +18,7 @@ True if the query atom is derived, False if the same atom with the opposite valu
 Unknown otherwise. A contradictory theory that derives both answers True, because the queried
 atom itself holds (the first check, as Logic-LLM's Pyke runner makes it).
 """
+
 from __future__ import annotations
 
 import re
@@ -70,7 +71,9 @@ def parse(text: str) -> Program:
             section = header
             continue
         if section is None:
-            raise LogicError(f"line {number}: '{line}' comes before any section header ({', '.join(s + ':' for s in SECTIONS)})")
+            raise LogicError(
+                f"line {number}: '{line}' comes before any section header ({', '.join(s + ':' for s in SECTIONS)})"
+            )
         if section == "Predicates":
             continue  # declarations carry no logic; atoms are checked where they are used
         if section == "Rules":

@@ -9,6 +9,7 @@ clingo's interrupt stops solving but not grounding, so a theory whose grounding 
 stopped by the parent killing this whole process. The address-space limit makes a theory that
 eats memory fail fast with an error instead of pushing the machine into swap.
 """
+
 import json
 import resource
 import sys

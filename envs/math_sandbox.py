@@ -7,6 +7,7 @@ unprivileged uid when the host runs as root. The server forks once per program, 
 fraction of starting an interpreter. A server that dies or stops answering is replaced, so one
 hostile program costs its own reward and nothing else.
 """
+
 from __future__ import annotations
 
 import os

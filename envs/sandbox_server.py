@@ -12,6 +12,7 @@ makes a program cheap. The child confines itself with rlimits, runs `solution()`
 result to a pipe; the server waits on that pipe with a wall-clock deadline, then kills and reaps
 every process the program left behind, so the next program starts from a clean sandbox.
 """
+
 import ctypes
 import json
 import os
@@ -182,8 +183,11 @@ def handle(request: dict) -> dict:
         return {"ok": False, "output": "", "error": f"timeout after {request['timeout_s']}s"}
     try:
         result = json.loads(data)
-        return {"ok": result["ok"] is True, "output": str(result["output"])[:MAX_TEXT_CHARS],
-                "error": str(result["error"])[:MAX_TEXT_CHARS]}
+        return {
+            "ok": result["ok"] is True,
+            "output": str(result["output"])[:MAX_TEXT_CHARS],
+            "error": str(result["error"])[:MAX_TEXT_CHARS],
+        }
     except (ValueError, KeyError, TypeError):  # nothing, or a partial line, before the child died
         return {"ok": False, "output": "", "error": no_result(status)}
 

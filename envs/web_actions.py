@@ -15,6 +15,7 @@ An element is named by `ref=N` (the number in the observation) or by what it is:
 `cls="…"` (one class), any of them together, and `nth=k` for the k-th match in page order. Names are looked up on the live page when the step runs, so a step can name an
 element that an earlier step made appear.
 """
+
 from __future__ import annotations
 
 import ast
@@ -25,8 +26,22 @@ from dataclasses import dataclass
 # typed with `type`; a combination with Control is written "C-a".
 KEYS = {
     name: f"<{name}>"
-    for name in ["Enter", "Tab", "Backspace", "Delete", "Escape", "Space", "Home", "End", "PageUp", "PageDown",
-                 "ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight"]
+    for name in [
+        "Enter",
+        "Tab",
+        "Backspace",
+        "Delete",
+        "Escape",
+        "Space",
+        "Home",
+        "End",
+        "PageUp",
+        "PageDown",
+        "ArrowUp",
+        "ArrowDown",
+        "ArrowLeft",
+        "ArrowRight",
+    ]
 } | {f"C-{letter}": f"C-{letter}" for letter in "acvx"}
 
 TARGET_KEYS = ("ref", "text", "tag", "id", "cls", "nth")
@@ -129,9 +144,11 @@ def _arguments(body: str, number: int) -> tuple[list, dict]:
 def _target(named: dict, number: int, verb: str) -> Target:
     unknown = [key for key in named if key not in TARGET_KEYS]
     if unknown:
-        raise ActionError(f"line {number}: {verb} has no argument '{unknown[0]}' (an element is named by {', '.join(TARGET_KEYS)})")
+        raise ActionError(
+            f"line {number}: {verb} has no argument '{unknown[0]}' (an element is named by {', '.join(TARGET_KEYS)})"
+        )
     if not any(key in named for key in TARGET_KEYS[:-1]):
-        raise ActionError(f"line {number}: {verb} needs an element: ref=N, text=\"...\", tag=, id= or cls=")
+        raise ActionError(f'line {number}: {verb} needs an element: ref=N, text="...", tag=, id= or cls=')
     for key, value in named.items():
         wanted = int if key in ("ref", "nth") else str
         if not isinstance(value, wanted):

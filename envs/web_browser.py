@@ -17,6 +17,7 @@ quits the driver, kills whatever still runs from the directory, and removes it.
 The variables are process-wide; they are set only around `gymnasium.make()`, and an executor
 actor owns one browser at a time.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,14 +52,23 @@ class Browser:
         wrapper = self.directory / "chrome"
         wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(chrome_binary)} "$@" {shlex.join(flags)}\n')
         wrapper.chmod(0o700)
-        launch = {"MINIWOB_CHROME_BINARY": str(wrapper), "MINIWOB_CHROMEDRIVER": chromedriver, "TMPDIR": str(self.directory)}
+        launch = {
+            "MINIWOB_CHROME_BINARY": str(wrapper),
+            "MINIWOB_CHROMEDRIVER": chromedriver,
+            "TMPDIR": str(self.directory),
+        }
         saved = {name: os.environ.get(name) for name in launch}
         os.environ.update(launch)
         try:
             # Tasks that keep page state across resets reload the page every episode, so a seed
             # always gives the same instance.
-            self.env = gymnasium.make(f"miniwob/{task}-v1", disable_env_checker=True, reward_processor=get_raw_reward,
-                                      action_space_config=action_space(), refresh_freq=int(refresh))
+            self.env = gymnasium.make(
+                f"miniwob/{task}-v1",
+                disable_env_checker=True,
+                reward_processor=get_raw_reward,
+                action_space_config=action_space(),
+                refresh_freq=int(refresh),
+            )
         except BaseException:
             self.close()
             raise
@@ -134,7 +144,10 @@ def processes_under(directory: str) -> list[int]:
         try:
             if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
                 continue
-            if directory.encode() in (entry / "cmdline").read_bytes() or directory.encode() in (entry / "environ").read_bytes():
+            if (
+                directory.encode() in (entry / "cmdline").read_bytes()
+                or directory.encode() in (entry / "environ").read_bytes()
+            ):
                 found.append(int(entry.name))
         except OSError:  # gone meanwhile, or not ours to read
             continue

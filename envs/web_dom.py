@@ -12,6 +12,7 @@ A colour is shown only for elements without text: for them it is all there is to
 (click-color's boxes, click-shades' swatches). SVG shapes show their size. miniwob does not report
 an SVG fill, so click-shape's colour questions cannot be answered from the page.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -68,8 +69,22 @@ def page_elements(dom_elements) -> list[Element]:
         depth[ref] = depth.get(parent, -1) + 1
         text = " ".join((raw["text"].strip(), *texts.get(ref, []))).strip()
         left, top = float(raw["left"][0]), float(raw["top"][0])
-        elements.append(Element(ref, depth[ref], raw["tag"], text, str(raw["value"]), raw["id"], raw["classes"],
-                                "" if text else _colour(raw["bg_color"]), left, top, float(raw["width"][0]), float(raw["height"][0])))
+        elements.append(
+            Element(
+                ref,
+                depth[ref],
+                raw["tag"],
+                text,
+                str(raw["value"]),
+                raw["id"],
+                raw["classes"],
+                "" if text else _colour(raw["bg_color"]),
+                left,
+                top,
+                float(raw["width"][0]),
+                float(raw["height"][0]),
+            )
+        )
     return elements
 
 

@@ -9,6 +9,7 @@ b = 0, with the reason kept, for a program that does not parse, a step whose ele
 page (after `settle_s` of waiting for it to appear), or a program that ends before the task does.
 A browser that crashes mid-episode is replaced and the episode run once more.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -42,16 +43,32 @@ class WebSettings:
     chromedriver: str = "/usr/bin/chromedriver"
     # Without these Chromium stalls on a closed network (background fetches, component updates).
     # miniwob passes --headless, --no-sandbox and --disable-gpu too; the repeat is harmless.
-    chrome_flags: list[str] = field(default_factory=lambda: [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", "--lang=en-US",
-    ])
+    chrome_flags: list[str] = field(
+        default_factory=lambda: [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--lang=en-US",
+        ]
+    )
     # Tasks that keep page state across resets (miniwob's registry marks them nondeterministic):
     # their page is reloaded every episode, so the same seed always gives the same instance.
-    reload_tasks: list[str] = field(default_factory=lambda: [
-        "choose-date", "click-dialog", "click-dialog-2", "click-scroll-list", "search-engine", "social-media-all",
-    ])
+    reload_tasks: list[str] = field(
+        default_factory=lambda: [
+            "choose-date",
+            "click-dialog",
+            "click-dialog-2",
+            "click-scroll-list",
+            "search-engine",
+            "social-media-all",
+        ]
+    )
     # The observation's length bound: about 600 tokens of SmolLM2's tokenizer.
     max_observation_chars: int = 2000
     # How long a step waits for the element it names to appear (animations, late-built widgets).
@@ -67,12 +84,16 @@ class WebEnvironment:
         self.cfg = cfg
         for binary in (cfg.chrome_binary, cfg.chromedriver):
             if shutil.which(binary) is None:
-                raise UserError(f"the web environment needs {binary}: run scripts/setup.sh (apt-get install chromium chromium-driver)")
+                raise UserError(
+                    f"the web environment needs {binary}: run scripts/setup.sh (apt-get install chromium chromium-driver)"
+                )
         self.browser: Browser | None = None
 
     def describe(self, example: Example) -> str:
         observation = self._with_browser(lambda: self._reset(example))
-        return render(observation["utterance"], page_elements(observation["dom_elements"]), self.cfg.max_observation_chars)
+        return render(
+            observation["utterance"], page_elements(observation["dom_elements"]), self.cfg.max_observation_chars
+        )
 
     def execute(self, solution: str, example: Example) -> Outcome:
         try:
@@ -150,7 +171,9 @@ class WebEnvironment:
         deadline = time.monotonic() + self.cfg.settle_s
         while True:
             elements = page_elements(observation["dom_elements"])
-            found = [e for e in elements if matches(step.target, e)] or [e for e in elements if matches(step.target, e, exact_case=False)]
+            found = [e for e in elements if matches(step.target, e)] or [
+                e for e in elements if matches(step.target, e, exact_case=False)
+            ]
             if len(found) >= step.target.nth:
                 return found[step.target.nth - 1], observation
             if time.monotonic() > deadline:
@@ -163,12 +186,20 @@ class WebEnvironment:
     def _reset(self, example: Example) -> dict:
         task, seed = example.meta.get("task"), example.meta.get("seed")
         if not isinstance(task, str) or not isinstance(seed, int):
-            raise UserError(f"web input '{example.id}' needs a task name and an integer seed, got task={task!r} seed={seed!r}")
+            raise UserError(
+                f"web input '{example.id}' needs a task name and an integer seed, got task={task!r} seed={seed!r}"
+            )
         if f"miniwob/{task}-v1" not in gymnasium.registry:
             raise UserError(f"web input '{example.id}': miniwob has no task '{task}'")
         if self.browser is None or self.browser.task != task:
             self._close_browser()
-            self.browser = Browser(task, self.cfg.chrome_binary, self.cfg.chromedriver, self.cfg.chrome_flags, task in self.cfg.reload_tasks)
+            self.browser = Browser(
+                task,
+                self.cfg.chrome_binary,
+                self.cfg.chromedriver,
+                self.cfg.chrome_flags,
+                task in self.cfg.reload_tasks,
+            )
         return self.browser.reset(seed)
 
     def _close_browser(self) -> None:

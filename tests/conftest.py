@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny random Llama with its own tokenizer, and one local Ray for the session."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,7 +7,14 @@ import pytest
 from envisions_ray.data import arithmetic_problem
 
 # Heads of 32 dimensions: vLLM's CPU attention has no kernel for smaller ones.
-TINY_LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096)
+TINY_LLAMA = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    max_position_embeddings=4096,
+)
 
 
 @pytest.fixture(scope="session")
@@ -14,7 +22,7 @@ def tiny_model(tmp_path_factory) -> str:
     """A random 2-layer Llama and a byte-level BPE tokenizer trained on a few word problems and programs."""
     import random
 
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     rng = random.Random(0)
@@ -22,10 +30,18 @@ def tiny_model(tmp_path_factory) -> str:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tokenizer.train_from_iterator(corpus, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<eos>", pad_token="<eos>")
-    config = LlamaConfig(vocab_size=fast.vocab_size, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, bos_token_id=fast.eos_token_id, **TINY_LLAMA)
+    config = LlamaConfig(
+        vocab_size=fast.vocab_size,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        bos_token_id=fast.eos_token_id,
+        **TINY_LLAMA,
+    )
     model = LlamaForCausalLM(config)
     path = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(path, safe_serialization=True)
@@ -55,19 +71,24 @@ def tiny_solver(tiny_model, tmp_path_factory) -> str:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from envisions_ray.losses import collate, target_token_loss, tokenize
-    from envisions_ray.types import TrainExample
     from envisions_ray.prompts import PromptBook
+    from envisions_ray.types import TrainExample
 
     torch.manual_seed(0)
     prompts = PromptBook.load("conf/prompts/math.yaml")
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     rng = __import__("random").Random(1)
-    rows = [tokenize(tokenizer, TrainExample(prompts.explore(arithmetic_problem(rng)[0]), SOLVER_PROGRAM, "l1"), 512) for _ in range(64)]
+    rows = [
+        tokenize(tokenizer, TrainExample(prompts.explore(arithmetic_problem(rng)[0]), SOLVER_PROGRAM, "l1"), 512)
+        for _ in range(64)
+    ]
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     for step in range(60):
         batch = collate(rows[step % 16 * 4 : step % 16 * 4 + 4], tokenizer.pad_token_id)
-        loss = target_token_loss(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])
+        loss = target_token_loss(
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"]
+        )
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -85,6 +106,9 @@ def twelves(tmp_path) -> str:
 
     rng = random.Random(2)
     path = tmp_path / "twelves.jsonl"
-    lines = [json.dumps({"id": f"t{i}", "question": arithmetic_problem(rng)[0], "answer": "12" if i % 4 else "13"}) for i in range(12)]
+    lines = [
+        json.dumps({"id": f"t{i}", "question": arithmetic_problem(rng)[0], "answer": "12" if i % 4 else "13"})
+        for i in range(12)
+    ]
     path.write_text("\n".join(lines) + "\n")
     return str(path)

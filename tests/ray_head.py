@@ -13,6 +13,7 @@ none is left.
 Import the fixture into a test module with `from ray_head import ray_head`: pytest's default
 (prepend) import mode puts tests/ on sys.path, as it does for conftest.py.
 """
+
 from __future__ import annotations
 
 import copy
@@ -111,18 +112,32 @@ def start_head(num_cpus: int = 2, timeout: float = 120) -> RayHead:
     log = temp_dir / "ray-start.log"
     token = secrets.token_hex(32)
     command = [
-        *ray_cli(), "start", "--head", "--block",
+        *ray_cli(),
+        "start",
+        "--head",
+        "--block",
         f"--port={gcs}",
-        f"--num-cpus={num_cpus}", "--num-gpus=0",
+        f"--num-cpus={num_cpus}",
+        "--num-gpus=0",
         "--object-store-memory=300000000",
-        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-        f"--dashboard-agent-listen-port={agent}", f"--metrics-export-port={metrics}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard}",
+        f"--dashboard-agent-listen-port={agent}",
+        f"--metrics-export-port={metrics}",
         f"--ray-client-server-port={client}",
         f"--temp-dir={temp_dir}",
         "--disable-usage-stats",
     ]
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0"), start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=child_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0"),
+            start_new_session=True,
+        )
     head = RayHead(process, temp_dir, f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}", log, token)
     try:
         wait_for_job_server(head, timeout)
@@ -134,7 +149,9 @@ def start_head(num_cpus: int = 2, timeout: float = 120) -> RayHead:
 
 def wait_for_job_server(head: RayHead, timeout: float) -> None:
     """Until the dashboard's job module answers /api/version (with the head's token)."""
-    request = urllib.request.Request(f"{head.dashboard_url}/api/version", headers={"Authorization": f"Bearer {head.token}"})
+    request = urllib.request.Request(
+        f"{head.dashboard_url}/api/version", headers={"Authorization": f"Bearer {head.token}"}
+    )
     deadline = time.monotonic() + timeout
     while True:
         if head.process.poll() is not None:
@@ -145,7 +162,9 @@ def wait_for_job_server(head: RayHead, timeout: float) -> None:
                     return
         except OSError as err:  # not up yet: connection refused, or the job module still loading
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no job server at {head.dashboard_url} after {timeout:.0f} s ({err}):\n{head.output()}")
+                raise TimeoutError(
+                    f"no job server at {head.dashboard_url} after {timeout:.0f} s ({err}):\n{head.output()}"
+                )
         time.sleep(1)
 
 

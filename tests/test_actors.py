@@ -1,4 +1,5 @@
 """Actors: executors survive a crash with no work lost; the hf backend's self-reward and reload."""
+
 import os
 import signal
 from pathlib import Path
@@ -18,7 +19,9 @@ SLOW_PROGRAM = "def solution():\n    import time\n    time.sleep(0.05)\n    retu
 
 def test_a_killed_executor_is_restarted_and_its_work_retried(ray_session):
     executors = ExecutorPool(EnvConfig(num_executors=2, settings={"timeout_s": 2.0})).actors
-    batches = [[(SLOW_PROGRAM.format(n=n), Example(str(n), "", str(n))) for n in range(b * 10, b * 10 + 10)] for b in range(8)]
+    batches = [
+        [(SLOW_PROGRAM.format(n=n), Example(str(n), "", str(n))) for n in range(b * 10, b * 10 + 10)] for b in range(8)
+    ]
     refs = [executors[b % 2].execute.remote(batch) for b, batch in enumerate(batches)]
     victim = ray.get(executors[0].pid.remote())
     os.kill(victim, signal.SIGKILL)  # mid-run: executor 0 still has batches queued
@@ -31,7 +34,9 @@ def test_a_killed_executor_is_restarted_and_its_work_retried(ray_session):
 
 def test_self_reward_is_the_teacher_forced_mean_logprob(tiny_solver):
     backend = HFBackend(GeneratorConfig(stop=[], num_cpus=1), tiny_solver, "float32")
-    prompt = PromptBook.load("conf/prompts/math.yaml").explore("Ava has 3 apples. Then Ava gets 9 more apples. How many apples does Ava have now?")
+    prompt = PromptBook.load("conf/prompts/math.yaml").explore(
+        "Ava has 3 apples. Then Ava gets 9 more apples. How many apples does Ava have now?"
+    )
     [[sample]] = backend.sample([prompt], 1, 0.0, 32, True)
     assert sample.text.startswith("def solution")
     # The same number from an independent teacher-forced pass over prompt + text (EOS excluded).
@@ -46,7 +51,9 @@ def test_self_reward_is_the_teacher_forced_mean_logprob(tiny_solver):
 def test_self_reward_ignores_the_sampling_temperature(tiny_solver):
     # Greedy picks the same tokens at any temperature setting; their temperature-1 score must not move.
     backend = HFBackend(GeneratorConfig(stop=[], num_cpus=1, top_p=1.0), tiny_solver, "float32")
-    prompt = PromptBook.load("conf/prompts/math.yaml").explore("Ben has 4 cards. Then Ben gets 8 more cards. How many cards does Ben have now?")
+    prompt = PromptBook.load("conf/prompts/math.yaml").explore(
+        "Ben has 4 cards. Then Ben gets 8 more cards. How many cards does Ben have now?"
+    )
     greedy = backend.sample([prompt], 1, 0.0, 32, True)[0][0]
     torch.manual_seed(0)
     cold = backend.sample([prompt], 1, 1e-3, 32, True)[0][0]  # sampling this cold is greedy
@@ -88,12 +95,16 @@ def test_logprob_scores_whole_targets_and_prefers_what_the_model_learned(tiny_so
     from tests.conftest import SOLVER_PROGRAM
 
     backend = HFBackend(GeneratorConfig(stop=[], num_cpus=1, chunk_size=2), tiny_solver, "float32")
-    prompt = PromptBook.load("conf/prompts/math.yaml").explore("Ben has 4 cards. Then Ben gets 8 more cards. How many cards does Ben have now?")
+    prompt = PromptBook.load("conf/prompts/math.yaml").explore(
+        "Ben has 4 cards. Then Ben gets 8 more cards. How many cards does Ben have now?"
+    )
     [[sample]] = backend.sample([prompt], 1, 0.0, 32, True)
     # The greedy text re-tokenises into the tokens that were counted.
     assert sample.num_tokens == len(backend.tokenizer(sample.text, add_special_tokens=False)["input_ids"])
     wrong = "def solution():\n    return 99"
-    learned, other, again = backend.logprob([prompt] * 3, [SOLVER_PROGRAM, wrong, SOLVER_PROGRAM])  # 2 batches of chunk_size 2
+    learned, other, again = backend.logprob(
+        [prompt] * 3, [SOLVER_PROGRAM, wrong, SOLVER_PROGRAM]
+    )  # 2 batches of chunk_size 2
     assert learned == again and other < learned < 0
 
 
@@ -102,7 +113,9 @@ def test_a_checkpoint_in_storage_is_copied_onto_the_node(tiny_model):
 
     assert local_copy(tiny_model) == tiny_model  # a directory is used where it is
     copied = local_copy(f"file://{tiny_model}")  # a URI, as s3:// would be, comes through Ray's Checkpoint
-    assert copied != tiny_model and sorted(p.name for p in Path(copied).iterdir()) == sorted(p.name for p in Path(tiny_model).iterdir())
+    assert copied != tiny_model and sorted(p.name for p in Path(copied).iterdir()) == sorted(
+        p.name for p in Path(tiny_model).iterdir()
+    )
 
 
 def test_training_attention_is_sdpa_without_a_gpu():

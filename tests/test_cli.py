@@ -1,4 +1,5 @@
 """Bad input gives one line on stderr and exit code 2, and nothing is written; `exec` and `--dry-run`."""
+
 import json
 import subprocess
 import sys
@@ -13,7 +14,9 @@ QUICKSTART = "conf/math_quickstart.yaml"
 def run_envisions(*argv):
     """The CLI as its own process, as users meet it: in-process, Ray log lines forwarded from
     other tests' actors can land on this process's stderr at any moment."""
-    done = subprocess.run([sys.executable, "-m", "envisions_ray.cli", *argv], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "envisions_ray.cli", *argv], capture_output=True, text=True, timeout=120
+    )
     return done.returncode, done.stdout, done.stderr
 
 
@@ -64,7 +67,13 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     run_dir = tmp_path / "run"
     code, out, _ = run_envisions("run", QUICKSTART, f"run_dir={run_dir}", "--dry-run")
     assert code == 0
-    assert "2 iterations" in out and "64 inputs" in out and "K=4" in out and "1 x vllm generator" in out and "2 x math executor" in out
+    assert (
+        "2 iterations" in out
+        and "64 inputs" in out
+        and "K=4" in out
+        and "1 x vllm generator" in out
+        and "2 x math executor" in out
+    )
     assert not run_dir.exists()
 
 
@@ -86,7 +95,11 @@ def test_exec_logic_prints_the_engine_answer(tmp_path):
     assert code == 0 and json.loads(out) == {"reward": 1, "output": "False", "error": ""}
     program.write_text("Facts:\nBig(Bob)\nQuery:\nKind(Bob, True)\n")
     code, out, _ = run_envisions("exec", "logic", str(program), "--input", '{"answer": "False"}')
-    assert code == 0 and json.loads(out) == {"reward": 0, "output": "", "error": "line 2: 'Big(Bob)' must end with True or False"}
+    assert code == 0 and json.loads(out) == {
+        "reward": 0,
+        "output": "",
+        "error": "line 2: 'Big(Bob)' must end with True or False",
+    }
 
 
 def test_exec_bad_input(tmp_path):
@@ -112,7 +125,9 @@ def test_a_user_error_raised_in_an_actor_is_still_one_line(monkeypatch, capsys):
 
     def fails_in_an_actor(*args):
         cause = UserError("logic input 'a' has no 'context'")
-        raise ray.exceptions.RayTaskError("Executor.describe", "Traceback (most recent call last):\n  ...", cause).as_instanceof_cause()
+        raise ray.exceptions.RayTaskError(
+            "Executor.describe", "Traceback (most recent call last):\n  ...", cause
+        ).as_instanceof_cause()
 
     monkeypatch.setattr(driver, "evaluate_model", fails_in_an_actor)
     assert main(["eval", "smollm2", "data.jsonl"]) == 2

@@ -4,6 +4,7 @@
 workers per node type) and then `validate_config` (Ray's ray-schema.json plus its own checks).
 Both are Ray's, from ray/autoscaler/_private/util.py; nothing here re-implements them.
 """
+
 import copy
 import re
 from pathlib import Path
@@ -11,7 +12,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 CLUSTER_YAML = Path(__file__).resolve().parents[1] / "ray_cluster.yaml"
@@ -56,14 +56,37 @@ def test_the_provider_settings_are_marked_for_the_user_to_fill_in():
 @pytest.mark.parametrize(
     "break_it, error, message",
     [
-        (lambda c: c["available_node_types"]["executor"]["resources"].update(browser=0.5), jsonschema.ValidationError, "is not of type 'integer'"),
-        (lambda c: c["available_node_types"]["executor"].update(min_worker=0), jsonschema.ValidationError, "'min_worker' was unexpected"),
-        (lambda c: c["available_node_types"]["gpu_worker"].pop("node_config"), jsonschema.ValidationError, "'node_config' is a required"),
+        (
+            lambda c: c["available_node_types"]["executor"]["resources"].update(browser=0.5),
+            jsonschema.ValidationError,
+            "is not of type 'integer'",
+        ),
+        (
+            lambda c: c["available_node_types"]["executor"].update(min_worker=0),
+            jsonschema.ValidationError,
+            "'min_worker' was unexpected",
+        ),
+        (
+            lambda c: c["available_node_types"]["gpu_worker"].pop("node_config"),
+            jsonschema.ValidationError,
+            "'node_config' is a required",
+        ),
         (lambda c: c.update(head_node_type="no_such_type"), ValueError, "must be one of `available_node_types`"),
-        (lambda c: c.update(max_workers=0) or c["available_node_types"]["executor"].update(min_workers=1), ValueError, "smaller than the sum of `min_workers`"),
+        (
+            lambda c: c.update(max_workers=0) or c["available_node_types"]["executor"].update(min_workers=1),
+            ValueError,
+            "smaller than the sum of `min_workers`",
+        ),
         (lambda c: c.update(setup_command=[]), jsonschema.ValidationError, "'setup_command' was unexpected"),
     ],
-    ids=["fractional-resource", "misspelt-key", "no-node-config", "unknown-head-type", "min-over-max", "unknown-top-key"],
+    ids=[
+        "fractional-resource",
+        "misspelt-key",
+        "no-node-config",
+        "unknown-head-type",
+        "min-over-max",
+        "unknown-top-key",
+    ],
 )
 def test_a_broken_copy_is_rejected(raw, break_it, error, message):
     broken = copy.deepcopy(raw)

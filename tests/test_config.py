@@ -1,4 +1,5 @@
 """Config: YAML + overrides into typed dataclasses, and one-line errors that name the key."""
+
 import pytest
 import torch
 
@@ -66,7 +67,12 @@ def test_env_settings_are_checked_against_the_env_own_schema(tmp_path):
 def test_a_method_fixes_its_settings_whatever_the_yaml_says(tmp_path):
     path = write(tmp_path, "run_dir: r\nalgorithm:\n  iterations: 3\n  train_from: last\n")
     star = load_config(path, ["method=star_env"])
-    assert (star.method, star.algorithm.refine, star.algorithm.train_from, star.algorithm.iterations) == ("star_env", False, "base", 3)
+    assert (star.method, star.algorithm.refine, star.algorithm.train_from, star.algorithm.iterations) == (
+        "star_env",
+        False,
+        "base",
+        3,
+    )
     assert load_config(path, ["method=few_shot"]).algorithm.iterations == 0
     assert load_config(path, ["method=sft_dpo"]).algorithm.train_from == "last"
     assert load_config(path).algorithm.refine is True  # envisions changes nothing
@@ -84,14 +90,27 @@ def test_distill_needs_exactly_one_teacher_and_held_out_names_an_eval_set(tmp_pa
         load_config(path, ["data.held_out=[gsm8k]"])
 
 
-@pytest.mark.parametrize("name, env, iterations, epochs", [("math_paper", "math", 10, 1), ("logic_paper", "logic", 8, 2)])
+@pytest.mark.parametrize(
+    "name, env, iterations, epochs", [("math_paper", "math", 10, 1), ("logic_paper", "logic", 8, 2)]
+)
 def test_paper_configs_ask_for_the_paper_s_8_gpu_settings(name, env, iterations, epochs):
     cfg = load_config(f"conf/{name}.yaml")
     assert (cfg.env.name, cfg.algorithm.iterations, cfg.train.epochs, cfg.algorithm.k) == (env, iterations, epochs, 5)
     train = cfg.train
     assert (train.num_workers, train.use_gpu, train.zero_stage, train.gradient_checkpointing) == (8, True, 3, True)
-    assert (train.global_batch_size, train.lr, train.lr_schedule, train.warmup_ratio, train.max_length) == (128, 2e-5, "linear", 0.03, 2048)
-    assert (cfg.generator.backend, cfg.generator.num_gpus, cfg.model.dtype, cfg.algorithm.train_from) == ("vllm", 1, "bfloat16", "base")
+    assert (train.global_batch_size, train.lr, train.lr_schedule, train.warmup_ratio, train.max_length) == (
+        128,
+        2e-5,
+        "linear",
+        0.03,
+        2048,
+    )
+    assert (cfg.generator.backend, cfg.generator.num_gpus, cfg.model.dtype, cfg.algorithm.train_from) == (
+        "vllm",
+        1,
+        "bfloat16",
+        "base",
+    )
 
 
 def test_the_math_paper_config_gives_deepspeed_the_paper_s_8_gpu_step():
@@ -101,7 +120,11 @@ def test_the_math_paper_config_gives_deepspeed_the_paper_s_8_gpu_step():
     accumulation = accumulation_steps(train, world_size=8)
     assert accumulation * train.micro_batch_size * 8 == 128  # global batch 128 by accumulation
     ds = deepspeed_config(train, accumulation, total_steps=100)
-    assert ds["zero_optimization"] == {"stage": 3} and ds["bf16"] == {"enabled": True} and ds["gradient_accumulation_steps"] == 4
+    assert (
+        ds["zero_optimization"] == {"stage": 3}
+        and ds["bf16"] == {"enabled": True}
+        and ds["gradient_accumulation_steps"] == 4
+    )
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
@@ -113,14 +136,18 @@ def test_the_first_optimizer_step_of_a_short_run_moves_the_weights(schedule, tot
 
     model = torch.nn.Linear(2, 1)
     before = model.weight.detach().clone()
-    optimizer, lr_schedule = _optimizer_and_schedule(model, TrainConfig(lr=1e-3, lr_schedule=schedule, warmup_ratio=0.03), total_steps)
+    optimizer, lr_schedule = _optimizer_and_schedule(
+        model, TrainConfig(lr=1e-3, lr_schedule=schedule, warmup_ratio=0.03), total_steps
+    )
     model(torch.ones(1, 2)).sum().backward()
     optimizer.step()
     lr_schedule.step()
     assert not torch.equal(model.weight, before)
 
 
-@pytest.mark.parametrize("asked, native, expected", [(True, True, torch.bfloat16), (True, False, None), (False, True, None)])
+@pytest.mark.parametrize(
+    "asked, native, expected", [(True, True, torch.bfloat16), (True, False, None), (False, True, None)]
+)
 def test_cpu_bf16_autocasts_only_where_the_cpu_multiplies_bf16(monkeypatch, asked, native, expected):
     import actors.trainer
     from envisions_ray.config import TrainConfig
@@ -140,17 +167,22 @@ def test_cpu_flags_are_read_from_the_kernel():
 
 
 def test_dpo_epochs_follow_train_epochs_unless_set():
-    assert load_config("conf/math_quickstart.yaml", ["run_dir=x", "method=sft_dpo"]).dpo.epochs == 3  # the quickstart's train.epochs
+    assert (
+        load_config("conf/math_quickstart.yaml", ["run_dir=x", "method=sft_dpo"]).dpo.epochs == 3
+    )  # the quickstart's train.epochs
     assert load_config("conf/math_quickstart.yaml", ["run_dir=x", "method=sft_dpo", "dpo.epochs=1"]).dpo.epochs == 1
 
 
-@pytest.mark.parametrize("override, needle", [
-    ("model.dtype=bf16", "'model.dtype' must be one of float32, bfloat16, float16"),
-    ("algorithm.k=0", "'algorithm.k' must be 1 or more, got 0"),
-    ("algorithm.iterations=-1", "'algorithm.iterations' must be 0 or more"),
-    ("data.train_size=-5", "'data.train_size' must be 1 or more"),
-    ("data.seed_stride=3", "data.seed_stride (3) is below data.train_size (64)"),
-])
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("model.dtype=bf16", "'model.dtype' must be one of float32, bfloat16, float16"),
+        ("algorithm.k=0", "'algorithm.k' must be 1 or more, got 0"),
+        ("algorithm.iterations=-1", "'algorithm.iterations' must be 0 or more"),
+        ("data.train_size=-5", "'data.train_size' must be 1 or more"),
+        ("data.seed_stride=3", "data.seed_stride (3) is below data.train_size (64)"),
+    ],
+)
 def test_load_config_refuses_what_a_run_would_refuse_later(override, needle):
     """Before, each of these passed `--dry-run`: bf16 failed inside an actor, k=0 after the base eval."""
     with pytest.raises(UserError) as refused:

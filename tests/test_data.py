@@ -1,4 +1,5 @@
 """Dataset loading: JSONL with GSM8K answers, the built-in problems, and file:line errors."""
+
 import json
 import random
 from pathlib import Path
@@ -16,7 +17,12 @@ def test_gsm8k_answers_are_the_number_after_hashes():
 
 def test_jsonl_loader(tmp_path):
     path = tmp_path / "d.jsonl"
-    path.write_text(json.dumps({"id": "q1", "question": "2+2?", "answer": "#### 4"}) + "\n\n" + json.dumps({"question": "1+1?", "answer": 2}) + "\n")
+    path.write_text(
+        json.dumps({"id": "q1", "question": "2+2?", "answer": "#### 4"})
+        + "\n\n"
+        + json.dumps({"question": "1+1?", "answer": 2})
+        + "\n"
+    )
     examples = load_examples(str(path))
     assert [(e.id, e.question, e.answer) for e in examples] == [("q1", "2+2?", "4"), ("d-3", "1+1?", "2")]
     assert len(load_examples(str(path), size=1)) == 1
@@ -73,7 +79,12 @@ def test_jsonl_keeps_other_fields_for_the_environment(tmp_path):
     record = {"id": "pw1", "context": "Bob is big.", "question": "Bob is big.", "answer": "True"}
     path.write_text(json.dumps(record) + "\n")
     [example] = load_examples(str(path))
-    assert (example.id, example.question, example.answer, example.meta) == ("pw1", "Bob is big.", "True", {"context": "Bob is big."})
+    assert (example.id, example.question, example.answer, example.meta) == (
+        "pw1",
+        "Bob is big.",
+        "True",
+        {"context": "Bob is big."},
+    )
 
 
 @pytest.mark.skipif(not PROOFWRITER_DEV.is_file(), reason="shared data not beside this checkout")
@@ -92,14 +103,22 @@ def test_ruletaker_release_format_gives_one_example_per_question():
         ("AttNoneg-OWA-D1-17-Q3", "Erin is big.", "Unknown"),
         ("RelNeg-OWA-D0-5-Q1", "The dog sees the cat.", "False"),
     ]
-    assert examples[0].meta == {"context": "Bob is big. Bob is red. Erin is kind. If someone is big then they are rough. Kind people are young.", "depth": 1}
+    assert examples[0].meta == {
+        "context": "Bob is big. Bob is red. Erin is kind. If someone is big then they are rough. Kind people are young.",
+        "depth": 1,
+    }
     assert examples[3].meta["context"] == "The cat chases the dog. The dog does not see the cat."
 
 
 def test_ruletaker_errors_name_file_and_line(tmp_path):
     path = tmp_path / "meta-bad.jsonl"
     good = (FIXTURES / "ruletaker" / "meta-test.jsonl").read_text().splitlines()[0]
-    path.write_text(good + "\n" + json.dumps({"id": "x", "theory": "T.", "questions": {"Q1": {"question": "q", "answer": "maybe"}}}) + "\n")
+    path.write_text(
+        good
+        + "\n"
+        + json.dumps({"id": "x", "theory": "T.", "questions": {"Q1": {"question": "q", "answer": "maybe"}}})
+        + "\n"
+    )
     with pytest.raises(UserError, match=r"meta-bad.jsonl:2: question Q1 has answer 'maybe'"):
         load_examples(f"ruletaker:{path}")
     path.write_text(json.dumps({"id": "x", "questions": {}}) + "\n")
@@ -114,11 +133,18 @@ def test_task_inputs_are_task_seed_pairs_that_move_every_iteration(tmp_path):
     listing.write_text("# comment\nclick-test\nenter-text  # trailing comment\n")
     inputs = load_examples(f"tasks:{listing}:100", 2)
     assert [(x.id, x.meta) for x in inputs] == [
-        ("click-test@100", {"task": "click-test", "seed": 100}), ("click-test@101", {"task": "click-test", "seed": 101}),
-        ("enter-text@100", {"task": "enter-text", "seed": 100}), ("enter-text@101", {"task": "enter-text", "seed": 101}),
+        ("click-test@100", {"task": "click-test", "seed": 100}),
+        ("click-test@101", {"task": "click-test", "seed": 101}),
+        ("enter-text@100", {"task": "enter-text", "seed": 100}),
+        ("enter-text@101", {"task": "enter-text", "seed": 101}),
     ]
     assert [x.id for x in load_examples("tasks:click-test,enter-text:0", 1)] == ["click-test@0", "enter-text@0"]
-    assert [x.id for x in for_iteration(inputs, 2, 50)] == ["click-test@200", "click-test@201", "enter-text@200", "enter-text@201"]
+    assert [x.id for x in for_iteration(inputs, 2, 50)] == [
+        "click-test@200",
+        "click-test@201",
+        "enter-text@200",
+        "enter-text@201",
+    ]
     assert for_iteration(inputs, 2, 0) == inputs
     for bad in ("tasks:click-test", "tasks:click-test:x", "tasks::3"):
         with pytest.raises(UserError):

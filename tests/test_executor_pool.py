@@ -1,4 +1,5 @@
 """The executor pool grows with queued work and shrinks when idle, within its bounds."""
+
 import time
 
 from actors.executor import ExecutorPool, scaling_step
@@ -14,13 +15,19 @@ def test_scaling_step_by_hand():
     assert scaling_step(1, queued=5, oldest_wait_s=1.5, idle_for_s=[], **bounds) == 0  # not long enough yet
     assert scaling_step(3, queued=5, oldest_wait_s=9.0, idle_for_s=[], **bounds) == 0  # at max_executors
     assert scaling_step(3, queued=0, oldest_wait_s=0.0, idle_for_s=[40.0, 31.0, 5.0], **bounds) == -2
-    assert scaling_step(2, queued=0, oldest_wait_s=0.0, idle_for_s=[40.0, 31.0], **bounds) == -1  # never below num_executors
+    assert (
+        scaling_step(2, queued=0, oldest_wait_s=0.0, idle_for_s=[40.0, 31.0], **bounds) == -1
+    )  # never below num_executors
     assert scaling_step(1, queued=0, oldest_wait_s=0.0, idle_for_s=[99.0], **bounds) == 0
-    assert scaling_step(3, queued=1, oldest_wait_s=0.0, idle_for_s=[40.0, 31.0], **bounds) == 0  # work is coming: keep them
+    assert (
+        scaling_step(3, queued=1, oldest_wait_s=0.0, idle_for_s=[40.0, 31.0], **bounds) == 0
+    )  # work is coming: keep them
 
 
 def test_the_pool_grows_while_work_waits_and_shrinks_when_idle(ray_session):
-    cfg = EnvConfig(num_executors=1, max_executors=3, grow_after_s=0.3, shrink_after_s=1.0, poll_s=0.05, settings={"timeout_s": 5.0})
+    cfg = EnvConfig(
+        num_executors=1, max_executors=3, grow_after_s=0.3, shrink_after_s=1.0, poll_s=0.05, settings={"timeout_s": 5.0}
+    )
     pool = ExecutorPool(cfg)
     batches = [([(SLOW_PROGRAM.format(n=n), Example(str(n), "", str(n)))],) for n in range(12)]
     results = pool.map("execute", batches)

@@ -1,8 +1,8 @@
 """One full iteration through Ray: tiny random Llama, 2 executor actors, a 2-worker TorchTrainer."""
+
 import itertools
 import json
 import sqlite3
-
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,6 @@ from envisions_ray.config import load_config
 from envisions_ray.errors import UserError
 from envisions_ray.model import TRAINED_MARKER
 from envisions_ray.report import read_metrics
-
 
 # The hf backend starts at once on a tiny model, while a vLLM engine takes most of a minute on 2
 # cores: these tests are about the loop. The end-to-end test and tests/test_vllm_engine.py run vLLM.
@@ -47,7 +46,9 @@ def tiny_run_config(tiny_model, run_dir, *extra):
 @pytest.mark.timeout(600)
 def test_one_iteration_end_to_end(tiny_solver, twelves, tmp_path, ray_session):
     run_dir = tmp_path / "run"
-    cfg = tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "eval.refine=true", *VLLM)
+    cfg = tiny_run_config(
+        tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "eval.refine=true", *VLLM
+    )
     driver.run_experiment(cfg)
 
     metrics = read_metrics(run_dir)
@@ -66,7 +67,9 @@ def test_one_iteration_end_to_end(tiny_solver, twelves, tmp_path, ray_session):
     db = sqlite3.connect(run_dir / "pool.sqlite")
     sources = dict(db.execute("SELECT source, COUNT(*) FROM trajectories GROUP BY source").fetchall())
     assert sources == {"explore": 6 * 2, "refine": 6 * 2}  # K per input, one refinement each
-    orphans = db.execute("SELECT COUNT(*) FROM trajectories WHERE source = 'refine' AND parent_id IS NULL").fetchone()[0]
+    orphans = db.execute("SELECT COUNT(*) FROM trajectories WHERE source = 'refine' AND parent_id IS NULL").fetchone()[
+        0
+    ]
     assert orphans == 0
     in_pool = db.execute("SELECT COUNT(*) FROM trajectories WHERE in_pool = 1").fetchone()[0]
     assert 1 <= in_pool <= 6 * 2 and summary["pool_size"] == in_pool
@@ -83,7 +86,9 @@ def test_one_iteration_end_to_end(tiny_solver, twelves, tmp_path, ray_session):
     # `envisions eval RUN_DIR DATASET` evaluates the run's newest checkpoint, zero-shot.
     assert driver.newest_checkpoint(run_dir) == str(checkpoint)
     # On the hf backend: a third vLLM engine start would prove nothing the handoff has not.
-    scores = driver.evaluate_model(load_config(run_dir / "config.yaml", [f"model.path={run_dir}", HF]), twelves, 4, None)
+    scores = driver.evaluate_model(
+        load_config(run_dir / "config.yaml", [f"model.path={run_dir}", HF]), twelves, 4, None
+    )
     assert list(scores["accuracy"]) == [twelves] and 0.0 <= scores["accuracy"][twelves] <= 1.0
     assert 0.0 <= scores["executable"][twelves] <= 1.0
 
@@ -91,7 +96,9 @@ def test_one_iteration_end_to_end(tiny_solver, twelves, tmp_path, ray_session):
 @pytest.mark.timeout(600)
 def test_resume_after_a_crash_redoes_nothing_already_executed(tiny_solver, twelves, tmp_path, ray_session, monkeypatch):
     run_dir = tmp_path / "run"
-    cfg = tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "algorithm.refine=false")
+    cfg = tiny_run_config(
+        tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "algorithm.refine=false"
+    )
 
     def crash(*args, **kwargs):
         raise RuntimeError("node lost during training")
@@ -118,7 +125,9 @@ def test_resume_after_a_crash_redoes_nothing_already_executed(tiny_solver, twelv
 def test_ablation_switches_shape_the_training_set(tiny_solver, twelves, tmp_path, ray_session):
     run_dir = tmp_path / "ablated"
     switches = ["algorithm.l2=false", "algorithm.rank=random", "algorithm.pool=current_iteration"]
-    driver.run_experiment(tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", *switches))
+    driver.run_experiment(
+        tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", *switches)
+    )
     summary = read_metrics(run_dir)[1]
     exported = [json.loads(line) for line in (run_dir / "iter-0" / "train.jsonl").read_text().splitlines()]
     assert summary["u2"] == 0 and exported and {e["kind"] for e in exported} == {"l1"}
@@ -132,26 +141,50 @@ def test_ablation_switches_shape_the_training_set(tiny_solver, twelves, tmp_path
 def test_sft_dpo_trains_sft_then_dpo_on_pairs_from_the_pool(tiny_solver, twelves, tmp_path, ray_session):
     run_dir = tmp_path / "sft_dpo"
     # Sampled at 0.8, the solver sometimes misses an input it otherwise solves: a positive and a negative to pair.
-    driver.run_experiment(tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "method=sft_dpo", "algorithm.k=4", "generator.temperature=0.8"))
+    driver.run_experiment(
+        tiny_run_config(
+            tiny_solver,
+            run_dir,
+            f"data.train={twelves}",
+            f"data.eval.arith={twelves}",
+            "method=sft_dpo",
+            "algorithm.k=4",
+            "generator.temperature=0.8",
+        )
+    )
     summary = read_metrics(run_dir)[1]
     assert summary["method"] == "sft_dpo" and summary["u2"] == 0 and summary["pairs"] >= 1
     assert "refine" not in summary["seconds"]  # baselines do not refine
     assert isinstance(summary["train_loss"], float) and isinstance(summary["dpo_loss"], float)
     exported = [json.loads(line) for line in (run_dir / "iter-0" / "train.jsonl").read_text().splitlines()]
-    assert sum("chosen" in e for e in exported) == summary["pairs"] and sum("target" in e for e in exported) == summary["u1"]
+    assert (
+        sum("chosen" in e for e in exported) == summary["pairs"]
+        and sum("target" in e for e in exported) == summary["u1"]
+    )
     # DPO started from the SFT checkpoint; the policy the run continues with is DPO's.
     assert Path(driver.newest_checkpoint(run_dir)).parent.name == "iter-0-dpo"
     assert list((run_dir / "checkpoints").glob("iter-0/*/model.safetensors"))
 
 
 @pytest.mark.timeout(600)
-def test_self_rewarding_trains_dpo_on_the_judge_s_best_against_worst(tiny_solver, twelves, tmp_path, ray_session, monkeypatch):
+def test_self_rewarding_trains_dpo_on_the_judge_s_best_against_worst(
+    tiny_solver, twelves, tmp_path, ray_session, monkeypatch
+):
     # The tiny model's replies are noise that rarely parses; a fixed judge that scores an input's
     # three candidates 1, 4 and 2 makes a (best, worst) pair of each input certain.
     judged, scores = [], itertools.cycle([1, 4, 2])
     monkeypatch.setattr(methods, "parse_score", lambda reply, max_score: judged.append(reply) or next(scores))
     run_dir = tmp_path / "self_rewarding"
-    driver.run_experiment(tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "method=self_rewarding", "algorithm.k=3"))
+    driver.run_experiment(
+        tiny_run_config(
+            tiny_solver,
+            run_dir,
+            f"data.train={twelves}",
+            f"data.eval.arith={twelves}",
+            "method=self_rewarding",
+            "algorithm.k=3",
+        )
+    )
     summary = read_metrics(run_dir)[1]
     assert len(judged) == 6 * 3  # every candidate judged once
     assert summary["seconds"]["judge"] > 0 and summary["tokens"]["judge"] > 0
@@ -167,19 +200,48 @@ def test_distill_keeps_the_teacher_s_correct_answers(tiny_model, twelves, tmp_pa
     records.append({"id": "t4", "solution": "def solution():\n    return -1"})
     teacher.write_text("".join(json.dumps(r) + "\n" for r in records))
     run_dir = tmp_path / "distill"
-    driver.run_experiment(tiny_run_config(tiny_model, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "method=distill", f"distill.teacher_file={teacher}"))
+    driver.run_experiment(
+        tiny_run_config(
+            tiny_model,
+            run_dir,
+            f"data.train={twelves}",
+            f"data.eval.arith={twelves}",
+            "method=distill",
+            f"distill.teacher_file={teacher}",
+        )
+    )
     metrics = read_metrics(run_dir)
     assert len(metrics) == 2  # distillation trains once
     with sqlite3.connect(run_dir / "pool.sqlite") as db:
         rows = db.execute("SELECT example_id, reward, source FROM trajectories ORDER BY example_id").fetchall()
-    assert [(example, reward) for example, reward, _ in rows] == [("t0", 1), ("t1", 1), ("t2", 1), ("t3", 1), ("t4", 0), ("t5", 0)]
-    assert {source for *_, source in rows} == {"explore"} and metrics[1]["u1"] == 4 and metrics[1]["tokens"]["explore"] == 0
+    assert [(example, reward) for example, reward, _ in rows] == [
+        ("t0", 1),
+        ("t1", 1),
+        ("t2", 1),
+        ("t3", 1),
+        ("t4", 0),
+        ("t5", 0),
+    ]
+    assert (
+        {source for *_, source in rows} == {"explore"}
+        and metrics[1]["u1"] == 4
+        and metrics[1]["tokens"]["explore"] == 0
+    )
 
 
 @pytest.mark.timeout(600)
 def test_few_shot_only_evaluates(tiny_model, twelves, tmp_path, ray_session):
     run_dir = tmp_path / "few_shot"
-    driver.run_experiment(tiny_run_config(tiny_model, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "method=few_shot", "algorithm.few_shot=2"))
+    driver.run_experiment(
+        tiny_run_config(
+            tiny_model,
+            run_dir,
+            f"data.train={twelves}",
+            f"data.eval.arith={twelves}",
+            "method=few_shot",
+            "algorithm.few_shot=2",
+        )
+    )
     (line,) = read_metrics(run_dir)
     assert line["policy"] == 0 and set(line["eval"]) == {"arith"} and line["tokens"]["eval"] > 0
     assert not (run_dir / "checkpoints").exists()

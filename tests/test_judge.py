@@ -1,11 +1,14 @@
 """The Self-Rewarding baseline's judge: score parsing and best-against-worst pairs, by hand."""
+
 import pytest
 
 from envisions_ray.judge import best_against_worst, parse_score
 from envisions_ray.types import Trajectory
 
 
-@pytest.mark.parametrize("reply, score", [("4", 4), (" 5/5", 5), ("Score: 0", 0), ("9", None), ("good", None), ("", None)])
+@pytest.mark.parametrize(
+    "reply, score", [("4", 4), (" 5/5", 5), ("Score: 0", 0), ("9", None), ("good", None), ("", None)]
+)
 def test_parse_score(reply, score):
     assert parse_score(reply, max_score=5) == score
 

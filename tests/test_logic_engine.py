@@ -1,5 +1,6 @@
 """The logic environment: ProofWriter inputs described, programs scored, and runaway theories
 stopped by the worker backstop while the executor actor lives on."""
+
 import time
 
 import pytest
@@ -48,7 +49,9 @@ def test_scores_the_engine_answer_against_the_label(engine, label, reward):
 def test_bad_programs_score_zero_and_keep_the_reason(engine):
     parse_error = engine.execute("Facts:\nBig(Bob)\nQuery:\nKind(Bob, True)", THEORY)
     assert parse_error.reward == 0 and parse_error.error.startswith("line 2:")
-    unsafe = engine.execute("Facts:\nBig(Bob, True)\nRules:\nBig($x, True) >>> Kind($y, True)\nQuery:\nKind(Bob, True)", THEORY)
+    unsafe = engine.execute(
+        "Facts:\nBig(Bob, True)\nRules:\nBig($x, True) >>> Kind($y, True)\nQuery:\nKind(Bob, True)", THEORY
+    )
     assert unsafe.reward == 0 and "unsafe" in unsafe.error
 
 
@@ -76,7 +79,9 @@ def test_memory_limit_turns_a_blow_up_into_an_error():
 
 
 def test_grounding_bomb_does_not_kill_the_executor_actor(ray_session):
-    [executor] = ExecutorPool(EnvConfig(name="logic", num_executors=1, settings={"timeout_s": 0.5, "backstop_margin_s": 1.0})).actors
+    [executor] = ExecutorPool(
+        EnvConfig(name="logic", num_executors=1, settings={"timeout_s": 0.5, "backstop_margin_s": 1.0})
+    ).actors
     pid = ray.get(executor.pid.remote())
     bomb, good = ray.get(executor.execute.remote([(grounding_bomb(), THEORY), (GOOD, THEORY)]), timeout=60)
     assert bomb.reward == 0 and "did not reply" in bomb.error

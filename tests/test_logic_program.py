@@ -1,4 +1,5 @@
 """Logic-LLM programs through clingo: hand-written theories, malformed programs, and GPT-4's dev programs."""
+
 import json
 from pathlib import Path
 
@@ -72,7 +73,9 @@ def test_unsafe_rule_is_an_engine_error():
 
 
 def test_parse_keeps_structure():
-    parsed = parse(program("Likes(Cow, Bob, True)", "Likes($x, $y, True) >>> Likes($y, $x, True)", "Likes(Bob, Cow, True)"))
+    parsed = parse(
+        program("Likes(Cow, Bob, True)", "Likes($x, $y, True) >>> Likes($y, $x, True)", "Likes(Bob, Cow, True)")
+    )
     assert parsed.facts[0].arguments == ("Cow", "Bob") and parsed.rules[0].head.arguments == ("$y", "$x")
 
 

@@ -1,9 +1,9 @@
 """Loss masking: prompt and padding tokens never count; targets end with EOS."""
+
 import math
 
-import torch
-
 import pytest
+import torch
 
 from envisions_ray.losses import IGNORE, collate, dpo_loss, sequence_logprobs, target_token_loss, tokenize
 from envisions_ray.types import TrainExample
@@ -75,7 +75,11 @@ def test_self_reward_leaves_out_eos_also_when_pad_is_another_token():
     from actors.hf_backend import mean_sampled_logprob, sampled_mask
 
     # Vocabulary of 3: token 0 is pad, token 2 is EOS. p(1) = 3/4 at step 1; EOS then has p = 1/2.
-    step_logits = (torch.tensor([[0.0, math.log(3), -100.0]]), torch.tensor([[-100.0, 0.0, 0.0]]), torch.tensor([[0.0, 0.0, 0.0]]))
+    step_logits = (
+        torch.tensor([[0.0, math.log(3), -100.0]]),
+        torch.tensor([[-100.0, 0.0, 0.0]]),
+        torch.tensor([[0.0, 0.0, 0.0]]),
+    )
     tokens = torch.tensor([[1, 2, 0]])  # one token, EOS, then pad
     assert sampled_mask(tokens, [0, 2]).tolist() == [[1, 0, 0]]  # EOS is not counted, as vLLM does not count it
     assert abs(mean_sampled_logprob(step_logits, tokens, [0, 2]).item() - math.log(3 / 4)) < 1e-6
@@ -93,5 +97,11 @@ def test_dpo_loss_by_hand():
     loss = dpo_loss(torch.tensor([-1.0]), torch.tensor([-3.0]), torch.tensor([-2.0]), torch.tensor([-2.0]), beta=0.5)
     assert loss.item() == pytest.approx(-math.log(1 / (1 + math.exp(-1))))
     # At the reference the loss is log 2, whatever the log-probs are.
-    same = dpo_loss(torch.tensor([-1.0, -5.0]), torch.tensor([-3.0, -1.0]), torch.tensor([-1.0, -5.0]), torch.tensor([-3.0, -1.0]), beta=0.1)
+    same = dpo_loss(
+        torch.tensor([-1.0, -5.0]),
+        torch.tensor([-3.0, -1.0]),
+        torch.tensor([-1.0, -5.0]),
+        torch.tensor([-3.0, -1.0]),
+        beta=0.1,
+    )
     assert same.item() == pytest.approx(math.log(2))

@@ -1,5 +1,6 @@
 """Each method's training data, built from a pool by hand (no Ray): what ENVISIONS and each
 baseline train on, and what each of them fixes."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -95,5 +96,8 @@ def test_few_shot_trains_on_nothing_and_runs_no_iteration():
 
 def test_the_teacher_answers_once_per_input_greedily_and_the_policy_k_times():
     cfg = load_config("conf/math_quickstart.yaml", ["method=distill", "distill.teacher_file=t.jsonl"])
-    assert (METHODS["distill"].explore_sampling(cfg).n, METHODS["distill"].explore_sampling(cfg).temperature) == (1, 0.0)
+    assert (METHODS["distill"].explore_sampling(cfg).n, METHODS["distill"].explore_sampling(cfg).temperature) == (
+        1,
+        0.0,
+    )
     assert METHODS["envisions"].explore_sampling(cfg).n == cfg.algorithm.k

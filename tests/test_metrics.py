@@ -1,4 +1,5 @@
 """EA and STB (paper appendix B) on hand-computed cases."""
+
 import pytest
 
 from envisions_ray.data import task_input
@@ -32,8 +33,17 @@ def test_accuracy():
 
 
 def test_success_per_task_by_hand():
-    inputs = [task_input("click-test", 0), task_input("enter-text", 0), task_input("click-test", 1), task_input("enter-text", 1), task_input("enter-text", 2)]
+    inputs = [
+        task_input("click-test", 0),
+        task_input("enter-text", 0),
+        task_input("click-test", 1),
+        task_input("enter-text", 1),
+        task_input("enter-text", 2),
+    ]
     rewards = [1, 0, 1, 1, 0]
-    assert per_task_accuracy(inputs, [Outcome(r) for r in rewards]) == {"click-test": 1.0, "enter-text": pytest.approx(1 / 3)}
+    assert per_task_accuracy(inputs, [Outcome(r) for r in rewards]) == {
+        "click-test": 1.0,
+        "enter-text": pytest.approx(1 / 3),
+    }
     with pytest.raises(ValueError):  # an outcome per input, or the table is wrong
         per_task_accuracy(inputs, [Outcome(1)])

@@ -3,12 +3,12 @@
 The kernel is "python3", which jupyter_client starts with this interpreter (sys.executable), in
 notebooks/ as Jupyter would. Its environment points the notebook's parameters at a tiny run.
 """
+
 import json
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
-
 from ray_head import REPO, ray_head, write_tiny_config  # noqa: F401 (ray_head is a fixture)
 
 NOTEBOOK = REPO / "notebooks" / "quickstart.ipynb"
@@ -26,9 +26,16 @@ def test_quickstart_notebook_runs_a_job_and_plots_it(ray_head, tiny_solver, twel
     run_dir = tmp_path / "run"
     config = write_tiny_config(tmp_path / "tiny.yaml", tiny_solver, twelves, run_dir)
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    env = ray_head.env(RAY_ADDRESS=ray_head.gcs_address, ENVISIONS_CONFIG=str(config), ENVISIONS_RUN_DIR=str(run_dir), ENVISIONS_POLL_S="2")
+    env = ray_head.env(
+        RAY_ADDRESS=ray_head.gcs_address,
+        ENVISIONS_CONFIG=str(config),
+        ENVISIONS_RUN_DIR=str(run_dir),
+        ENVISIONS_POLL_S="2",
+    )
 
-    client = NotebookClient(nb, kernel_name="python3", timeout=480, resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    client = NotebookClient(
+        nb, kernel_name="python3", timeout=480, resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    )
     try:
         client.execute(env=env)  # raises CellExecutionError, with the cell's traceback, if a cell fails
     finally:

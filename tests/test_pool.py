@@ -1,4 +1,5 @@
 """The candidate pool's memory: long-term by default, one iteration's worth for the ablation."""
+
 from actors.pool import CandidatePool
 from envisions_ray.types import Trajectory
 

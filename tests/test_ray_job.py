@@ -4,15 +4,16 @@ The head is a real one (tests/ray_head.py): 2 CPUs, the dashboard's job server, 
 job's driver finds the cluster through the RAY_ADDRESS the job supervisor sets, which is what
 `driver.connect_ray` joins; the repository is shipped as the job's working_dir.
 """
+
 import json
 import subprocess
 import uuid
 
 import pytest
 from ray.job_submission import JobStatus
+from ray_head import REPO, ray_cli, ray_head, stop_head, write_tiny_config  # noqa: F401 (ray_head is a fixture)
 
 from envisions_ray.model import TRAINED_MARKER
-from ray_head import REPO, ray_cli, ray_head, stop_head, write_tiny_config  # noqa: F401 (ray_head is a fixture)
 
 JOB_TIMEOUT_S = 420
 
@@ -24,10 +25,19 @@ def test_a_tiny_run_submitted_as_a_ray_job(ray_head, tiny_solver, twelves, tmp_p
     job_id = f"envisions-test-{uuid.uuid4().hex[:8]}"
 
     submit = [
-        *ray_cli(), "job", "submit", "--address", ray_head.dashboard_url,
-        "--submission-id", job_id,
-        "--working-dir", str(REPO),  # .gitignore'd paths (runs/) are not uploaded
-        "--", "envisions", "run", str(config),
+        *ray_cli(),
+        "job",
+        "submit",
+        "--address",
+        ray_head.dashboard_url,
+        "--submission-id",
+        job_id,
+        "--working-dir",
+        str(REPO),  # .gitignore'd paths (runs/) are not uploaded
+        "--",
+        "envisions",
+        "run",
+        str(config),
     ]
     client = ray_head.client()
     try:  # `submit` streams the job's output until it ends; it exits 1 if the job failed

@@ -1,4 +1,5 @@
 """`envisions report`: a table per run and a real PNG plot."""
+
 import json
 
 import matplotlib.image
@@ -15,12 +16,27 @@ def write_run(run_dir, method, accuracies, held_out_accuracy=None):
     extra = {} if held_out_accuracy is None else {"gsm8k": held_out_accuracy}
     lines = [{"policy": 0, "eval": {"arith": accuracies[0], **extra}, "executable": {"arith": 0.5}}]
     for i, accuracy in enumerate(accuracies[1:], start=1):
-        lines.append({
-            "iteration": i, "policy": i, "method": method, "inputs": 8, "explored": i + 2, "positives": 5, "unique_correct": 4 * i,
-            "pool_size": 10 * i, "u1": 3, "u2": 1, "train_loss": 0.5 / i, "eval": {"arith": accuracy, **extra},
-            "executable": {"arith": 0.5 + i / 10}, "delta_logp": 1.5 * i,
-            "ea": 0.1 * i, "stb": 0.9, "seconds": {"explore": 1.0, "train": 2.0},
-        })
+        lines.append(
+            {
+                "iteration": i,
+                "policy": i,
+                "method": method,
+                "inputs": 8,
+                "explored": i + 2,
+                "positives": 5,
+                "unique_correct": 4 * i,
+                "pool_size": 10 * i,
+                "u1": 3,
+                "u2": 1,
+                "train_loss": 0.5 / i,
+                "eval": {"arith": accuracy, **extra},
+                "executable": {"arith": 0.5 + i / 10},
+                "delta_logp": 1.5 * i,
+                "ea": 0.1 * i,
+                "stb": 0.9,
+                "seconds": {"explore": 1.0, "train": 2.0},
+            }
+        )
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return lines
 
@@ -56,10 +72,36 @@ def test_report_on_a_non_run_is_a_one_line_error(tmp_path, capsys):
 
 def test_summary_line_names_every_quantity():
     summary = {
-        "iteration": 2, "policy": 2, "inputs": 64, "explored": 20, "positives": 31, "unique_correct": 25, "pool_size": 200,
-        "u1": 30, "u2": 9, "train_loss": 0.4321, "dpo_loss": 0.69, "eval": {"arith": 0.375}, "executable": {"arith": 0.8},
-        "eval_refine": {"arith": 0.4}, "delta_logp": 2.345, "seconds": {"explore": 61.2, "train": 90.0},
+        "iteration": 2,
+        "policy": 2,
+        "inputs": 64,
+        "explored": 20,
+        "positives": 31,
+        "unique_correct": 25,
+        "pool_size": 200,
+        "u1": 30,
+        "u2": 9,
+        "train_loss": 0.4321,
+        "dpo_loss": 0.69,
+        "eval": {"arith": 0.375},
+        "executable": {"arith": 0.8},
+        "eval_refine": {"arith": 0.4},
+        "delta_logp": 2.345,
+        "seconds": {"explore": 61.2, "train": 90.0},
     }
     text = format_summary(summary)
-    for part in ["iter 2", "explored 20/64", "positives 31", "unique-correct 25", "pool 200", "|U1| 30", "|U2| 9", "loss 0.432 dpo-loss 0.690", "Δlogp +2.35", "arith=37.5% (ran 80%) refined arith=40.0%", "explore=61s", "train=90s"]:
+    for part in [
+        "iter 2",
+        "explored 20/64",
+        "positives 31",
+        "unique-correct 25",
+        "pool 200",
+        "|U1| 30",
+        "|U2| 9",
+        "loss 0.432 dpo-loss 0.690",
+        "Δlogp +2.35",
+        "arith=37.5% (ran 80%) refined arith=40.0%",
+        "explore=61s",
+        "train=90s",
+    ]:
         assert part in text

@@ -1,5 +1,6 @@
 """Containment tests for the math sandbox: each hostile program fails in a specific way, and the
 same sandbox still scores a correct program afterwards."""
+
 import ast
 import os
 import shutil

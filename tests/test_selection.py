@@ -1,4 +1,5 @@
 """Eq. 2 filter, per-input dedup, and U1/U2 construction on hand-built pools."""
+
 from envisions_ray.selection import build_training_set, dedupe, filter_pair, normalise_solution, preference_pairs
 from envisions_ray.types import Trajectory
 
@@ -72,8 +73,11 @@ def test_random_rank_is_seeded():
 
 def test_preference_pairs_reuse_positives_and_skip_inputs_without_one():
     pool = [
-        traj("x", "p1", 1, -0.1), traj("x", "p2", 1, -0.5),
-        traj("x", "n1", 0, -0.2), traj("x", "n2", 0, -0.3), traj("x", "n3", 0, -0.9),
+        traj("x", "p1", 1, -0.1),
+        traj("x", "p2", 1, -0.5),
+        traj("x", "n1", 0, -0.2),
+        traj("x", "n2", 0, -0.3),
+        traj("x", "n3", 0, -0.9),
         traj("y", "n", 0, -0.1),  # no positive: no pair
     ]
     pairs = preference_pairs(pool, n2=3)
@@ -85,7 +89,12 @@ def test_preference_pairs_reuse_positives_and_skip_inputs_without_one():
 def test_an_empty_negative_ranks_last_despite_its_zero_self_reward():
     # The empty completion's self-reward is 0.0 (a mean over no tokens), above every real one.
     empty, blank, real = traj("x", "", 0, 0.0), traj("x", "  \n", 0, 0.0), traj("x", "return 1", 0, -0.5)
-    positives = [traj("x", "def solution():\n    return 12", 1, -0.2), traj("x", "def solution():\n    return 6 * 2", 1, -0.3)]
+    positives = [
+        traj("x", "def solution():\n    return 12", 1, -0.2),
+        traj("x", "def solution():\n    return 6 * 2", 1, -0.3),
+    ]
     for rank_by in ("self_reward", "random"):
-        training = build_training_set([empty, blank, real, *positives], n1=10, n2=1, leave_positive_for_pair=True, rank_by=rank_by)
+        training = build_training_set(
+            [empty, blank, real, *positives], n1=10, n2=1, leave_positive_for_pair=True, rank_by=rank_by
+        )
         assert [negative.solution for _, negative in training.u2] == ["return 1"]

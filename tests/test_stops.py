@@ -1,4 +1,5 @@
 """Stop strings are looked for in the generated text only, with the real SmolLM2 tokenizer."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """`envisions sweep`: which runs a grid or a sweep file names, checked before anything runs."""
+
 import pytest
 
 from envisions_ray.cli import main
@@ -7,9 +8,16 @@ from envisions_ray.sweep import plan_sweep
 
 
 def test_comma_lists_make_every_combination(tmp_path):
-    parent, runs = plan_sweep("conf/math_quickstart.yaml", ["method=envisions,star_env", "algorithm.k=2,3", "seed=5"], str(tmp_path))
+    parent, runs = plan_sweep(
+        "conf/math_quickstart.yaml", ["method=envisions,star_env", "algorithm.k=2,3", "seed=5"], str(tmp_path)
+    )
     assert parent == tmp_path
-    assert [r.name for r in runs] == ["method-envisions_k-2", "method-envisions_k-3", "method-star_env_k-2", "method-star_env_k-3"]
+    assert [r.name for r in runs] == [
+        "method-envisions_k-2",
+        "method-envisions_k-3",
+        "method-star_env_k-2",
+        "method-star_env_k-3",
+    ]
     assert [(r.cfg.method, r.cfg.algorithm.k, r.cfg.seed) for r in runs][-1] == ("star_env", 3, 5)
     assert runs[0].cfg.run_dir == str(tmp_path / "method-envisions_k-2")
     # A bracketed value is one value, commas and all.
@@ -21,7 +29,13 @@ def test_the_table3_sweep_file_names_the_paper_ablations():
     parent, runs = plan_sweep("conf/sweeps/table3_quickstart.yaml", [], None)
     assert str(parent) == "runs/table3_quickstart"
     by_name = {r.name: r.cfg for r in runs}
-    assert set(by_name) == {"envisions", "without_self_refine", "without_self_rewards", "without_long_term_memory", "without_l2"}
+    assert set(by_name) == {
+        "envisions",
+        "without_self_refine",
+        "without_self_rewards",
+        "without_long_term_memory",
+        "without_l2",
+    }
     assert by_name["without_self_refine"].algorithm.refine is False
     assert by_name["without_self_rewards"].algorithm.rank == "random"
     assert by_name["without_long_term_memory"].algorithm.pool == "current_iteration"
@@ -40,6 +54,18 @@ def test_one_bad_run_stops_the_sweep_before_it_starts(tmp_path, capsys):
 
 
 def test_dry_run_lists_the_runs(tmp_path, capsys):
-    assert main(["sweep", "conf/math_quickstart.yaml", "method=envisions,star_env,few_shot", "--parent", str(tmp_path), "--dry-run"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "conf/math_quickstart.yaml",
+                "method=envisions,star_env,few_shot",
+                "--parent",
+                str(tmp_path),
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert f"3 runs under {tmp_path}" in out and "method-few_shot: method few_shot" in out

@@ -1,4 +1,5 @@
 """The distillation teacher: a JSONL file offline, or an OpenAI-compatible endpoint (a local stub here)."""
+
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -43,7 +44,14 @@ class ChatStub(BaseHTTPRequestHandler):
         if self.path != "/v1/chat/completions":
             self.send_error(404)
             return
-        reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "```python\ndef solution():\n    return 7\n```"}}]}
+        reply = {
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "```python\ndef solution():\n    return 7\n```"},
+                }
+            ]
+        }
         payload = json.dumps(reply).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

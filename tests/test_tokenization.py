@@ -1,5 +1,6 @@
 """What the trainer sees for (prompt, target) is what the generator conditioned on and produced,
 with a Llama-style SentencePiece tokenizer (prefix space, BOS) built here with `tokenizers`."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,10 +10,12 @@ from actors.backend import cut_at_stop
 from actors.hf_backend import HFBackend
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.losses import IGNORE, encode_prompt, target_ids, tokenize
-from envisions_ray.types import TrainExample
 from envisions_ray.prompts import PromptBook
+from envisions_ray.types import TrainExample
 
-PROMPT = PromptBook.load("conf/prompts/math.yaml").explore("Tom has 5 apples and buys 7 more. How many apples does he have?")
+PROMPT = PromptBook.load("conf/prompts/math.yaml").explore(
+    "Tom has 5 apples and buys 7 more. How many apples does he have?"
+)
 PROGRAM = "def solution():\n    apples = 5\n    return apples + 7"
 
 
@@ -29,10 +32,23 @@ def llama_style(tmp_path_factory) -> str:
     tokenizer.decoder = decoders.Replace("▁", " ")
     corpus = [PROMPT + PROGRAM, PROGRAM, "def solution():\n    return 12"] * 20
     tokenizer.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"]))
-    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tokenizer.token_to_id("<s>"))])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>")
-    config = LlamaConfig(vocab_size=fast.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
-                         num_key_value_heads=1, bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tokenizer.token_to_id("<s>"))]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>"
+    )
+    config = LlamaConfig(
+        vocab_size=fast.vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+    )
     path = tmp_path_factory.mktemp("llama-style")
     LlamaForCausalLM(config).save_pretrained(path, safe_serialization=True)
     fast.save_pretrained(path)
@@ -66,7 +82,9 @@ def test_the_hf_generator_conditions_on_the_prompt_ids_the_trainer_sees(llama_st
     backend = HFBackend(GeneratorConfig(backend="hf", stop=[], num_cpus=1), llama_style, "float32")
     seen = []
     generate = backend.model.generate
-    monkeypatch.setattr(backend.model, "generate", lambda **kwargs: seen.append(kwargs["input_ids"]) or generate(**kwargs))
+    monkeypatch.setattr(
+        backend.model, "generate", lambda **kwargs: seen.append(kwargs["input_ids"]) or generate(**kwargs)
+    )
     backend.sample(["Hi", PROMPT], 1, 0.0, 2, False)
     conditioned = seen[0][1][seen[0][1] != tokenizer.pad_token_id].tolist()  # the longer row has no padding
     ids, labels = tokenize(tokenizer, TrainExample(PROMPT, PROGRAM, "l1"), 1024)
@@ -75,7 +93,9 @@ def test_the_hf_generator_conditions_on_the_prompt_ids_the_trainer_sees(llama_st
 
 
 def test_a_program_sampled_with_a_prefix_space_is_stored_as_the_same_runnable_text_by_both_backends(tokenizer):
-    sampled = tokenizer(PROGRAM + "\n\nQuestion:", add_special_tokens=False)["input_ids"]  # "▁def ...", as a base model may write
+    sampled = tokenizer(PROGRAM + "\n\nQuestion:", add_special_tokens=False)[
+        "input_ids"
+    ]  # "▁def ...", as a base model may write
     prompt_ids = encode_prompt(tokenizer, PROMPT)
     alone = tokenizer.decode(sampled)  # the hf backend decodes the generated tokens alone
     in_context = tokenizer.decode(prompt_ids + sampled)[len(tokenizer.decode(prompt_ids)) :]  # vLLM, after the prompt

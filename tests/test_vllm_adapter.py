@@ -12,6 +12,7 @@ The fakes hold exactly the fields the adapter reads, shaped as vLLM's source def
   first entry is None (vllm/logprobs.py `create_prompt_logprobs`).
 - `Logprob` (vllm/logprobs.py; vllm/sequence.py before it moved): `.logprob`.
 """
+
 from __future__ import annotations
 
 import sys
@@ -53,7 +54,9 @@ class RequestOutput:
     prompt_logprobs: list[dict[int, Logprob] | None] | None = None
 
 
-def completion(text: str, sampled: list[tuple[int, float]], finish="length", stop=None, with_logprobs=True) -> CompletionOutput:
+def completion(
+    text: str, sampled: list[tuple[int, float]], finish="length", stop=None, with_logprobs=True
+) -> CompletionOutput:
     """Each position also holds a likelier token (token 999), first, as a top-1 entry would."""
     logprobs = [{999: Logprob(-0.001), token: Logprob(lp)} for token, lp in sampled] if with_logprobs else None
     return CompletionOutput(text, [token for token, _ in sampled], logprobs, finish, stop)
@@ -96,22 +99,38 @@ def test_empty_completions_have_zero_tokens_and_zero_self_reward():
 
 
 def test_without_self_reward_no_logprobs_are_read():
-    [[sample]] = samples_from_outputs([RequestOutput([completion("a", [(5, -1.0), (6, -2.0)], with_logprobs=False)])], STOPS, False)
+    [[sample]] = samples_from_outputs(
+        [RequestOutput([completion("a", [(5, -1.0), (6, -2.0)], with_logprobs=False)])], STOPS, False
+    )
     assert sample == Sample("a", 0.0, 2)
 
 
 def test_target_logprob_sum_skips_the_prompt_and_the_leading_none():
-    positions = [None, {3: Logprob(-0.5)}, {4: Logprob(-1.0), 999: Logprob(-0.1)}, {999: Logprob(-0.2), EOS: Logprob(-0.25)}]
+    positions = [
+        None,
+        {3: Logprob(-0.5)},
+        {4: Logprob(-1.0), 999: Logprob(-0.1)},
+        {999: Logprob(-0.2), EOS: Logprob(-0.25)},
+    ]
     outputs = [RequestOutput(prompt_token_ids=[2, 3, 4, EOS], prompt_logprobs=positions)] * 3
     # Prompt [2, 3], target [4] + EOS; a prompt of length 0 still cannot score the first token.
     assert target_logprob_sums(outputs, [2, 1, 0]) == [-1.25, -1.75, -1.75]
 
 
 def test_engine_args_size_the_kv_cache_by_gpu_share_or_by_cpu_gibibytes():
-    gpu = GeneratorConfig(backend="vllm", num_gpus=1, tensor_parallel_size=2, gpu_memory_utilization=0.5, max_model_len=512, seed=7)
+    gpu = GeneratorConfig(
+        backend="vllm", num_gpus=1, tensor_parallel_size=2, gpu_memory_utilization=0.5, max_model_len=512, seed=7
+    )
     assert engine_args(gpu, "model-a", "bfloat16") == dict(
-        model="model-a", dtype="bfloat16", seed=7, tensor_parallel_size=2, max_model_len=512, enforce_eager=False,
-        logprobs_mode="raw_logprobs", distributed_executor_backend="mp", gpu_memory_utilization=0.5,
+        model="model-a",
+        dtype="bfloat16",
+        seed=7,
+        tensor_parallel_size=2,
+        max_model_len=512,
+        enforce_eager=False,
+        logprobs_mode="raw_logprobs",
+        distributed_executor_backend="mp",
+        gpu_memory_utilization=0.5,
     )
     cpu = engine_args(GeneratorConfig(backend="vllm", kv_cache_gib=1.5, enforce_eager=True), "model-a", "float32")
     assert cpu["kv_cache_memory_bytes"] == 1.5 * 2**30 and "gpu_memory_utilization" not in cpu
@@ -130,10 +149,14 @@ def test_without_vllm_the_backend_says_which_extra_to_install(monkeypatch):
 @pytest.mark.parametrize("backend, engine_gpus", [("vllm", 4), ("hf", 1)])  # hf has no tensor parallelism
 def test_each_generator_actor_gets_a_bundle_with_all_its_engines_gpus(monkeypatch, backend, engine_gpus):
     made, started = {}, []
-    monkeypatch.setattr(actors.generator, "placement_group", lambda bundles, strategy, name: made.setdefault("bundles", bundles))
+    monkeypatch.setattr(
+        actors.generator, "placement_group", lambda bundles, strategy, name: made.setdefault("bundles", bundles)
+    )
     actor = SimpleNamespace(options=lambda **options: SimpleNamespace(remote=lambda *args: started.append(options)))
     monkeypatch.setattr(actors.generator, "ray", SimpleNamespace(remote=lambda cls: actor))
-    start_generators(GeneratorConfig(backend=backend, num_actors=2, num_cpus=3, num_gpus=1, tensor_parallel_size=4), "m", "bfloat16")
+    start_generators(
+        GeneratorConfig(backend=backend, num_actors=2, num_cpus=3, num_gpus=1, tensor_parallel_size=4), "m", "bfloat16"
+    )
     assert made["bundles"] == [{"GPU": engine_gpus, "CPU": 3}] * 2
     placed = [(o["num_gpus"], o["num_cpus"], o["scheduling_strategy"].placement_group_bundle_index) for o in started]
     assert placed == [(engine_gpus, 3, 0), (engine_gpus, 3, 1)]

@@ -4,25 +4,30 @@ One engine serves the whole module: starting one costs most of a minute on 2 cor
 on the same tiny model is the reference for greedy text, self-reward and teacher-forced logprobs;
 both run in float32, so they agree to float32 rounding (the kernels differ, the arithmetic does not).
 """
+
 from __future__ import annotations
 
 import psutil
 import pytest
 import torch
+from conftest import SOLVER_PROGRAM
 
 from actors.generator import Generator
 from actors.hf_backend import HFBackend
-from conftest import SOLVER_PROGRAM
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.prompts import PromptBook
 
-PROMPT = PromptBook.load("conf/prompts/math.yaml").explore("Tom has 5 apples and buys 7 more. How many apples does he have?")
+PROMPT = PromptBook.load("conf/prompts/math.yaml").explore(
+    "Tom has 5 apples and buys 7 more. How many apples does he have?"
+)
 # Float32 on both sides; sums over ~15 tokens of differently ordered reductions.
 TOLERANCE = 1e-3
 
 
 def engine_config(**overrides) -> GeneratorConfig:
-    settings = dict(backend="vllm", num_cpus=1, stop=["\n\n"], max_model_len=1024, kv_cache_gib=0.25, enforce_eager=True, top_p=1.0)
+    settings = dict(
+        backend="vllm", num_cpus=1, stop=["\n\n"], max_model_len=1024, kv_cache_gib=0.25, enforce_eager=True, top_p=1.0
+    )
     return GeneratorConfig(**{**settings, **overrides})
 
 
@@ -86,7 +91,11 @@ def test_new_weights_load(ray_session, engine, tiny_model):
     [[untrained]] = ray_session.get(engine.sample.remote([PROMPT], 1, 0.0, 16, False))
     assert untrained.text != SOLVER_PROGRAM
     # The old engine's processes are gone: one engine per actor at any time.
-    engines = [p for p in psutil.Process(ray_session.get(engine.pid.remote())).children(recursive=True) if "EngineCore" in " ".join(p.cmdline())]
+    engines = [
+        p
+        for p in psutil.Process(ray_session.get(engine.pid.remote())).children(recursive=True)
+        if "EngineCore" in " ".join(p.cmdline())
+    ]
     assert len(engines) == 1
 
 

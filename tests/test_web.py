@@ -1,5 +1,6 @@
 """The web domain in real headless Chromium: cleanup, determinism, the action language end to end,
 a browser killed mid-run, and `envisions exec web`."""
+
 import json
 import os
 import signal
@@ -29,7 +30,11 @@ def browser_processes() -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and (entry / "comm").read_text().strip() in ("chromedriver", "chromium", "chrome_crashpad"):
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() in (
+                "chromedriver",
+                "chromium",
+                "chrome_crashpad",
+            ):
                 if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
                     found.append(int(entry.name))
         except OSError:
@@ -66,7 +71,9 @@ def test_after_100_episodes_no_browser_process_or_profile_is_left():
     assert set(profile_directories()) - before_directories == set()
 
 
-@pytest.mark.parametrize("task", ["click-checkboxes", "click-dialog", "search-engine", "social-media-all", "choose-date"])
+@pytest.mark.parametrize(
+    "task", ["click-checkboxes", "click-dialog", "search-engine", "social-media-all", "choose-date"]
+)
 def test_the_same_seed_gives_the_same_page_and_the_same_reward(web, task):
     # The task's demonstration solves its seed; episodes on another seed in between must not
     # change that page or that result (search-engine and the others keep state in the page).
@@ -168,10 +175,39 @@ def test_killing_the_browser_mid_run_loses_no_episode(ray_session):
 def test_envisions_exec_web_runs_a_program_in_a_fresh_browser(tmp_path):
     program = tmp_path / "program.txt"
     program.write_text(CLICK_ONE + "\n")
-    result = subprocess.run([sys.executable, "-m", "envisions_ray.cli", "exec", "web", str(program), "--input", '{"task": "click-test-2", "seed": 3}'],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "envisions_ray.cli",
+            "exec",
+            "web",
+            str(program),
+            "--input",
+            '{"task": "click-test-2", "seed": 3}',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[-1]) == {"reward": 1, "output": "1", "error": ""}
-    bad = subprocess.run([sys.executable, "-m", "envisions_ray.cli", "exec", "web", str(program), "--input", '{"task": "no-such-task", "seed": 3}'],
-                         capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.strip() == "envisions: error: web input 'cli': miniwob has no task 'no-such-task'"
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "envisions_ray.cli",
+            "exec",
+            "web",
+            str(program),
+            "--input",
+            '{"task": "no-such-task", "seed": 3}',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        bad.returncode == 2
+        and bad.stderr.strip() == "envisions: error: web input 'cli': miniwob has no task 'no-such-task'"
+    )

@@ -1,5 +1,6 @@
 """Every web demonstration in conf/prompts/web.yaml: one per task of the paper's 44, its page as the
 browser renders it today, and its program succeeding in Chromium on its seed."""
+
 from pathlib import Path
 
 import pytest

@@ -1,4 +1,5 @@
 """The web action language and page rendering: pure functions, no browser."""
+
 import numpy as np
 import pytest
 
@@ -32,23 +33,26 @@ def test_every_action_parses_into_its_step():
     ]
 
 
-@pytest.mark.parametrize("program, message", [
-    ("", "the program has no actions"),
-    ("import os", "line 1: 'import os' is not an action"),
-    ("click(ref=1)\n__import__('os').system('x')", "line 2:"),
-    ("exec('click(ref=1)')", "line 1: 'exec('click(ref=1)')' is not an action"),
-    ("click()", "line 1: click needs an element"),
-    ("click(ref=1, ref=2)", "line 1: ref is given twice"),
-    ('click(ref="1")', "line 1: ref must be a number"),
-    ("click(ref=1+1)", "line 1: cannot read the arguments"),
-    ('click(ref=1, "x")', "line 1: click takes no quoted string"),
-    ("type(ref=5)", "line 1: type takes one quoted string"),
-    ('press("F13")', "line 1: unknown key 'F13'"),
-    ('press("Enter", times=0)', "line 1: times must be a number from 1 to 100"),
-    ('press("Enter", ref=3)', "line 1: press takes no ref"),
-    ('click(href="x")', "line 1: click has no argument 'href'"),
-    ("click(ref=1, nth=0)", "line 1: nth counts from 1"),
-])
+@pytest.mark.parametrize(
+    "program, message",
+    [
+        ("", "the program has no actions"),
+        ("import os", "line 1: 'import os' is not an action"),
+        ("click(ref=1)\n__import__('os').system('x')", "line 2:"),
+        ("exec('click(ref=1)')", "line 1: 'exec('click(ref=1)')' is not an action"),
+        ("click()", "line 1: click needs an element"),
+        ("click(ref=1, ref=2)", "line 1: ref is given twice"),
+        ('click(ref="1")', "line 1: ref must be a number"),
+        ("click(ref=1+1)", "line 1: cannot read the arguments"),
+        ('click(ref=1, "x")', "line 1: click takes no quoted string"),
+        ("type(ref=5)", "line 1: type takes one quoted string"),
+        ('press("F13")', "line 1: unknown key 'F13'"),
+        ('press("Enter", times=0)', "line 1: times must be a number from 1 to 100"),
+        ('press("Enter", ref=3)', "line 1: press takes no ref"),
+        ('click(href="x")', "line 1: click has no argument 'href'"),
+        ("click(ref=1, nth=0)", "line 1: nth counts from 1"),
+    ],
+)
 def test_a_bad_program_is_refused_with_its_line(program, message):
     with pytest.raises(ActionError) as refused:
         parse_program(program)
@@ -67,9 +71,20 @@ def test_a_target_matches_on_every_field_it_names():
 
 def element(ref, parent, tag, text="", value="", id_="", classes="", bg=(0, 0, 0, 0), box=(0, 0, 10, 10)):
     left, top, width, height = box
-    return {"ref": ref, "parent": parent, "tag": tag, "text": text, "value": value, "id": id_, "classes": classes,
-            "bg_color": np.array(bg, dtype=np.float32), "left": np.array([left]), "top": np.array([top]),
-            "width": np.array([width]), "height": np.array([height])}
+    return {
+        "ref": ref,
+        "parent": parent,
+        "tag": tag,
+        "text": text,
+        "value": value,
+        "id": id_,
+        "classes": classes,
+        "bg_color": np.array(bg, dtype=np.float32),
+        "left": np.array([left]),
+        "top": np.array([top]),
+        "width": np.array([width]),
+        "height": np.array([height]),
+    }
 
 
 def test_text_runs_fold_into_their_element_and_colour_shows_only_without_text():
@@ -95,7 +110,11 @@ def test_text_runs_fold_into_their_element_and_colour_shows_only_without_text():
 
 
 def test_a_long_page_is_cut_to_the_bound_bare_wrappers_first():
-    dom = [element(1, 0, "body")] + [element(2 + i, 1, "div") for i in range(50)] + [element(100 + i, 1, "span", text=f"item {i}") for i in range(200)]
+    dom = (
+        [element(1, 0, "body")]
+        + [element(2 + i, 1, "div") for i in range(50)]
+        + [element(100 + i, 1, "span", text=f"item {i}") for i in range(200)]
+    )
     page = render("Click item 3.", page_elements(dom), max_chars=500)
     assert len(page) <= 500 + len("... 200 more elements")
     assert page.startswith("Task: Click item 3.\nPage:\n")

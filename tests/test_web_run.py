@@ -1,4 +1,5 @@
 """A web run through Ray: new seeds every iteration, browsers in executor actors, success per task."""
+
 import json
 import os
 import signal
@@ -20,14 +21,28 @@ TASKS = "click-test-2,click-button"
 
 
 def web_config(tiny_model, run_dir, *extra):
-    return load_config("conf/web_quickstart.yaml", [
-        f"run_dir={run_dir}", f"model.path={tiny_model}", "generator.num_cpus=1", "generator.max_new_tokens=16",
-        "eval.max_new_tokens=16", f"data.train=tasks:{TASKS}:0", "data.train_size=2", f"data.eval.miniwob=tasks:{TASKS}:100000",
-        "data.eval_size=2", "algorithm.k=2", "algorithm.iterations=2", "algorithm.few_shot=0", "env.num_executors=1",
-        "env.max_executors=2", "train.max_length=256",
-        "generator.backend=hf",  # starts at once; tests/test_vllm_engine.py runs the vLLM engine
-        *extra,
-    ])
+    return load_config(
+        "conf/web_quickstart.yaml",
+        [
+            f"run_dir={run_dir}",
+            f"model.path={tiny_model}",
+            "generator.num_cpus=1",
+            "generator.max_new_tokens=16",
+            "eval.max_new_tokens=16",
+            f"data.train=tasks:{TASKS}:0",
+            "data.train_size=2",
+            f"data.eval.miniwob=tasks:{TASKS}:100000",
+            "data.eval_size=2",
+            "algorithm.k=2",
+            "algorithm.iterations=2",
+            "algorithm.few_shot=0",
+            "env.num_executors=1",
+            "env.max_executors=2",
+            "train.max_length=256",
+            "generator.backend=hf",  # starts at once; tests/test_vllm_engine.py runs the vLLM engine
+            *extra,
+        ],
+    )
 
 
 def kill_the_first_browser(killed: list[int], before: set[Path]) -> None:
@@ -61,27 +76,45 @@ def test_each_iteration_meets_new_seeds_and_eval_scores_every_task(tiny_model, t
     driver.run_experiment(web_config(tiny_model, run_dir))  # a browser dies mid-run: no episode may be lost
     killer.join()
     assert killed
-    assert set(Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*")) - before == set()  # every browser quit at the end
+    assert (
+        set(Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*")) - before == set()
+    )  # every browser quit at the end
     with sqlite3.connect(run_dir / "pool.sqlite") as db:
         rows = db.execute("SELECT iteration, example_id, error FROM trajectories WHERE source = 'explore'").fetchall()
     seen = {(iteration, example) for iteration, example, _ in rows}
-    assert seen == {(0, "click-test-2@0"), (0, "click-test-2@1"), (0, "click-button@0"), (0, "click-button@1"),
-                    (1, "click-test-2@50"), (1, "click-test-2@51"), (1, "click-button@50"), (1, "click-button@51")}
+    assert seen == {
+        (0, "click-test-2@0"),
+        (0, "click-test-2@1"),
+        (0, "click-button@0"),
+        (0, "click-button@1"),
+        (1, "click-test-2@50"),
+        (1, "click-test-2@51"),
+        (1, "click-button@50"),
+        (1, "click-button@51"),
+    }
     assert len(rows) == 16  # K = 2 candidates per input, each run in a browser
     assert all(error for *_, error in rows)  # the random model writes no valid program; each says why
     metrics = read_metrics(run_dir)
     assert [line["policy"] for line in metrics] == [0, 1, 2]
     assert all(set(line["per_task"]["miniwob"]) == {"click-test-2", "click-button"} for line in metrics)
     text = report([run_dir])
-    assert "## Success per task: miniwob" in text and "| click-button | 0.0% |" in text and "| **average** | 0.0% |" in text
+    assert (
+        "## Success per task: miniwob" in text
+        and "| click-button | 0.0% |" in text
+        and "| **average** | 0.0% |" in text
+    )
 
 
 def test_web_inputs_are_checked_before_a_run_starts(tiny_model, tmp_path):
     with pytest.raises(UserError, match="data.seed_stride \\(1\\) is below data.train_size \\(2\\)"):
         driver.prepare(web_config(tiny_model, tmp_path / "a", "data.seed_stride=1"), convert_model=False)
     with pytest.raises(UserError, match="eval set 'miniwob' shares inputs with training \\(first: click-button@50\\)"):
-        driver.prepare(web_config(tiny_model, tmp_path / "b", f"data.eval.miniwob=tasks:{TASKS}:50"), convert_model=False)
-    with pytest.raises(UserError, match="has 1 demonstration\\(s\\) for task 'click-test-2', fewer than algorithm.few_shot \\(2\\)"):
+        driver.prepare(
+            web_config(tiny_model, tmp_path / "b", f"data.eval.miniwob=tasks:{TASKS}:50"), convert_model=False
+        )
+    with pytest.raises(
+        UserError, match="has 1 demonstration\\(s\\) for task 'click-test-2', fewer than algorithm.few_shot \\(2\\)"
+    ):
         driver.prepare(web_config(tiny_model, tmp_path / "c", "algorithm.few_shot=2"), convert_model=False)
 
 
@@ -95,10 +128,29 @@ def test_shipped_web_configs_pass_the_input_checks(config, tmp_path):
 def test_envisions_eval_prints_success_per_task(tiny_model, ray_session, capsys):
     from envisions_ray.cli import main
 
-    code = main(["eval", tiny_model, f"tasks:{TASKS}:100000", "--size", "2", "--shots", "0", "--config", "conf/web_quickstart.yaml",
-                 "generator.num_cpus=1", "eval.max_new_tokens=8", "env.num_executors=1", "generator.backend=hf"])
+    code = main(
+        [
+            "eval",
+            tiny_model,
+            f"tasks:{TASKS}:100000",
+            "--size",
+            "2",
+            "--shots",
+            "0",
+            "--config",
+            "conf/web_quickstart.yaml",
+            "generator.num_cpus=1",
+            "eval.max_new_tokens=8",
+            "env.num_executors=1",
+            "generator.backend=hf",
+        ]
+    )
     out = capsys.readouterr().out.splitlines()
     assert code == 0
     table = [line for line in out if line.startswith("|")]
-    assert table[0] == f"| task | {tiny_model} |" and table[2:] == ["| click-test-2 | 0.0% |", "| click-button | 0.0% |", "| **average** | 0.0% |"]
+    assert table[0] == f"| task | {tiny_model} |" and table[2:] == [
+        "| click-test-2 | 0.0% |",
+        "| click-button | 0.0% |",
+        "| **average** | 0.0% |",
+    ]
     assert json.loads(out[-1])["per_task"] == {f"tasks:{TASKS}:100000": {"click-test-2": 0.0, "click-button": 0.0}}
