@@ -16,6 +16,7 @@ import math
 import tempfile
 from contextlib import nullcontext
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 import ray.train
@@ -82,17 +83,22 @@ def train_loop_per_worker(config: dict) -> None:
         model.gradient_checkpointing_enable()
     if config["dpo_beta"] is None:
         rows = [tokenize(tokenizer, TrainExample(**e), cfg.max_length) for e in config["examples"]]
-        collate_rows, batch_loss = (lambda b: collate(b, tokenizer.pad_token_id)), _target_loss
+        collate_rows, batch_loss = partial(collate, pad_id=tokenizer.pad_token_id), _target_loss
     else:
         rows = [_preference_rows(tokenizer, PreferenceExample(**e), cfg.max_length) for e in config["examples"]]
         reference = (
             load_model_and_tokenizer(init_model)[0].to(ray.train.torch.get_device()).eval().requires_grad_(False)
         )
+
         # Chosen rows make the first half of a batch, their rejected partners the second.
-        collate_rows = lambda b: collate(
-            [chosen for chosen, _ in b] + [rejected for _, rejected in b], tokenizer.pad_token_id
-        )
-        batch_loss = lambda model, batch: _dpo_loss(model, reference, batch, config["dpo_beta"])
+        def collate_rows(batch):
+            return collate(
+                [chosen for chosen, _ in batch] + [rejected for _, rejected in batch], tokenizer.pad_token_id
+            )
+
+        def batch_loss(model, batch):
+            return _dpo_loss(model, reference, batch, config["dpo_beta"])
+
     # The sampler pads shards to equal length, so every rank takes the same number of steps.
     sampler = DistributedSampler(rows, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed)
     loader = DataLoader(rows, batch_size=cfg.micro_batch_size, sampler=sampler, collate_fn=collate_rows)

@@ -78,7 +78,8 @@ def main() -> None:
     for actors in args.actors:
         rate, solved = bench_actors(actors, args.episodes)
         print(
-            f"{actors} browser actor(s):       {rate:6.1f} episodes/s  ({rate / baseline:.2f}x)  solved {solved}/{args.episodes // K * K}"
+            f"{actors} browser actor(s):       {rate:6.1f} episodes/s  ({rate / baseline:.2f}x)  "
+            f"solved {solved}/{args.episodes // K * K}"
         )
     ray.shutdown()
 

@@ -82,7 +82,8 @@ def main() -> None:
     book = PromptBook.load("conf/prompts/math.yaml")
     prompts = [book.explore(x.question, 3) for x in load_examples("builtin:arith:train", args.prompts)]
     print(
-        f"{len(prompts)} prompts (3-shot) x K={args.k}, temperature {cfg.temperature}, {cfg.max_new_tokens} new tokens, "
+        f"{len(prompts)} prompts (3-shot) x K={args.k}, temperature {cfg.temperature}, "
+        f"{cfg.max_new_tokens} new tokens, "
         f"stops {cfg.stop!r}, {cfg.chunk_size} sequences per call, {threads} threads, {args.dtype}"
     )
 
@@ -99,7 +100,8 @@ def main() -> None:
     if args.vllm_only:
         for name, tokens, seconds, started in rows:
             print(
-                f"{name}: {tokens / seconds:.1f} tokens/s ({tokens} tokens in {seconds:.1f} s), engine start {started:.0f} s"
+                f"{name}: {tokens / seconds:.1f} tokens/s ({tokens} tokens in {seconds:.1f} s), "
+                f"engine start {started:.0f} s"
             )
         return
     hf = HFBackend(cfg, path, args.dtype)
@@ -119,7 +121,8 @@ def main() -> None:
     for name, tokens, seconds, started in rows:
         start_text = "–" if started is None else f"{started:.0f} s"
         print(
-            f"| {name} | {tokens} | {seconds:.1f} | {tokens / seconds:.1f} | {tokens / seconds / hf_rate:.2f} | {start_text} |"
+            f"| {name} | {tokens} | {seconds:.1f} | {tokens / seconds:.1f} | "
+            f"{tokens / seconds / hf_rate:.2f} | {start_text} |"
         )
 
 

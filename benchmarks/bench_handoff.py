@@ -76,12 +76,14 @@ def main() -> None:
             rows.append(("eager" if eager else "compiled", in_place, restart, after_load == fresh, changed))
 
     print(
-        "| engine | in-place load | restart | ratio | in-place answers = fresh engine's | answers the new weights changed |"
+        "| engine | in-place load | restart | ratio | in-place answers = fresh engine's "
+        "| answers the new weights changed |"
     )
     print("|---|---|---|---|---|---|")
     for name, in_place, restart, same, changed in rows:
         print(
-            f"| {name} | {in_place:.1f} s | {restart:.1f} s | {restart / in_place:.1f}× | {same} | {changed} / {len(prompts)} |"
+            f"| {name} | {in_place:.1f} s | {restart:.1f} s | {restart / in_place:.1f}× | {same} "
+            f"| {changed} / {len(prompts)} |"
         )
 
 

@@ -95,17 +95,20 @@ def main() -> None:
     env.close()
 
     print(
-        f"self-reward, {len(gaps)} samples ({args.dtype}): |vllm - teacher-forced| max {max(gaps):.2e}, mean {sum(gaps) / len(gaps):.2e}"
+        f"self-reward, {len(gaps)} samples ({args.dtype}): |vllm - teacher-forced| "
+        f"max {max(gaps):.2e}, mean {sum(gaps) / len(gaps):.2e}"
     )
     differ = [i for i, (a, b) in enumerate(zip(vllm_rewards, hf_rewards)) if a != b]
     other_text = sum(a != b for a, b in zip(vllm_texts, hf_texts))
     print(
         f"greedy eval, {len(examples)} problems ({args.dtype}): vllm {sum(vllm_rewards) / len(examples):.1%}, "
-        f"hf {sum(hf_rewards) / len(examples):.1%}; {len(differ)} problems scored differently, {other_text} programs differ in text"
+        f"hf {sum(hf_rewards) / len(examples):.1%}; {len(differ)} problems scored differently, "
+        f"{other_text} programs differ in text"
     )
     for i in differ:
         print(
-            f"--- {examples[i].id}: vllm reward {vllm_rewards[i]}, hf reward {hf_rewards[i]}\nvllm: {vllm_texts[i]!r}\nhf:   {hf_texts[i]!r}"
+            f"--- {examples[i].id}: vllm reward {vllm_rewards[i]}, hf reward {hf_rewards[i]}\n"
+            f"vllm: {vllm_texts[i]!r}\nhf:   {hf_texts[i]!r}"
         )
 
 

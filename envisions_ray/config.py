@@ -297,12 +297,14 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
             raise UserError(f"config: '{key}' must be {smallest} or more, got {value}")
     if 0 < cfg.data.seed_stride < cfg.data.train_size:
         raise UserError(
-            f"config: data.seed_stride ({cfg.data.seed_stride}) is below data.train_size ({cfg.data.train_size}), so iterations would share seeds"
+            f"config: data.seed_stride ({cfg.data.seed_stride}) is below data.train_size ({cfg.data.train_size}), "
+            "so iterations would share seeds"
         )
     if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") and not Path(cfg.run_dir).is_absolute():
         # A Ray job's cwd is its unpacked working_dir copy in the Ray session dir, deleted later.
         raise UserError(
-            f"run_dir '{cfg.run_dir}' is relative, and a Ray job runs in a temporary copy of its working_dir: give an absolute run_dir=PATH"
+            f"run_dir '{cfg.run_dir}' is relative, and a Ray job runs in a temporary copy of its working_dir: "
+            "give an absolute run_dir=PATH"
         )
     for key, value in METHODS[cfg.method].settings.items():
         OmegaConf.update(cfg, key, value)
@@ -311,7 +313,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
     unknown = [name for name in cfg.data.held_out if name not in cfg.data.eval]
     if unknown:
         raise UserError(
-            f"config: data.held_out names '{unknown[0]}', which is not in data.eval ({', '.join(cfg.data.eval) or 'empty'})"
+            f"config: data.held_out names '{unknown[0]}', "
+            f"which is not in data.eval ({', '.join(cfg.data.eval) or 'empty'})"
         )
     if cfg.method == "distill" and bool(cfg.distill.teacher_file) == bool(cfg.distill.endpoint):
         raise UserError(

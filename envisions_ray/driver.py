@@ -338,14 +338,21 @@ def plan(cfg: RunConfig) -> str:
     if (run.run_dir / "pool.sqlite").exists():
         raise _existing_run(run.run_dir)
     algo, gen = cfg.algorithm, cfg.generator
+    executors = (
+        f"{cfg.env.num_executors}-{cfg.env.max_executors}" if cfg.env.max_executors else str(cfg.env.num_executors)
+    )
     return "\n".join(
         [
             f"plan: {algo.iterations} iterations of explore -> refine -> filter -> train -> eval",
-            f"  model      {run.base_model} ({len(run.prompts.shots)} shots in the prompt file, {algo.few_shot} used in iteration 0)",
-            f"  train      {len(run.train_set)} inputs from {cfg.data.train}, K={algo.k}, refine={'on' if algo.refine else 'off'}, N1={algo.n1}, N2={algo.n2}",
+            f"  model      {run.base_model} "
+            f"({len(run.prompts.shots)} shots in the prompt file, {algo.few_shot} used in iteration 0)",
+            f"  train      {len(run.train_set)} inputs from {cfg.data.train}, K={algo.k}, "
+            f"refine={'on' if algo.refine else 'off'}, N1={algo.n1}, N2={algo.n2}",
             "  eval       " + ", ".join(f"{name} ({len(examples)} inputs)" for name, examples in run.eval_sets.items()),
-            f"  actors     {gen.num_actors} x {gen.backend} generator, {cfg.env.num_executors}{f'-{cfg.env.max_executors}' if cfg.env.max_executors else ''} x {cfg.env.name} executor, {cfg.train.num_workers} train workers",
-            f"  training   from {algo.train_from}, {cfg.train.epochs} epoch(s), lr {cfg.train.lr} {cfg.train.lr_schedule}",
+            f"  actors     {gen.num_actors} x {gen.backend} generator, {executors} x {cfg.env.name} executor, "
+            f"{cfg.train.num_workers} train workers",
+            f"  training   from {algo.train_from}, {cfg.train.epochs} epoch(s), "
+            f"lr {cfg.train.lr} {cfg.train.lr_schedule}",
             f"  run_dir    {run.run_dir}",
         ]
     )
@@ -430,13 +437,15 @@ def _check_inputs(
         shared = sorted(trained & {x.id for x in examples})
         if shared:
             raise UserError(
-                f"config: eval set '{name}' shares inputs with training (first: {shared[0]}); move its first seed past the training seeds"
+                f"config: eval set '{name}' shares inputs with training (first: {shared[0]}); "
+                "move its first seed past the training seeds"
             )
     for x in [*train_set, *(x for examples in eval_sets.values() for x in examples)]:
         if x.task and len(prompts.shots_for(x.task)) < cfg.algorithm.few_shot:
             count = len(prompts.shots_for(x.task))
             raise UserError(
-                f"{cfg.env.prompt_file} has {count} demonstration(s) for task '{x.task}', fewer than algorithm.few_shot ({cfg.algorithm.few_shot})"
+                f"{cfg.env.prompt_file} has {count} demonstration(s) for task '{x.task}', "
+                f"fewer than algorithm.few_shot ({cfg.algorithm.few_shot})"
             )
 
 

@@ -12,8 +12,9 @@ One action per line; blank lines and `# comments` are skipped:
 
 An element is named by `ref=N` (the number in the observation) or by what it is: `text="…"`
 (the whole text; the exact case first, any case when nothing has it), `tag="…"`, `id="…"`,
-`cls="…"` (one class), any of them together, and `nth=k` for the k-th match in page order. Names are looked up on the live page when the step runs, so a step can name an
-element that an earlier step made appear.
+`cls="…"` (one class), any of them together, and `nth=k` for the k-th match in page order. Names
+are looked up on the live page when the step runs, so a step can name an element that an earlier
+step made appear.
 """
 
 from __future__ import annotations

@@ -85,7 +85,8 @@ class WebEnvironment:
         for binary in (cfg.chrome_binary, cfg.chromedriver):
             if shutil.which(binary) is None:
                 raise UserError(
-                    f"the web environment needs {binary}: run scripts/setup.sh (apt-get install chromium chromium-driver)"
+                    f"the web environment needs {binary}: "
+                    "run scripts/setup.sh (apt-get install chromium chromium-driver)"
                 )
         self.browser: Browser | None = None
 

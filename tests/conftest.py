@@ -6,6 +6,9 @@ import pytest
 
 from envisions_ray.data import arithmetic_problem
 
+# The throwaway Ray head's fixture (tests/ray_head.py), for the cluster-path tests.
+pytest_plugins = ["ray_head"]
+
 # Heads of 32 dimensions: vLLM's CPU attention has no kernel for smaller ones.
 TINY_LLAMA = dict(
     hidden_size=64,

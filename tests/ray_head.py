@@ -10,8 +10,8 @@ nor written; every client (CLI, notebook kernel) gets `head.env()`. Stopping it 
 every process whose command line names the temp dir is its own: that is how a test checks that
 none is left.
 
-Import the fixture into a test module with `from ray_head import ray_head`: pytest's default
-(prepend) import mode puts tests/ on sys.path, as it does for conftest.py.
+conftest.py registers the `ray_head` fixture (pytest_plugins); test modules import its helpers
+from here, which works because pytest's default (prepend) import mode puts tests/ on sys.path.
 """
 
 from __future__ import annotations

@@ -104,7 +104,9 @@ def test_ruletaker_release_format_gives_one_example_per_question():
         ("RelNeg-OWA-D0-5-Q1", "The dog sees the cat.", "False"),
     ]
     assert examples[0].meta == {
-        "context": "Bob is big. Bob is red. Erin is kind. If someone is big then they are rough. Kind people are young.",
+        "context": (
+            "Bob is big. Bob is red. Erin is kind. If someone is big then they are rough. Kind people are young."
+        ),
         "depth": 1,
     }
     assert examples[3].meta["context"] == "The cat chases the dog. The dog does not see the cat."

@@ -9,7 +9,7 @@ import json
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from ray_head import REPO, ray_head, write_tiny_config  # noqa: F401 (ray_head is a fixture)
+from ray_head import REPO, write_tiny_config
 
 NOTEBOOK = REPO / "notebooks" / "quickstart.ipynb"
 

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 from ray.job_submission import JobStatus
-from ray_head import REPO, ray_cli, ray_head, stop_head, write_tiny_config  # noqa: F401 (ray_head is a fixture)
+from ray_head import REPO, ray_cli, stop_head, write_tiny_config
 
 from envisions_ray.model import TRAINED_MARKER
 
