@@ -25,6 +25,8 @@ def tiny_model(tmp_path_factory) -> str:
     """A random 2-layer Llama and a byte-level BPE tokenizer trained on a few word problems and programs."""
     import random
 
+    import torch
+
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -45,6 +47,7 @@ def tiny_model(tmp_path_factory) -> str:
         bos_token_id=fast.eos_token_id,
         **TINY_LLAMA,
     )
+    torch.manual_seed(0)  # the same random weights whichever test asks first
     model = LlamaForCausalLM(config)
     path = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(path, safe_serialization=True)
@@ -106,6 +109,8 @@ def twelves(tmp_path) -> str:
     """A JSONL dataset of word problems; most answers are 12, a few are not."""
     import json
     import random
+
+    import torch
 
     rng = random.Random(2)
     path = tmp_path / "twelves.jsonl"

@@ -22,6 +22,8 @@ PROMPT = PromptBook.load("conf/prompts/math.yaml").explore(
 )
 # Float32 on both sides; sums over ~15 tokens of differently ordered reductions.
 TOLERANCE = 1e-3
+# Whitespace a sample may have had around its stored (stripped) text.
+WHITESPACE = [(before, after) for before in ("", " ", "\n") for after in ("", " ", "\n")]
 
 
 def engine_config(**overrides) -> GeneratorConfig:
@@ -69,12 +71,16 @@ def test_n_samples_are_cut_at_the_stop_string_and_scored_on_their_own_tokens(ray
     assert len(samples) == 6 and len({s.text for s in samples}) > 1  # temperature 1 on a half-trained model
     for sample in samples:
         assert "\n\n" not in sample.text and sample.num_tokens > 0 and sample.self_reward < 0
-    # A sample that ended on EOS holds exactly its text's tokens: the teacher-forced mean agrees.
-    forced = [(sample, *teacher_forced_mean(reference, PROMPT, sample.text)) for sample in samples]
-    on_eos = [(sample, mean) for sample, mean, count in forced if count == sample.num_tokens]
-    assert on_eos, "no sample ended on EOS"
-    for sample, mean in on_eos:
-        assert sample.self_reward == pytest.approx(mean, abs=TOLERANCE)
+    # A sample that ended on EOS holds its text's tokens, give or take the whitespace around the
+    # text that cut_at_stop strips: one such reading has its token count, and its mean agrees.
+    checked = 0
+    for sample in samples:
+        readings = [teacher_forced_mean(reference, PROMPT, before + sample.text + after) for before, after in WHITESPACE]
+        means = [mean for mean, count in readings if count == sample.num_tokens]
+        if means:
+            checked += 1
+            assert min(abs(sample.self_reward - mean) for mean in means) < TOLERANCE
+    assert checked, "no sample ended on EOS"
 
 
 def test_the_logprob_pass_matches_the_hf_backend(ray_session, engine, reference):
