@@ -26,7 +26,6 @@ def tiny_model(tmp_path_factory) -> str:
     import random
 
     import torch
-
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -47,7 +46,10 @@ def tiny_model(tmp_path_factory) -> str:
         bos_token_id=fast.eos_token_id,
         **TINY_LLAMA,
     )
-    torch.manual_seed(0)  # the same random weights whichever test asks first
+    # Seeded: torch's default seed differs per process, so unseeded weights made the suite's outcome
+    # a draw. Seed 5 gives a solver (below) that answers greedily with SOLVER_PROGRAM exactly and
+    # samples it a third of the time at 0.8; seed 0's solver writes five spaces of indent.
+    torch.manual_seed(5)
     model = LlamaForCausalLM(config)
     path = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(path, safe_serialization=True)
@@ -109,8 +111,6 @@ def twelves(tmp_path) -> str:
     """A JSONL dataset of word problems; most answers are 12, a few are not."""
     import json
     import random
-
-    import torch
 
     rng = random.Random(2)
     path = tmp_path / "twelves.jsonl"

@@ -75,7 +75,8 @@ def test_n_samples_are_cut_at_the_stop_string_and_scored_on_their_own_tokens(ray
     # text that cut_at_stop strips: one such reading has its token count, and its mean agrees.
     checked = 0
     for sample in samples:
-        readings = [teacher_forced_mean(reference, PROMPT, before + sample.text + after) for before, after in WHITESPACE]
+        texts = [before + sample.text + after for before, after in WHITESPACE]
+        readings = [teacher_forced_mean(reference, PROMPT, text) for text in texts]
         means = [mean for mean, count in readings if count == sample.num_tokens]
         if means:
             checked += 1
