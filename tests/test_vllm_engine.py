@@ -22,8 +22,6 @@ PROMPT = PromptBook.load("conf/prompts/math.yaml").explore(
 )
 # Float32 on both sides; sums over ~15 tokens of differently ordered reductions.
 TOLERANCE = 1e-3
-# Whitespace a sample may have had around its stored (stripped) text.
-WHITESPACE = [(before, after) for before in ("", " ", "\n") for after in ("", " ", "\n")]
 
 
 def engine_config(**overrides) -> GeneratorConfig:
@@ -67,21 +65,17 @@ def test_greedy_text_and_self_reward_match_the_hf_backend(ray_session, engine, r
 
 
 def test_n_samples_are_cut_at_the_stop_string_and_scored_on_their_own_tokens(ray_session, engine, reference):
-    [samples] = ray_session.get(engine.sample.remote([PROMPT], 6, 1.0, 32, True))
-    assert len(samples) == 6 and len({s.text for s in samples}) > 1  # temperature 1 on a half-trained model
+    [samples] = ray_session.get(engine.sample.remote([PROMPT], 12, 0.8, 32, True))
+    assert len(samples) == 12 and len({s.text for s in samples}) > 1  # 0.8 on a half-trained model
     for sample in samples:
         assert "\n\n" not in sample.text and sample.num_tokens > 0 and sample.self_reward < 0
-    # A sample that ended on EOS holds its text's tokens, give or take the whitespace around the
-    # text that cut_at_stop strips: one such reading has its token count, and its mean agrees.
-    checked = 0
-    for sample in samples:
-        texts = [before + sample.text + after for before, after in WHITESPACE]
-        readings = [teacher_forced_mean(reference, PROMPT, text) for text in texts]
-        means = [mean for mean, count in readings if count == sample.num_tokens]
-        if means:
-            checked += 1
-            assert min(abs(sample.self_reward - mean) for mean in means) < TOLERANCE
-    assert checked, "no sample ended on EOS"
+    # A sample of the program the solver was trained on, ended on EOS, holds that program's own
+    # tokens; other texts may have been sampled as tokens their text does not re-tokenise into.
+    learnt = [sample for sample in samples if sample.text == SOLVER_PROGRAM]
+    assert learnt, "the solver never sampled its program"
+    mean, count = teacher_forced_mean(reference, PROMPT, SOLVER_PROGRAM)
+    for sample in learnt:
+        assert sample.num_tokens == count and sample.self_reward == pytest.approx(mean, abs=TOLERANCE)
 
 
 def test_the_logprob_pass_matches_the_hf_backend(ray_session, engine, reference):
