@@ -133,7 +133,7 @@ def run_iteration(run: Run, i: int) -> None:
 
     with _timed(seconds, "select"):  # 3-4. eq. 2 filter, pool with dedup
         if not run.pool.is_done(i, "select"):
-            run.pool.select(i, long_term=algo.pool == "long_term")
+            run.pool.select(i, long_term=run.long_term)
             run.pool.mark_done(i, "select")
 
     with _timed(seconds, method.stage):  # 5. U1 and U2, or a baseline's own training data

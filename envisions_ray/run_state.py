@@ -154,9 +154,14 @@ class Run:
         """Iteration i's training inputs: web tasks move to new seeds every iteration."""
         return for_iteration(self.train_set, i, self.cfg.data.seed_stride)
 
+    @property
+    def long_term(self) -> bool:
+        """Long-term memory (algorithm.pool): the pool keeps every iteration's winners."""
+        return self.cfg.algorithm.pool == "long_term"
+
     def pool_scope(self, i: int) -> int | None:
         """Which iteration's part of the pool iteration i trains on: all of it (None), with long-term memory."""
-        return None if self.cfg.algorithm.pool == "long_term" else i
+        return None if self.long_term else i
 
     def greedy_replies(self, prompts: list[str], max_new_tokens: int) -> list[Sample]:
         """The policy's greedy reply to each prompt, chunks spread over the generators (no execution)."""
