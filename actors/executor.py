@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import ray
 
 from envisions_ray.config import EnvConfig
+from envisions_ray.envs import make_env
 from envisions_ray.types import Example, Outcome
-from envs import make_env
 
 
 class Executor:

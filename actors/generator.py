@@ -12,7 +12,7 @@ import ray
 from ray.util import get_placement_group, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from actors.backend import Backend, Sample
+from envisions_ray.actors.backend import Backend, Sample
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.model import local_copy
 
@@ -22,11 +22,11 @@ GENERATOR_GROUP = "envisions-generators"
 
 def make_backend(cfg: GeneratorConfig, model_path: str, dtype: str) -> Backend:
     if cfg.backend == "hf":
-        from actors.hf_backend import HFBackend
+        from envisions_ray.actors.hf_backend import HFBackend
 
         return HFBackend(cfg, model_path, dtype)
     if cfg.backend == "vllm":
-        from actors.vllm_backend import VLLMBackend
+        from envisions_ray.actors.vllm_backend import VLLMBackend
 
         return VLLMBackend(cfg, model_path, dtype)
     raise NotImplementedError(f"generator backend '{cfg.backend}' is not available in this build")

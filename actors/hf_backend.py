@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from actors.backend import Sample, cut_at_stop
+from envisions_ray.actors.backend import Sample, cut_at_stop
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.losses import collate, encode_prompt, sequence_logprobs, tokenize
 from envisions_ray.model import load_model_and_tokenizer

@@ -44,7 +44,7 @@ from __future__ import annotations
 import gc
 import os
 
-from actors.backend import Sample, cut_at_stop
+from envisions_ray.actors.backend import Sample, cut_at_stop
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.errors import UserError
 from envisions_ray.losses import IGNORE, encode_prompt, tokenize

@@ -17,11 +17,11 @@ import time
 import ray
 from tqdm import tqdm
 
-from actors.executor import ExecutorPool
+from envisions_ray.actors.executor import ExecutorPool
 from envisions_ray.config import EnvConfig
 from envisions_ray.data import task_input
-from envs.web_browser import Browser
-from envs.web_miniwob import WebSettings
+from envisions_ray.envs.web_browser import Browser
+from envisions_ray.envs.web_miniwob import WebSettings
 
 TASK = "click-test-2"
 PROGRAM = 'click_text("ONE")'

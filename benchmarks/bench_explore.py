@@ -15,8 +15,8 @@ import time
 import ray
 from tqdm import tqdm
 
-from actors.pool import CandidatePool
 from envisions_ray import driver
+from envisions_ray.actors.pool import CandidatePool
 from envisions_ray.config import load_config
 from envisions_ray.run_state import PoolClient, Request
 from envisions_ray.types import Sampling

@@ -16,8 +16,8 @@ import time
 import torch
 from tqdm import tqdm
 
-from actors.hf_backend import HFBackend
-from actors.vllm_backend import VLLMBackend
+from envisions_ray.actors.hf_backend import HFBackend
+from envisions_ray.actors.vllm_backend import VLLMBackend
 from envisions_ray.config import GeneratorConfig, load_config
 from envisions_ray.data import load_examples
 from envisions_ray.model import load_model_and_tokenizer, resolve_model_path

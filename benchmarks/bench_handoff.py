@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from actors.vllm_backend import VLLMBackend
+from envisions_ray.actors.vllm_backend import VLLMBackend
 from envisions_ray.config import GeneratorConfig, load_config
 from envisions_ray.data import load_examples
 from envisions_ray.model import load_model_and_tokenizer, resolve_model_path

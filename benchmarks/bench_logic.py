@@ -17,9 +17,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from envisions_ray.envs.logic_engine import LogicEngine, LogicSettings
+from envisions_ray.envs.logic_program import LogicError, answer
 from envisions_ray.types import Example
-from envs.logic_engine import LogicEngine, LogicSettings
-from envs.logic_program import LogicError, answer
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "proofwriter_dev.jsonl"
 

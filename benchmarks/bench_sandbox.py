@@ -14,8 +14,8 @@ import time
 
 from tqdm import tqdm
 
+from envisions_ray.envs.math_sandbox import MathSandbox, SandboxSettings, is_correct
 from envisions_ray.types import Example
-from envs.math_sandbox import MathSandbox, SandboxSettings, is_correct
 
 # (program, expected answer): the size and flavour of what the model writes for word problems.
 PROGRAMS = [

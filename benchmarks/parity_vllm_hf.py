@@ -16,14 +16,14 @@ import argparse
 import torch
 from tqdm import tqdm
 
-from actors.hf_backend import HFBackend
-from actors.vllm_backend import VLLMBackend, counted_tokens, samples_from_outputs
+from envisions_ray.actors.hf_backend import HFBackend
+from envisions_ray.actors.vllm_backend import VLLMBackend, counted_tokens, samples_from_outputs
 from envisions_ray.config import GeneratorConfig, load_config
 from envisions_ray.data import load_examples
+from envisions_ray.envs import make_env
 from envisions_ray.losses import encode_prompt
 from envisions_ray.model import resolve_model_path
 from envisions_ray.prompts import PromptBook
-from envs import make_env
 
 
 def teacher_forced_means(model, prompt_ids: list[int], completions: list[list[int]]) -> list[float]:

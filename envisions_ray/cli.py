@@ -113,8 +113,8 @@ def _eval(args) -> int:
 
 
 def _exec(args) -> int:
+    from envisions_ray.envs import make_env
     from envisions_ray.types import Example
-    from envs import make_env
 
     env_cfg = load_config(args.config, ["run_dir=unused"]).env if args.config else EnvConfig(name=args.domain)
     if env_cfg.name != args.domain:

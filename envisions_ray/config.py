@@ -14,9 +14,9 @@ from typing import Any, Optional
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from envisions_ray.envs import env_settings
 from envisions_ray.errors import UserError, explain, unknown_key_error
 from envisions_ray.methods import METHODS
-from envs import env_settings
 
 
 @dataclass

@@ -19,13 +19,14 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
-from actors.backend import Sample
-from actors.executor import ExecutorPool
-from actors.generator import start_generators, stop_generators
-from actors.pool import CandidatePool
-from actors.trainer import train
+from envisions_ray.actors.backend import Sample
+from envisions_ray.actors.executor import ExecutorPool
+from envisions_ray.actors.generator import start_generators, stop_generators
+from envisions_ray.actors.pool import CandidatePool
+from envisions_ray.actors.trainer import train
 from envisions_ray.config import RunConfig, to_yaml
 from envisions_ray.data import load_examples, seeded_training_ids
+from envisions_ray.envs import make_env
 from envisions_ray.errors import UserError
 from envisions_ray.methods import METHODS, Examples
 from envisions_ray.metrics import (
@@ -50,7 +51,6 @@ from envisions_ray.run_state import (
 )
 from envisions_ray.teacher import Teacher
 from envisions_ray.types import Example, Outcome, PreferenceExample, Sampling, TrainExample, Trajectory
-from envs import make_env
 
 DESCRIBE_BATCH = 16  # examples per describe call: few calls, yet spread over every executor
 

@@ -10,8 +10,8 @@ from typing import Callable, Protocol
 
 import ray
 
-from actors.backend import Sample
-from actors.executor import ExecutorPool
+from envisions_ray.actors.backend import Sample
+from envisions_ray.actors.executor import ExecutorPool
 from envisions_ray.config import RunConfig
 from envisions_ray.data import for_iteration
 from envisions_ray.prompts import PromptBook

@@ -1,7 +1,7 @@
 """Environment plugins by name. A new domain adds its module to ENVIRONMENTS, a config in conf/ and
 a prompt file; nothing in the driver changes.
 
-An environment class has the three methods of `envs.base.Environment` and a `Settings`
+An environment class has the three methods of `envisions_ray.envs.base.Environment` and a `Settings`
 dataclass: the schema of `env.settings` in the run config.
 """
 
@@ -17,9 +17,9 @@ from envisions_ray.errors import UserError, explain
 
 # Imported on first use: a domain's heavy dependencies load only in runs of that domain.
 ENVIRONMENTS = {
-    "math": "envs.math_sandbox:MathSandbox",
-    "logic": "envs.logic_engine:LogicEngine",
-    "web": "envs.web_miniwob:WebEnvironment",
+    "math": "envisions_ray.envs.math_sandbox:MathSandbox",
+    "logic": "envisions_ray.envs.logic_engine:LogicEngine",
+    "web": "envisions_ray.envs.web_miniwob:WebEnvironment",
 }
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+from envisions_ray.envs.line_server import LineServer, ServerLost
+from envisions_ray.envs.logic_worker import OUT_OF_MEMORY
 from envisions_ray.errors import UserError
 from envisions_ray.types import Example, Outcome
-from envs.line_server import LineServer, ServerLost
-from envs.logic_worker import OUT_OF_MEMORY
 
 STARTUP_TIMEOUT_S = 30.0  # the interpreter and clingo import, on a busy machine
 
@@ -37,7 +37,7 @@ class LogicEngine:
 
     def __init__(self, cfg: LogicSettings) -> None:
         self.cfg = cfg
-        command = [sys.executable, "-m", "envs.logic_worker", str(cfg.memory_mb)]
+        command = [sys.executable, "-m", "envisions_ray.envs.logic_worker", str(cfg.memory_mb)]
         self._worker = LineServer(command, "logic worker", STARTUP_TIMEOUT_S)
         try:
             self._worker.start()

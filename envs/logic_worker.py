@@ -1,6 +1,6 @@
 """The logic engine's worker process: answers Logic-LLM programs with clingo, one JSON line each.
 
-Started by envs/logic_engine.py as `python -m envs.logic_worker MEMORY_MB`:
+Started by envs/logic_engine.py as `python -m envisions_ray.envs.logic_worker MEMORY_MB`:
 
     stdin:  {"program": str, "timeout_s": float}      one JSON object per line
     stdout: {"answer": str, "error": str}             answer is True, False, Unknown or ""
@@ -14,8 +14,8 @@ import json
 import resource
 import sys
 
-from envs.line_server import READY
-from envs.logic_program import LogicError, answer
+from envisions_ray.envs.line_server import READY
+from envisions_ray.envs.logic_program import LogicError, answer
 
 MB = 1024 * 1024
 MAX_ERROR_CHARS = 500  # a reply stays one short line whatever the model wrote

@@ -16,9 +16,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from envisions_ray.envs.line_server import LineServer, ServerLost
 from envisions_ray.errors import UserError
 from envisions_ray.types import Example, Outcome
-from envs.line_server import LineServer, ServerLost
 
 SERVER_SCRIPT = Path(__file__).with_name("sandbox_server.py")
 SERVER_IN_SANDBOX = "/sandbox_server.py"

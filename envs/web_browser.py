@@ -32,7 +32,7 @@ import miniwob
 from miniwob.action import ActionSpaceConfig, ActionTypes
 from miniwob.reward import get_raw_reward
 
-from envs.web_actions import KEYS
+from envisions_ray.envs.web_actions import KEYS
 
 DIRECTORY_PREFIX = "envisions-chromium-"
 gymnasium.register_envs(miniwob)

@@ -24,11 +24,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
 from urllib3.exceptions import HTTPError
 
+from envisions_ray.envs.web_actions import ActionError, Step, matches, parse_program
+from envisions_ray.envs.web_browser import Browser
+from envisions_ray.envs.web_dom import Element, page_elements, render
 from envisions_ray.errors import UserError
 from envisions_ray.types import Example, Outcome
-from envs.web_actions import ActionError, Step, matches, parse_program
-from envs.web_browser import Browser
-from envs.web_dom import Element, page_elements, render
 
 NOT_FINISHED = "the program ended before the task did"
 # What a dead Chromium or chromedriver looks like from here: WebDriver's errors, or no connection.

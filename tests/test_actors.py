@@ -7,8 +7,8 @@ from pathlib import Path
 import ray
 import torch
 
-from actors.executor import ExecutorPool
-from actors.hf_backend import HFBackend
+from envisions_ray.actors.executor import ExecutorPool
+from envisions_ray.actors.hf_backend import HFBackend
 from envisions_ray.config import EnvConfig, GeneratorConfig
 from envisions_ray.losses import collate, target_token_loss, tokenize
 from envisions_ray.prompts import PromptBook
@@ -71,7 +71,7 @@ def test_load_swaps_weights_in_place(tiny_model, tiny_solver):
 
 
 def test_ddp_fallback_trains_and_lowers_the_loss(tiny_model, ray_session, tmp_path):
-    from actors.trainer import train
+    from envisions_ray.actors.trainer import train
     from envisions_ray.config import TrainConfig
     from envisions_ray.model import load_model_and_tokenizer
 
@@ -119,6 +119,6 @@ def test_a_checkpoint_in_storage_is_copied_onto_the_node(tiny_model):
 
 
 def test_training_attention_is_sdpa_without_a_gpu():
-    from actors.trainer import attention_implementation
+    from envisions_ray.actors.trainer import attention_implementation
 
     assert attention_implementation(use_gpu=False) == "sdpa"

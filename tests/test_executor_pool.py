@@ -2,7 +2,7 @@
 
 import time
 
-from actors.executor import ExecutorPool, scaling_step
+from envisions_ray.actors.executor import ExecutorPool, scaling_step
 from envisions_ray.config import EnvConfig
 from envisions_ray.types import Example
 

@@ -7,11 +7,11 @@ import pytest
 import ray
 import yaml
 
-from actors.executor import ExecutorPool
+from envisions_ray.actors.executor import ExecutorPool
 from envisions_ray.config import EnvConfig
+from envisions_ray.envs.logic_engine import LogicEngine, LogicSettings
 from envisions_ray.errors import UserError
 from envisions_ray.types import Example
-from envs.logic_engine import LogicEngine, LogicSettings
 
 THEORY = Example("p1", "Bob is kind.", "True", {"context": "Bob is big. Big people are kind."})
 GOOD = "Facts:\nBig(Bob, True)\nRules:\nBig($x, True) >>> Kind($x, True)\nQuery:\nKind(Bob, True)\n"

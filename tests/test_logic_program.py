@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from envs.logic_program import LogicError, answer, parse
+from envisions_ray.envs.logic_program import LogicError, answer, parse
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "proofwriter_dev.jsonl"
 

@@ -60,7 +60,7 @@ def test_logits_that_predict_prompt_tokens_do_not_move_the_loss():
 
 
 def test_self_reward_is_the_mean_raw_logprob_of_sampled_tokens_before_the_first_pad():
-    from actors.hf_backend import mean_sampled_logprob
+    from envisions_ray.actors.hf_backend import mean_sampled_logprob
 
     # Two steps over a vocabulary of 2 (token 0 is pad/EOS). Raw logits give p(1) = 3/4 at step 1
     # and p(1) = 1/2 at step 2.
@@ -72,7 +72,7 @@ def test_self_reward_is_the_mean_raw_logprob_of_sampled_tokens_before_the_first_
 
 
 def test_self_reward_leaves_out_eos_also_when_pad_is_another_token():
-    from actors.hf_backend import mean_sampled_logprob, sampled_mask
+    from envisions_ray.actors.hf_backend import mean_sampled_logprob, sampled_mask
 
     # Vocabulary of 3: token 0 is pad, token 2 is EOS. p(1) = 3/4 at step 1; EOS then has p = 1/2.
     step_logits = (

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from actors.backend import Sample
+from envisions_ray.actors.backend import Sample
 from envisions_ray.config import load_config
 from envisions_ray.methods import METHODS
 from envisions_ray.prompts import PromptBook

@@ -1,6 +1,6 @@
 """The candidate pool's memory: long-term by default, one iteration's worth for the ablation."""
 
-from actors.pool import CandidatePool
+from envisions_ray.actors.pool import CandidatePool
 from envisions_ray.types import Trajectory
 
 

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
+from envisions_ray.envs.math_sandbox import REPLY_MARGIN_S, MathSandbox, SandboxSettings
 from envisions_ray.errors import UserError
 from envisions_ray.types import Example
-from envs.math_sandbox import REPLY_MARGIN_S, MathSandbox, SandboxSettings
 
 TIMEOUT_S = 1.0
 SLACK_S = 1.0  # how far past the timeout a hostile program may hold the caller

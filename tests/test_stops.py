@@ -7,7 +7,7 @@ import torch
 from transformers import AutoTokenizer, StoppingCriteria
 from transformers.generation.stopping_criteria import StopStringCriteria
 
-from actors.hf_backend import StopInGeneratedText
+from envisions_ray.actors.hf_backend import StopInGeneratedText
 from envisions_ray.model import PACKAGED_MODELS, _packaged_gguf_dir
 from envisions_ray.prompts import PromptBook
 

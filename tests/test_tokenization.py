@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from actors.backend import cut_at_stop
-from actors.hf_backend import HFBackend
+from envisions_ray.actors.backend import cut_at_stop
+from envisions_ray.actors.hf_backend import HFBackend
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.losses import IGNORE, encode_prompt, target_ids, tokenize
 from envisions_ray.prompts import PromptBook

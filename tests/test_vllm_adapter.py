@@ -21,10 +21,10 @@ from types import SimpleNamespace
 
 import pytest
 
-import actors.generator
-from actors.backend import Sample
-from actors.generator import make_backend, start_generators
-from actors.vllm_backend import VLLMBackend, engine_args, samples_from_outputs, target_logprob_sums
+import envisions_ray.actors.generator
+from envisions_ray.actors.backend import Sample
+from envisions_ray.actors.generator import make_backend, start_generators
+from envisions_ray.actors.vllm_backend import VLLMBackend, engine_args, samples_from_outputs, target_logprob_sums
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.errors import UserError
 
@@ -150,10 +150,12 @@ def test_without_vllm_the_backend_says_which_extra_to_install(monkeypatch):
 def test_each_generator_actor_gets_a_bundle_with_all_its_engines_gpus(monkeypatch, backend, engine_gpus):
     made, started = {}, []
     monkeypatch.setattr(
-        actors.generator, "placement_group", lambda bundles, strategy, name: made.setdefault("bundles", bundles)
+        envisions_ray.actors.generator,
+        "placement_group",
+        lambda bundles, strategy, name: made.setdefault("bundles", bundles),
     )
     actor = SimpleNamespace(options=lambda **options: SimpleNamespace(remote=lambda *args: started.append(options)))
-    monkeypatch.setattr(actors.generator, "ray", SimpleNamespace(remote=lambda cls: actor))
+    monkeypatch.setattr(envisions_ray.actors.generator, "ray", SimpleNamespace(remote=lambda cls: actor))
     start_generators(
         GeneratorConfig(backend=backend, num_actors=2, num_cpus=3, num_gpus=1, tensor_parallel_size=4), "m", "bfloat16"
     )

@@ -12,8 +12,8 @@ import pytest
 import torch
 from conftest import SOLVER_PROGRAM
 
-from actors.generator import Generator
-from actors.hf_backend import HFBackend
+from envisions_ray.actors.generator import Generator
+from envisions_ray.actors.hf_backend import HFBackend
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.prompts import PromptBook
 

@@ -15,12 +15,12 @@ import pytest
 import ray
 import yaml
 
-from actors.executor import ExecutorPool
+from envisions_ray.actors.executor import ExecutorPool
 from envisions_ray.config import EnvConfig
 from envisions_ray.data import task_input
+from envisions_ray.envs.web_browser import DIRECTORY_PREFIX, processes_under
+from envisions_ray.envs.web_miniwob import NOT_FINISHED, WebEnvironment, WebSettings
 from envisions_ray.types import Outcome
-from envs.web_browser import DIRECTORY_PREFIX, processes_under
-from envs.web_miniwob import NOT_FINISHED, WebEnvironment, WebSettings
 
 CLICK_ONE = 'click_text("ONE")'  # click-test-2: right on every seed
 

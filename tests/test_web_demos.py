@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from envisions_ray.data import load_examples, task_input
+from envisions_ray.envs.web_miniwob import WebEnvironment, WebSettings
 from envisions_ray.prompts import PromptBook
-from envs.web_miniwob import WebEnvironment, WebSettings
 
 PROMPTS = Path("conf/prompts/web.yaml")
 SHOTS = yaml.safe_load(PROMPTS.read_text())["shots"]

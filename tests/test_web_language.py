@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from envs.web_actions import ActionError, Step, Target, matches, parse_program
-from envs.web_dom import Element, page_elements, render
+from envisions_ray.envs.web_actions import ActionError, Step, Target, matches, parse_program
+from envisions_ray.envs.web_dom import Element, page_elements, render
 
 
 def test_every_action_parses_into_its_step():
