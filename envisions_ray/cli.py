@@ -113,6 +113,7 @@ def _eval(args) -> int:
 
 
 def _exec(args) -> int:
+    from envisions_ray.data import text_field
     from envisions_ray.envs import make_env
     from envisions_ray.types import Example
 
@@ -123,15 +124,24 @@ def _exec(args) -> int:
     if not solution_path.is_file():
         raise UserError(f"solution file not found: {solution_path}")
     try:
+        solution = solution_path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{solution_path} is not a UTF-8 text file") from None
+    try:
         fields = json.loads(args.input)
     except json.JSONDecodeError as err:
         raise UserError(f"--input is not valid JSON: {err.msg}") from None
+    if not isinstance(fields, dict):
+        raise UserError('--input must be a JSON object, e.g. \'{"answer": "72"}\'')
     example = Example(
-        str(fields.pop("id", "cli")), str(fields.pop("question", "")), str(fields.pop("answer", "")), fields
+        text_field(fields, "id", "--input", default="cli"),
+        text_field(fields, "question", "--input", default=""),
+        text_field(fields, "answer", "--input", default=""),
+        {k: v for k, v in fields.items() if k not in ("id", "question", "answer")},
     )
     env = make_env(env_cfg)
     try:
-        outcome = env.execute(solution_path.read_text(), example)
+        outcome = env.execute(solution, example)
     finally:
         env.close()
     print(json.dumps({"reward": outcome.reward, "output": outcome.output, "error": outcome.error}))

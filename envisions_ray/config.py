@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from envisions_ray.envs import env_settings
@@ -274,6 +274,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
                 loaded = OmegaConf.load(path)
             except Exception as err:  # YAML syntax: keep the parser's first line only
                 raise UserError(f"config: {path} is not valid YAML: {str(err).splitlines()[0]}")
+            if not isinstance(loaded, DictConfig):
+                raise UserError(f"config: {path} must be a YAML mapping of keys (like conf/math_quickstart.yaml)")
             cfg = OmegaConf.merge(cfg, loaded)
         for item in overrides:
             if "=" not in item:

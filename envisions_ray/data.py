@@ -92,8 +92,12 @@ def _records(path: Path):
     """(line number, JSON object) for each non-blank line; errors name the file and line."""
     if not path.is_file():
         raise UserError(f"dataset not found: {path}")
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
+    with path.open("rb") as lines:  # decoded line by line, so a bad byte is reported at its line
+        for number, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise UserError(f"{path}:{number}: not UTF-8 ({err.reason} at byte {err.start})") from None
             if not line.strip():
                 continue
             try:
@@ -105,14 +109,33 @@ def _records(path: Path):
             yield number, record
 
 
+def _json_type(value) -> str:
+    names = {type(None): "null", bool: "a boolean", list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def text_field(record: dict, key: str, where: str, default: str | None = None) -> str:
+    """A question or answer as text: a string, or a number written as one (JSON `72` is "72").
+
+    null, booleans, lists and objects are refused: str(None) is "None", which `return None` would match.
+    """
+    if key not in record and default is not None:
+        return default
+    value = record.get(key)
+    if isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return str(value)
+    found = "missing" if key not in record else _json_type(value)
+    raise UserError(f"{where}: '{key}' must be a string or a number, not {found}")
+
+
 def load_jsonl(path: Path) -> list[Example]:
     examples = []
     for number, record in _records(path):
-        if "question" not in record or "answer" not in record:
-            raise UserError(f"{path}:{number}: a record needs 'question' and 'answer'")
+        where = f"{path}:{number}"
+        question, answer = text_field(record, "question", where), text_field(record, "answer", where)
+        example_id = text_field(record, "id", where, default=f"{path.stem}-{number}")
         meta = {k: v for k, v in record.items() if k not in ("id", "question", "answer")}
-        example_id = str(record.get("id", f"{path.stem}-{number}"))
-        examples.append(Example(example_id, str(record["question"]), normalise_answer(str(record["answer"])), meta))
+        examples.append(Example(example_id, question, normalise_answer(answer), meta))
     if not examples:
         raise UserError(f"dataset is empty: {path}")
     return examples
@@ -128,8 +151,12 @@ def load_ruletaker(path: Path) -> list[Example]:
         # The release keys questions Q1, Q2, ...; some conversions keep them as a list.
         items = questions.items() if isinstance(questions, dict) else enumerate(questions, start=1)
         for key, question in items:
-            if not isinstance(question, dict) or "question" not in question or "answer" not in question:
-                raise UserError(f"{path}:{number}: question {key} needs 'question' and 'answer'")
+            if (
+                not isinstance(question, dict)
+                or not isinstance(question.get("question"), str)
+                or "answer" not in question
+            ):
+                raise UserError(f"{path}:{number}: question {key} needs a 'question' string and an 'answer'")
             label = RULETAKER_LABELS.get(str(question["answer"]).lower())
             if label is None:
                 raise UserError(

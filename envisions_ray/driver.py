@@ -8,8 +8,10 @@ once, and every finished stage is marked there, which is all `--resume` needs.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, replace
@@ -53,6 +55,7 @@ from envisions_ray.teacher import Teacher
 from envisions_ray.types import Example, Outcome, PreferenceExample, Sampling, TrainExample, Trajectory
 
 DESCRIBE_BATCH = 16  # examples per describe call: few calls, yet spread over every executor
+LOCK_FILE = "driver.lock"  # in the run directory; names the driver that holds it
 
 
 def prepare(cfg: RunConfig, convert_model: bool = True) -> Run:
@@ -78,26 +81,28 @@ def prepare(cfg: RunConfig, convert_model: bool = True) -> Run:
 def run_experiment(cfg: RunConfig, resume: bool = False) -> None:
     """`envisions run`: the base model's eval, then the iterations, resumed from the pool when asked."""
     run = prepare(cfg)
-    _claim_run_dir(run.run_dir, resume)
-    (run.run_dir / "config.yaml").write_text(to_yaml(cfg))
-    connect_ray(cfg)
-    # Beside the driver, so pool.sqlite lands in the run directory the driver writes (config.yaml,
-    # metrics.jsonl); a zero-CPU actor could otherwise be placed on any node of a cluster.
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    run.pool = PoolClient(
-        ray.remote(CandidatePool).options(num_cpus=0, scheduling_strategy=here).remote(str(run.run_dir / "pool.sqlite"))
-    )
-    try:
-        start_actors(run)
-        if not run.pool.is_done(-1, "eval"):
-            scores, tokens = evaluate(run, shots=cfg.algorithm.few_shot)
-            _record(run, {"policy": 0, **scores, "tokens": {"eval": tokens}})
-            run.pool.mark_done(-1, "eval")
-        for iteration in range(cfg.algorithm.iterations):
-            run_iteration(run, iteration)
-        print(f"done: {run.run_dir} (envisions report {run.run_dir} draws the curves)")
-    finally:
-        stop_actors(run)
+    with _claimed_run_dir(run.run_dir, resume):
+        (run.run_dir / "config.yaml").write_text(to_yaml(cfg))
+        connect_ray(cfg)
+        # Beside the driver, so pool.sqlite lands in the run directory the driver writes (config.yaml,
+        # metrics.jsonl); a zero-CPU actor could otherwise be placed on any node of a cluster.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        run.pool = PoolClient(
+            ray.remote(CandidatePool)
+            .options(num_cpus=0, scheduling_strategy=here)
+            .remote(str(run.run_dir / "pool.sqlite"))
+        )
+        try:
+            start_actors(run)
+            if not run.pool.is_done(-1, "eval"):
+                scores, tokens = evaluate(run, shots=cfg.algorithm.few_shot)
+                _record(run, {"policy": 0, **scores, "tokens": {"eval": tokens}})
+                run.pool.mark_done(-1, "eval")
+            for iteration in range(cfg.algorithm.iterations):
+                run_iteration(run, iteration)
+            print(f"done: {run.run_dir} (envisions report {run.run_dir} draws the curves)")
+        finally:
+            stop_actors(run)
 
 
 def run_iteration(run: Run, i: int) -> None:
@@ -471,8 +476,10 @@ def _trajectory(request: Request, sample: Sample, outcome: Outcome, iteration: i
     )
 
 
-def _claim_run_dir(run_dir: Path, resume: bool) -> None:
-    """A new run needs an empty, writable directory; a resumed one needs its pool."""
+@contextmanager
+def _claimed_run_dir(run_dir: Path, resume: bool):
+    """A new run needs an empty, writable directory; a resumed one needs its pool. Either way one
+    driver at a time: the lock is the kernel's, so it goes with a killed driver and --resume works."""
     has_pool = (run_dir / "pool.sqlite").exists()
     if resume and not has_pool:
         raise UserError(f"nothing to resume in {run_dir}: it has no pool.sqlite")
@@ -480,11 +487,19 @@ def _claim_run_dir(run_dir: Path, resume: bool) -> None:
         raise _existing_run(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        lock = (run_dir / LOCK_FILE).open("a+")
     except OSError as err:
         raise UserError(f"run directory {run_dir} is not writable: {err.strerror}") from None
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise UserError(f"{run_dir} is in use by another driver ({lock.read().strip()}); stop it first") from None
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        lock.flush()
+        yield
 
 
 def _existing_run(run_dir: Path) -> UserError:

@@ -1,12 +1,15 @@
 """Bad input gives one line on stderr and exit code 2, and nothing is written; `exec` and `--dry-run`."""
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
 from envisions_ray.cli import main
+from envisions_ray.driver import _claimed_run_dir
+from envisions_ray.errors import UserError
 
 QUICKSTART = "conf/math_quickstart.yaml"
 
@@ -108,6 +111,66 @@ def test_exec_bad_input(tmp_path):
     (tmp_path / "s.py").write_text("")
     code, _, err = run_envisions("exec", "math", str(tmp_path / "s.py"), "--input", "{oops")
     assert_one_line_error(code, err, "--input is not valid JSON")
+    for not_an_object in ("[1,2]", '"x"'):
+        code, _, err = run_envisions("exec", "math", str(tmp_path / "s.py"), "--input", not_an_object)
+        assert_one_line_error(code, err, "--input must be a JSON object")
+    # str(None) is "None": a null answer would reward `return None`.
+    (tmp_path / "none.py").write_text("def solution():\n    return None\n")
+    code, _, err = run_envisions("exec", "math", str(tmp_path / "none.py"), "--input", '{"answer": null}')
+    assert_one_line_error(code, err, "'answer' must be a string or a number, not null")
+    (tmp_path / "binary.py").write_bytes(b"\x7fELF\x02\x01\x01\x00\xff\xfe")
+    code, _, err = run_envisions("exec", "math", str(tmp_path / "binary.py"), "--input", "{}")
+    assert_one_line_error(code, err, "binary.py is not a UTF-8 text file")
+
+
+@pytest.mark.parametrize(
+    "record, needle",
+    [
+        (b'{"question": "1+1?", "answer": null}', ":2: 'answer' must be a string or a number, not null"),
+        (b'{"question": ["a"], "answer": "2"}', ":2: 'question' must be a string or a number, not a list"),
+        (b'{"question": "1+1?"}', ":2: 'answer' must be a string or a number, not missing"),
+        (b'{"question": "caf\xe9", "answer": "2"}', ":2: not UTF-8"),
+    ],
+)
+def test_bad_dataset_fields_name_file_and_line(tmp_path, record, needle):
+    data = tmp_path / "train.jsonl"
+    data.write_bytes(b'{"question": "1+1?", "answer": 2}\n' + record + b"\n")
+    code, _, err = run_envisions("run", QUICKSTART, f"run_dir={tmp_path / 'run'}", f"data.train={data}")
+    assert_one_line_error(code, err, f"{data}{needle}")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_that_is_not_a_mapping_is_one_line(tmp_path):
+    config = tmp_path / "list.yaml"
+    config.write_text("- a\n- b\n")
+    code, _, err = run_envisions("run", str(config), "--dry-run")
+    assert_one_line_error(code, err, "must be a YAML mapping")
+
+
+def test_a_second_driver_on_a_run_directory_is_refused_until_the_first_dies(tmp_path):
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from envisions_ray.driver import _claimed_run_dir\n"
+            f"with _claimed_run_dir(Path({str(run_dir)!r}), resume=False):\n"
+            "    print('held', flush=True); time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        (run_dir / "pool.sqlite").write_text("")  # what the first driver's pool would have made by now
+        with pytest.raises(UserError, match=rf"in use by another driver \(pid {holder.pid} on "):
+            with _claimed_run_dir(run_dir, resume=True):
+                pass
+    finally:
+        holder.kill()  # as SIGKILL leaves it: no cleanup ran, yet the kernel dropped the lock
+        holder.wait()
+    with _claimed_run_dir(run_dir, resume=True):
+        assert f"pid {os.getpid()} on " in (run_dir / "driver.lock").read_text()
 
 
 def test_overrides_may_follow_options(tmp_path):

@@ -34,7 +34,7 @@ def test_malformed_line_names_file_and_line(tmp_path):
     with pytest.raises(UserError, match=r"bad.jsonl:2: not valid JSON"):
         load_examples(str(path))
     path.write_text('{"question": "a", "answer": "1"}\n{"q": "b", "answer": "1"}\n')
-    with pytest.raises(UserError, match=r"bad.jsonl:2: a record needs 'question' and 'answer'"):
+    with pytest.raises(UserError, match=r"bad.jsonl:2: 'question' must be a string or a number, not missing"):
         load_examples(str(path))
     with pytest.raises(UserError, match="dataset not found"):
         load_examples(str(tmp_path / "absent.jsonl"))
