@@ -2,26 +2,31 @@
 
 A solution is Python source defining `solution()`; its return value, as a string, is the answer.
 Programs run in one long-lived fork server (envs/sandbox_server.py) inside bubblewrap: no network,
-no /etc, /home, /root or /work, a private /tmp and PID namespace, all capabilities dropped, and an
-unprivileged uid when the host runs as root. The server forks once per program, which costs a
-fraction of starting an interpreter. A server that dies or stops answering is replaced, so one
-hostile program costs its own reward and nothing else.
+no /etc, /home, /root or /work, a PID namespace, all capabilities dropped, and an unprivileged uid
+when the host runs as root. The only writable place is a private /tmp of `tmp_mb`, emptied after
+every program: bubblewrap's tmpfs lives in the host's shared memory, so files a program leaves
+would otherwise pile up there for as long as the executor lives. The server forks once per
+program, which costs a fraction of starting an interpreter. A server that dies or stops answering
+is replaced, so one hostile program costs its own reward and nothing else.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from envisions_ray.envs.leftovers import owned_directory, remove_directory
 from envisions_ray.envs.line_server import LineServer, ServerLost
 from envisions_ray.errors import UserError
 from envisions_ray.types import Example, Outcome
 
 SERVER_SCRIPT = Path(__file__).with_name("sandbox_server.py")
 SERVER_IN_SANDBOX = "/sandbox_server.py"
+SCRATCH_IN_SANDBOX = "/tmp"
+DIRECTORY_PREFIX = "envisions-math-sandbox-"
+MB = 1024 * 1024
 SANDBOX_PATH = "/usr/bin:/bin"
 # What the interpreter needs, read-only; /etc, /home, /root and /work stay out of sight.
 SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/bin", "/sbin")
@@ -42,10 +47,12 @@ class SandboxSettings:
     # Debian's interpreter: a dropped uid cannot read one under /root (mode 700).
     python: str = "/usr/bin/python3.11"
     timeout_s: float = 2.0
+    # One program's memory, all its processes together: each process may use memory_mb / max_processes.
     memory_mb: int = 512
-    max_processes: int = 64
+    max_processes: int = 4  # a program's own processes, itself included
     max_file_mb: int = 1
     max_open_files: int = 32
+    tmp_mb: int = 16  # the program's /tmp, emptied after each program
     # Without bubblewrap the sandbox refuses to start unless this weaker rlimit-only mode is allowed.
     allow_rlimit_only: bool = False
     # Uid/gid the sandbox drops to when started as root.
@@ -62,7 +69,7 @@ def is_correct(output: str, answer: str) -> bool:
         return False
 
 
-def bwrap_command(bwrap: str, python: str, script: Path) -> list[str]:
+def bwrap_command(bwrap: str, python: str, script: Path, tmp_mb: int) -> list[str]:
     system = []
     for path in SYSTEM_DIRS:
         if os.path.islink(path):  # merged-/usr systems: /lib -> usr/lib and friends
@@ -74,10 +81,12 @@ def bwrap_command(bwrap: str, python: str, script: Path) -> list[str]:
         # No nested user namespaces: they would hand the program capabilities and kernel surface.
         "--unshare-user", "--disable-userns",
         *system,
-        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+        "--proc", "/proc", "--dev", "/dev", "--size", str(tmp_mb * MB), "--tmpfs", SCRATCH_IN_SANDBOX,
         "--ro-bind", str(script), SERVER_IN_SANDBOX,
-        "--clearenv", "--setenv", "PATH", SANDBOX_PATH, "--chdir", "/tmp",
-        python, "-I", "-S", SERVER_IN_SANDBOX,
+        # bwrap's root and /dev are tmpfs too, uncapped: read-only, they leave /tmp the one place to write.
+        "--remount-ro", "/dev", "--remount-ro", "/",
+        "--clearenv", "--setenv", "PATH", SANDBOX_PATH, "--chdir", SCRATCH_IN_SANDBOX,
+        python, "-I", "-S", SERVER_IN_SANDBOX, SCRATCH_IN_SANDBOX,
     ]  # fmt: skip
 
 
@@ -90,21 +99,24 @@ class MathSandbox:
             raise UserError(MISSING_BWRAP)
         self.cfg = cfg
         # The dropped uid may not be able to read this checkout, so the server runs from a copy.
-        self._workdir = tempfile.TemporaryDirectory(prefix="math-sandbox-")
-        os.chmod(self._workdir.name, 0o755)
-        script = Path(self._workdir.name) / SERVER_SCRIPT.name
+        self._workdir = owned_directory(DIRECTORY_PREFIX)
+        os.chmod(self._workdir, 0o755)
+        script = self._workdir / SERVER_SCRIPT.name
         shutil.copyfile(SERVER_SCRIPT, script)
         os.chmod(script, 0o644)
-        if bwrap is None:  # rlimit-only: same server, no namespaces
-            command = [cfg.python, "-I", "-S", str(script)]
+        if bwrap is None:  # rlimit-only: same server, no namespaces, and no cap on the scratch directory
+            scratch = self._workdir / "scratch"
+            scratch.mkdir()
+            os.chmod(scratch, 0o777)
+            command = [cfg.python, "-I", "-S", str(script), str(scratch)]
         else:
-            command = bwrap_command(bwrap, cfg.python, script)
+            command = bwrap_command(bwrap, cfg.python, script, cfg.tmp_mb)
         # As root, bwrap itself runs unprivileged and gets its powers from a user namespace.
         drop = {}
         if os.geteuid() == 0:
             drop = {"user": cfg.unprivileged_uid, "group": cfg.unprivileged_gid, "extra_groups": []}
         self._server = LineServer(
-            command, "sandbox server", STARTUP_TIMEOUT_S, cwd=self._workdir.name, env={"PATH": SANDBOX_PATH}, **drop
+            command, "sandbox server", STARTUP_TIMEOUT_S, cwd=self._workdir, env={"PATH": SANDBOX_PATH}, **drop
         )
         try:
             self._server.start()  # a sandbox that cannot start is a setup problem: say so now
@@ -137,7 +149,7 @@ class MathSandbox:
 
     def close(self) -> None:
         self._server.close()
-        self._workdir.cleanup()
+        remove_directory(self._workdir)
 
     def __del__(self) -> None:
         if hasattr(self, "_server"):  # __init__ may have refused before acquiring anything

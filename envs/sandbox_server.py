@@ -1,7 +1,7 @@
 """Fork server that runs untrusted solution programs, one at a time, inside the sandbox.
 
-Started by envs/math_sandbox.py as `python3.11 -I -S sandbox_server.py`, under bubblewrap, so it
-uses the standard library only. It writes one READY line, then answers requests:
+Started by envs/math_sandbox.py as `python3.11 -I -S sandbox_server.py SCRATCH_DIR`, under
+bubblewrap, so it uses the standard library only. It writes one READY line, then answers requests:
 
     stdin:  {"program": str, "timeout_s": float, "memory_mb": int, "max_processes": int,
              "max_file_mb": int, "max_open_files": int}            one JSON object per line
@@ -10,7 +10,13 @@ uses the standard library only. It writes one READY line, then answers requests:
 Each program runs in a forked child: forking this small, already started interpreter is what
 makes a program cheap. The child confines itself with rlimits, runs `solution()` and writes its
 result to a pipe; the server waits on that pipe with a wall-clock deadline, then kills and reaps
-every process the program left behind, so the next program starts from a clean sandbox.
+every process the program left behind and empties the scratch directory (the sandbox's /tmp), so the
+next program starts from a clean sandbox. A scratch directory it cannot empty ends the server: the
+next request starts a fresh sandbox, with a fresh /tmp.
+
+Memory is bounded per program, not per process: a program may run `max_processes` processes
+(RLIMIT_NPROC, which the kernel counts per user namespace, so per sandbox), each of at most
+memory_mb / max_processes of address space.
 """
 
 import ctypes
@@ -55,6 +61,23 @@ def set_limit(kind: int, value: int) -> None:
     resource.setrlimit(kind, (value, value))
 
 
+def processes_of_this_user() -> int:
+    """Processes of our uid that the kernel counts against RLIMIT_NPROC before the program starts:
+    bubblewrap's init, this server and the program itself."""
+    uid = str(os.getuid())
+    count = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():  # "self" and "thread-self" would count the caller again
+            continue
+        try:
+            with open(f"/proc/{name}/status") as f:
+                uids = next(line for line in f if line.startswith("Uid:")).split()
+        except (OSError, StopIteration):  # exited since listdir
+            continue
+        count += uids[1] == uid
+    return count
+
+
 def confine(request: dict) -> None:
     """Own process group (a kill(0) hits only the program), rlimits, /dev/null for stdio."""
     os.setpgid(0, 0)
@@ -62,9 +85,10 @@ def confine(request: dict) -> None:
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.close(devnull)
-    set_limit(resource.RLIMIT_AS, request["memory_mb"] * MB)
+    set_limit(resource.RLIMIT_AS, request["memory_mb"] * MB // request["max_processes"])
     set_limit(resource.RLIMIT_CPU, int(request["timeout_s"]) + CPU_GRACE_S)
-    set_limit(resource.RLIMIT_NPROC, request["max_processes"])
+    # The program's processes come on top of those already running, itself counted among them.
+    set_limit(resource.RLIMIT_NPROC, processes_of_this_user() - 1 + request["max_processes"])
     set_limit(resource.RLIMIT_FSIZE, request["max_file_mb"] * MB)
     set_limit(resource.RLIMIT_NOFILE, request["max_open_files"])
 
@@ -159,6 +183,18 @@ def kill_everything(child: int) -> int:
     return status
 
 
+def empty_directory(path: str) -> None:
+    """Remove everything in `path`; the program may have made parts of it unreadable (same uid)."""
+    for name in os.listdir(path):
+        entry = os.path.join(path, name)
+        if os.path.isdir(entry) and not os.path.islink(entry):
+            os.chmod(entry, 0o700)
+            empty_directory(entry)
+            os.rmdir(entry)
+        else:
+            os.unlink(entry)
+
+
 def no_result(status: int) -> str:
     code = os.waitstatus_to_exitcode(status)
     if code < 0:
@@ -193,6 +229,7 @@ def handle(request: dict) -> dict:
 
 
 def main() -> None:
+    scratch = sys.argv[1]
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     # Not dumpable: a program (same uid) can neither ptrace the server nor open its /proc fds.
     prctl(PR_SET_DUMPABLE, 0)
@@ -200,7 +237,13 @@ def main() -> None:
     solve(WARMUP_PROGRAM)
     write_line(READY)
     for line in sys.stdin.buffer:
-        write_line(handle(json.loads(line)))
+        reply = handle(json.loads(line))
+        try:
+            empty_directory(scratch)
+        except (OSError, RecursionError):  # too deep or too strange: a fresh sandbox is cleaner
+            write_line(reply)
+            sys.exit(f"could not empty {scratch}")
+        write_line(reply)
 
 
 if __name__ == "__main__":

@@ -22,16 +22,13 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
-import signal
-import tempfile
-from pathlib import Path
 
 import gymnasium
 import miniwob
 from miniwob.action import ActionSpaceConfig, ActionTypes
 from miniwob.reward import get_raw_reward
 
+from envisions_ray.envs.leftovers import owned_directory, processes_under, remove_directory
 from envisions_ray.envs.web_actions import KEYS
 
 DIRECTORY_PREFIX = "envisions-chromium-"
@@ -46,9 +43,8 @@ def action_space() -> ActionSpaceConfig:
 class Browser:
     def __init__(self, task: str, chrome_binary: str, chromedriver: str, flags: list[str], refresh: bool) -> None:
         self.task = task
-        sweep_orphans()  # whatever a killed executor left behind, before this browser adds its own
         # The owner's pid in the name lets a later executor clean up after one that was killed.
-        self.directory = Path(tempfile.mkdtemp(prefix=f"{DIRECTORY_PREFIX}{os.getpid()}-"))
+        self.directory = owned_directory(DIRECTORY_PREFIX)
         wrapper = self.directory / "chrome"
         wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(chrome_binary)} "$@" {shlex.join(flags)}\n')
         wrapper.chmod(0o700)
@@ -109,46 +105,4 @@ class Browser:
             except Exception:  # a crashed browser cannot be quit politely; the sweep below ends it
                 pass
             del self.env
-        _kill(processes_under(str(self.directory)))
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def sweep_orphans() -> None:
-    """Remove what killed executors left: browsers and directories whose owner process is gone.
-
-    A SIGKILLed actor cannot quit its browser; chromedriver and Chromium outlive it."""
-    for directory in Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*-*"):
-        owner = directory.name.removeprefix(DIRECTORY_PREFIX).split("-")[0]
-        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
-            _kill(processes_under(str(directory)))
-            shutil.rmtree(directory, ignore_errors=True)
-
-
-def _kill(pids: list[int]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def processes_under(directory: str) -> list[int]:
-    """Live (not zombie) processes whose command line or environment mentions `directory`.
-
-    chromedriver is found by its environment (TMPDIR), Chromium and its helpers by their command
-    line (--user-data-dir, or the wrapper path)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
-            if (
-                directory.encode() in (entry / "cmdline").read_bytes()
-                or directory.encode() in (entry / "environ").read_bytes()
-            ):
-                found.append(int(entry.name))
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-    return found
+        remove_directory(self.directory)

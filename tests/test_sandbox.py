@@ -5,11 +5,15 @@ import ast
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
+from envisions_ray.envs.leftovers import processes_under
 from envisions_ray.envs.math_sandbox import REPLY_MARGIN_S, MathSandbox, SandboxSettings
 from envisions_ray.errors import UserError
 from envisions_ray.types import Example
@@ -196,6 +200,82 @@ def test_wedged_server_is_replaced(sandbox):
     assert "did not reply" in outcome.error
     assert elapsed < TIMEOUT_S + REPLY_MARGIN_S + SLACK_S
     assert_still_works(sandbox)
+
+
+def test_tmp_is_emptied_after_every_program_and_capped(sandbox):
+    # bwrap's tmpfs is host shared memory: what a program leaves must not outlive it.
+    litter = (
+        "import os\ndef solution():\n    os.makedirs('/tmp/d/e')\n    open('/tmp/d/e/f', 'w').write('x')\n"
+        "    os.chmod('/tmp/d', 0)\n    open('/tmp/g', 'w').write('y' * 1000)\n    return 12\n"
+    )
+    assert sandbox.execute(litter, TWELVE).reward == 1
+    listing = "import os\ndef solution():\n    return os.listdir('/tmp')\n"
+    assert sandbox.execute(listing, TWELVE).output == "[]"
+    # max_file_mb caps each file, tmp_mb all of them: 1 MB files until the tmpfs is full.
+    fill = (
+        "def solution():\n    written = 0\n    try:\n        for i in range(1000):\n"
+        "            with open(f'/tmp/{i}', 'wb') as f:\n                f.write(b'x' * (1024 * 1024 - 1))\n"
+        "            written += 1\n    except OSError as err:\n        return f'{written} {err.errno}'\n"
+    )
+    written, errno = sandbox.execute(fill, TWELVE).output.split()
+    assert int(written) <= SandboxSettings().tmp_mb and errno == "28"  # ENOSPC
+    assert_still_works(sandbox)
+
+
+def test_tmp_is_the_only_writable_place(sandbox):
+    probe = (
+        "def solution():\n    refused = []\n    for d in ('/', '/dev', '/dev/shm', '/usr'):\n        try:\n"
+        "            open(d.rstrip('/') + '/probe', 'w')\n        except OSError:\n"
+        "            refused.append(d)\n    return refused\n"
+    )
+    assert sandbox.execute(probe, TWELVE).output == "['/', '/dev', '/dev/shm', '/usr']"
+
+
+@needs_bwrap
+def test_memory_is_bounded_per_program_not_per_process():
+    # Seven processes of 40 MB each would take 280 MB; the program has 256 MB in all.
+    settings = SandboxSettings(timeout_s=5.0, memory_mb=256)
+    program = (
+        "import os, time\ndef solution():\n    held = 0\n    for _ in range(6):\n        r, w = os.pipe()\n"
+        "        try:\n            pid = os.fork()\n        except OSError:\n            break\n"
+        "        if pid == 0:\n            try:\n                block = bytearray(40 * 1024 * 1024)\n"
+        "                os.write(w, b'1')\n            except MemoryError:\n                os.write(w, b'0')\n"
+        "            time.sleep(60)\n        held += 40 * int(os.read(r, 1))\n    try:\n"
+        "        block = bytearray(40 * 1024 * 1024)\n        held += 40\n    except MemoryError:\n"
+        "        pass\n    return held\n"
+    )
+    env = MathSandbox(settings)
+    try:
+        held = env.execute(program, TWELVE)
+        assert held.error == "" and 0 < int(held.output) <= settings.memory_mb
+        assert_still_works(env)
+    finally:
+        env.close()
+
+
+@needs_bwrap
+def test_a_killed_executors_sandbox_directory_is_swept():
+    owner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from envisions_ray.envs.math_sandbox import MathSandbox, SandboxSettings\n"
+            "env = MathSandbox(SandboxSettings())\nprint(env._workdir, flush=True)\nimport time; time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    workdir = Path(owner.stdout.readline().strip())
+    owner.kill()  # SIGKILL: close() never runs
+    owner.wait()
+    assert workdir.is_dir()
+    env = MathSandbox(SandboxSettings(timeout_s=TIMEOUT_S))
+    try:
+        assert not workdir.exists() and not processes_under(str(workdir))
+        assert_still_works(env)
+    finally:
+        env.close()
+    assert not env._workdir.exists()
 
 
 @needs_bwrap

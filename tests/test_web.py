@@ -18,7 +18,8 @@ import yaml
 from envisions_ray.actors.executor import ExecutorPool
 from envisions_ray.config import EnvConfig
 from envisions_ray.data import task_input
-from envisions_ray.envs.web_browser import DIRECTORY_PREFIX, processes_under
+from envisions_ray.envs.leftovers import processes_under
+from envisions_ray.envs.web_browser import DIRECTORY_PREFIX
 from envisions_ray.envs.web_miniwob import NOT_FINISHED, WebEnvironment, WebSettings
 from envisions_ray.types import Outcome
 
