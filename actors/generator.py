@@ -2,11 +2,18 @@
 
 A backend has three methods, `sample`, `logprob` and `load`, so a vLLM backend slots in beside the
 `hf` one without the driver noticing.
+
+A generator that dies (its process killed, its node lost) is restarted by Ray, and the calls it had
+in hand run again on the new one, so the chunk it was generating is generated again; what it had
+returned is with the driver already. Ray restarts an actor with its first arguments, so the actor
+reads the checkpoint the driver handed out last from `policy_file` instead. Its engine's processes
+are its children and die with it (tests/test_vllm_engine.py kills one and looks).
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import ray
 from ray.util import get_placement_group, placement_group, remove_placement_group
@@ -33,7 +40,9 @@ def make_backend(cfg: GeneratorConfig, model_path: str, dtype: str) -> Backend:
 
 
 class Generator:
-    def __init__(self, cfg: GeneratorConfig, model_path: str, dtype: str):
+    def __init__(self, cfg: GeneratorConfig, model_path: str, dtype: str, policy_file: str | None = None):
+        if policy_file is not None and ray.get_runtime_context().was_current_actor_reconstructed:
+            model_path = Path(policy_file).read_text()
         self.backend = make_backend(cfg, local_copy(model_path), dtype)
 
     def sample(self, prompts, n, temperature, max_new_tokens, with_self_reward=True) -> list[list[Sample]]:
@@ -50,10 +59,12 @@ class Generator:
         return os.getpid()
 
 
-def start_generators(cfg: GeneratorConfig, model_path: str, dtype: str) -> list:
+def start_generators(cfg: GeneratorConfig, model_path: str, dtype: str, policy_file: str | None = None) -> list:
+    """`policy_file` names the checkpoint a restarted generator loads; None: the one it started on."""
+    restarts = {"max_restarts": -1, "max_task_retries": -1}  # a generator's calls are pure: safe to rerun
     if cfg.num_gpus == 0:
-        actor = ray.remote(Generator).options(num_cpus=cfg.num_cpus)
-        return [actor.remote(cfg, model_path, dtype) for _ in range(cfg.num_actors)]
+        actor = ray.remote(Generator).options(num_cpus=cfg.num_cpus, **restarts)
+        return [actor.remote(cfg, model_path, dtype, policy_file) for _ in range(cfg.num_actors)]
     # One bundle per actor holding all of its engine's GPUs, so a bundle (and an engine) never spans
     # nodes. vLLM's tensor-parallel workers are the actor's child processes ("mp" executor, see
     # actors/vllm_backend.py) and use the GPUs Ray gave the actor; they need no bundles of their own.
@@ -64,7 +75,9 @@ def start_generators(cfg: GeneratorConfig, model_path: str, dtype: str) -> list:
     actor = ray.remote(Generator)
     bundles = [PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i) for i in range(cfg.num_actors)]
     return [
-        actor.options(num_cpus=cfg.num_cpus, num_gpus=gpus, scheduling_strategy=b).remote(cfg, model_path, dtype)
+        actor.options(num_cpus=cfg.num_cpus, num_gpus=gpus, scheduling_strategy=b, **restarts).remote(
+            cfg, model_path, dtype, policy_file
+        )
         for b in bundles
     ]
 

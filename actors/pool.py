@@ -1,9 +1,13 @@
 """The candidate pool: every trajectory of a run, in SQLite in the run directory.
 
 Each batch of executed trajectories is committed as it arrives, so a killed run loses nothing it
-already executed. `select` applies the eq. 2 filter and per-input dedup to one iteration and adds
-the winners to the long-term pool; `training_set` builds U1 and U2 from that pool. The same
-database records which stages of which iteration have finished, which is what `--resume` reads.
+already executed. Storing is idempotent: a trajectory's stable key (iteration, source, example,
+parent, sample) is unique, so a `record` that Ray retries after the pool actor died, with the
+batch already committed, stores nothing twice and returns the same ids.
+
+`select` applies the eq. 2 filter and per-input dedup to one iteration and adds the winners to the
+long-term pool; `training_set` builds U1 and U2 from that pool. The same database records which
+stages of which iteration have finished, which is what `--resume` reads.
 """
 
 from __future__ import annotations
@@ -17,15 +21,23 @@ from envisions_ray.selection import TrainingSet, build_training_set, dedupe, fil
 from envisions_ray.types import Trajectory
 
 COLUMNS = [f.name for f in fields(Trajectory)]
+INSERT = f"INSERT OR IGNORE INTO trajectories ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS trajectories (
     example_id TEXT NOT NULL, solution TEXT NOT NULL, reward INTEGER NOT NULL, self_reward REAL NOT NULL,
     iteration INTEGER NOT NULL, source TEXT NOT NULL, output TEXT, error TEXT,
     id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES trajectories(id),
-    in_pool INTEGER NOT NULL DEFAULT 0
+    in_pool INTEGER NOT NULL DEFAULT 0, sample INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS by_iteration ON trajectories(iteration, source);
+-- The stable key; a NULL parent would make every explored trajectory distinct, hence the -1.
+CREATE UNIQUE INDEX IF NOT EXISTS stable_key
+    ON trajectories(iteration, source, example_id, COALESCE(parent_id, -1), sample);
 CREATE TABLE IF NOT EXISTS stages (iteration INTEGER, stage TEXT, detail TEXT, PRIMARY KEY (iteration, stage));
+-- Wall time per stage and driver session, so that a resumed iteration's seconds add up.
+CREATE TABLE IF NOT EXISTS stage_seconds (
+    iteration INTEGER, stage TEXT, session TEXT, seconds REAL, PRIMARY KEY (iteration, stage, session)
+);
 """
 
 
@@ -36,15 +48,20 @@ class CandidatePool:
         self.db.executescript(SCHEMA)
 
     def record(self, trajectories: list[Trajectory]) -> list[int]:
-        """Store executed trajectories in one transaction; returns their ids."""
+        """Store executed trajectories in one transaction; returns their ids, also of those stored before."""
         ids = []
         with self.db:
-            for trajectory in trajectories:
-                values = astuple(trajectory)
-                cursor = self.db.execute(
-                    f"INSERT INTO trajectories ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(values))})", values
-                )
-                ids.append(cursor.lastrowid)
+            for t in trajectories:
+                cursor = self.db.execute(INSERT, astuple(t))
+                if cursor.rowcount == 0:  # its key is taken: this batch was committed before
+                    cursor = self.db.execute(
+                        "SELECT id FROM trajectories WHERE iteration = ? AND source = ? AND example_id = ?"
+                        " AND COALESCE(parent_id, -1) = ? AND sample = ?",
+                        (t.iteration, t.source, t.example_id, -1 if t.parent_id is None else t.parent_id, t.sample),
+                    )
+                    ids.append(cursor.fetchone()[0])
+                else:
+                    ids.append(cursor.lastrowid)
         return ids
 
     def trajectories(
@@ -120,6 +137,21 @@ class CandidatePool:
             "SELECT detail FROM stages WHERE iteration = ? AND stage = ?", (iteration, stage)
         ).fetchone()
         return row[0] if row else None
+
+    def record_seconds(self, iteration: int, stage: str, session: str, seconds: float) -> None:
+        """One driver session's total so far for a stage: replaced, so a retried call adds nothing."""
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO stage_seconds VALUES (?, ?, ?, ?)", (iteration, stage, session, seconds)
+            )
+
+    def seconds(self, iteration: int) -> dict[str, float]:
+        """Each stage's wall time, summed over the driver sessions that worked on it, in stage order."""
+        rows = self.db.execute(
+            "SELECT stage, SUM(seconds) FROM stage_seconds WHERE iteration = ? GROUP BY stage ORDER BY MIN(rowid)",
+            (iteration,),
+        )
+        return dict(rows.fetchall())
 
     def newest_checkpoint(self) -> str | None:
         """The checkpoint of the newest iteration that finished training (its detail names it)."""

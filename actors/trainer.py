@@ -2,7 +2,9 @@
 
 Every worker loads the initial model fresh (the base model, or the last checkpoint when training
 continually), trains on its shard of the (prompt, target) examples with AdamW and a warmed-up
-schedule, and rank 0 writes a safetensors Hugging Face checkpoint that the generators load.
+schedule, and rank 0 writes a safetensors Hugging Face checkpoint that the generators load. A job
+reports that one checkpoint at its end; a worker that dies makes Ray Train (`FailureConfig`) run the
+job again from its start, so the checkpoint is still written once.
 DeepSpeed ZeRO runs the step when it is importable (on CPU over gloo); otherwise plain DDP.
 Given `dpo_beta`, the examples are preference pairs and the initial model, frozen, is DPO's
 reference.
@@ -18,14 +20,16 @@ from contextlib import nullcontext
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 import ray.train
 import torch
-from ray.train import Checkpoint, RunConfig, ScalingConfig
+from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from envisions_ray.actors.restarts import train_workers_started
 from envisions_ray.config import TrainConfig
 from envisions_ray.cpu import bf16_matmul_supported
 from envisions_ray.losses import collate, dpo_loss, sequence_logprobs, target_token_loss, tokenize
@@ -42,6 +46,12 @@ def attention_implementation(use_gpu: bool) -> str:
     return "flash_attention_2" if use_gpu and importlib.util.find_spec("flash_attn") is not None else "sdpa"
 
 
+class Trained(NamedTuple):
+    checkpoint: str  # directory, or URI with a remote storage_path
+    loss: float  # mean training loss
+    restarts: int  # of the worker group, after a worker died (FailureConfig)
+
+
 def train(
     cfg: TrainConfig,
     init_model: str,
@@ -49,8 +59,9 @@ def train(
     storage_dir: str,
     name: str,
     dpo_beta: float | None = None,
-) -> tuple[str, float]:
-    """Run one training job (DPO when `dpo_beta` is given); returns (checkpoint directory, mean training loss)."""
+) -> Trained:
+    """Run one training job (DPO when `dpo_beta` is given)."""
+    workers_before = train_workers_started()
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -62,13 +73,18 @@ def train(
         scaling_config=ScalingConfig(
             num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}
         ),
-        run_config=RunConfig(storage_path=cfg.storage_path or str(Path(storage_dir).resolve()), name=name),
+        run_config=RunConfig(
+            storage_path=cfg.storage_path or str(Path(storage_dir).resolve()),
+            name=name,
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+        ),
     )
     result = trainer.fit()
     checkpoint = result.checkpoint.path
     if "://" in cfg.storage_path:  # Ray gives the path inside the bucket; the generators need the URI
         checkpoint = f"{cfg.storage_path.rstrip('/')}/{name}/{PurePosixPath(checkpoint).name}"
-    return checkpoint, result.metrics["loss"]
+    restarts = (train_workers_started() - workers_before) // cfg.num_workers - 1  # worker groups after the first
+    return Trained(checkpoint, result.metrics["loss"], restarts)
 
 
 def train_loop_per_worker(config: dict) -> None:

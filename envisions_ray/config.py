@@ -152,6 +152,9 @@ class TrainConfig:
     # Empty: RUN_DIR/checkpoints.
     storage_path: str = ""
     seed: int = 0
+    # A worker that dies (killed, its node lost) makes Ray Train restart the worker group and run the
+    # job again from its start, up to this many times: a job reports its one checkpoint at its end.
+    max_failures: int = 3
 
 
 @dataclass
@@ -241,6 +244,7 @@ MINIMUMS = {
     "generator.max_new_tokens": 1,
     "env.num_executors": 1,
     "train.num_workers": 1,
+    "train.max_failures": 0,
     "train.epochs": 1,
     "train.global_batch_size": 1,
     "train.micro_batch_size": 1,

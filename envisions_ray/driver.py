@@ -25,6 +25,7 @@ from envisions_ray.actors.backend import Sample
 from envisions_ray.actors.executor import ExecutorPool
 from envisions_ray.actors.generator import start_generators, stop_generators
 from envisions_ray.actors.pool import CandidatePool
+from envisions_ray.actors.restarts import actor_restarts
 from envisions_ray.actors.trainer import train
 from envisions_ray.config import RunConfig, to_yaml
 from envisions_ray.data import load_examples, seeded_training_ids
@@ -56,6 +57,7 @@ from envisions_ray.types import Example, Outcome, PreferenceExample, Sampling, T
 
 DESCRIBE_BATCH = 16  # examples per describe call: few calls, yet spread over every executor
 LOCK_FILE = "driver.lock"  # in the run directory; names the driver that holds it
+POLICY_FILE = "policy"  # in the run directory: the checkpoint the generators hold, for one that restarts
 
 
 def prepare(cfg: RunConfig, convert_model: bool = True) -> Run:
@@ -81,6 +83,7 @@ def prepare(cfg: RunConfig, convert_model: bool = True) -> Run:
 def run_experiment(cfg: RunConfig, resume: bool = False) -> None:
     """`envisions run`: the base model's eval, then the iterations, resumed from the pool when asked."""
     run = prepare(cfg)
+    run.policy_file = run.run_dir / POLICY_FILE
     with _claimed_run_dir(run.run_dir, resume):
         (run.run_dir / "config.yaml").write_text(to_yaml(cfg))
         connect_ray(cfg)
@@ -88,8 +91,9 @@ def run_experiment(cfg: RunConfig, resume: bool = False) -> None:
         # metrics.jsonl); a zero-CPU actor could otherwise be placed on any node of a cluster.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         run.pool = PoolClient(
+            # Restarted on the same pool.sqlite if it dies, and the call in hand retried (record is idempotent).
             ray.remote(CandidatePool)
-            .options(num_cpus=0, scheduling_strategy=here)
+            .options(num_cpus=0, scheduling_strategy=here, max_restarts=-1, max_task_retries=-1)
             .remote(str(run.run_dir / "pool.sqlite"))
         )
         try:
@@ -109,15 +113,14 @@ def run_iteration(run: Run, i: int) -> None:
     cfg, algo, method = run.cfg, run.cfg.algorithm, METHODS[run.cfg.method]
     if run.pool.is_done(i, "eval"):  # finished before a resume; start_actors loaded its policy
         return
+    restarts_before = actor_restarts()  # Ray restarts dead actors unseen; its actor table counts them
     inputs = run.inputs(i)
     _describe(run, [x for j in range(i + 1) for x in run.inputs(j)])  # the pool may train on any of them
-    seconds: dict[str, float] = {}
     tokens: dict[str, int] = {}  # generated per stage
     shots = algo.few_shot if run.policy == run.base_model else 0  # few-shot only for pi_0
 
-    with _timed(
-        seconds, "explore"
-    ):  # 1. K solutions per input from pi_i (or the teacher's one), executed, self-rewarded
+    # 1. K solutions per input from pi_i (or the teacher's one), executed, self-rewarded
+    with _timed(run, i, "explore"):
         done = {t.example_id for t in run.pool.trajectories(i, "explore")}
         todo = [Request(x, _explore_prompt(run, x, shots)) for x in inputs if x.id not in done]
         tokens["explore"] = stream(
@@ -125,7 +128,7 @@ def run_iteration(run: Run, i: int) -> None:
         ).tokens
 
     if algo.refine and i >= algo.refine_from_iteration:
-        with _timed(seconds, "refine"):  # 2. one refined solution per explored one
+        with _timed(run, i, "refine"):  # 2. one refined solution per explored one
             refined = {t.parent_id for t in run.pool.trajectories(i, "refine")}
             by_id = {x.id: x for x in inputs}
             parents = [t for t in run.pool.trajectories(i, "explore") if t.id not in refined]
@@ -136,17 +139,17 @@ def run_iteration(run: Run, i: int) -> None:
             sampling = Sampling(1, cfg.generator.temperature, cfg.generator.max_new_tokens)
             tokens["refine"] = stream(run, todo, sampling, recording(run, i, "refine")).tokens
 
-    with _timed(seconds, "select"):  # 3-4. eq. 2 filter, pool with dedup
+    with _timed(run, i, "select"):  # 3-4. eq. 2 filter, pool with dedup
         if not run.pool.is_done(i, "select"):
             run.pool.select(i, long_term=run.long_term)
             run.pool.mark_done(i, "select")
 
-    with _timed(seconds, method.stage):  # 5. U1 and U2, or a baseline's own training data
+    with _timed(run, i, method.stage):  # 5. U1 and U2, or a baseline's own training data
         examples = method.examples(run, i)
     tokens.update(examples.tokens)
     _export(run.run_dir / f"iter-{i}" / "train.jsonl", examples.sft + examples.pairs)
 
-    with _timed(seconds, "train"):  # 6. from the base model (or pi_i), L1 + L2 (or a baseline's SFT / DPO)
+    with _timed(run, i, "train"):  # 6. from the base model (or pi_i), L1 + L2 (or a baseline's SFT / DPO)
         trained = _trained(run, i)
         if trained is None and (examples.sft or examples.pairs):
             if cfg.generator.num_gpus > 0:  # the trainer needs the GPUs; generators come back on the new weights
@@ -154,10 +157,10 @@ def run_iteration(run: Run, i: int) -> None:
             trained = _train_policy(run, i, examples)
             run.pool.mark_done(i, "train", json.dumps(trained))
 
-    with _timed(seconds, "handoff"):  # 7. pi_{i+1}: the generators take the new weights
+    with _timed(run, i, "handoff"):  # 7. pi_{i+1}: the generators take the new weights
         _use_policy(run, trained["checkpoint"] if trained else run.policy)
 
-    with _timed(seconds, "eval"):
+    with _timed(run, i, "eval"):
         scores, tokens["eval"] = evaluate(run, shots=algo.few_shot if run.policy == run.base_model else 0)
         margin = _logprob_margin(run, i)
 
@@ -185,9 +188,13 @@ def run_iteration(run: Run, i: int) -> None:
         "delta_logp": margin,
         "ea": exploratory_ability(solved),
         "stb": stability(solved),
-        "seconds": seconds,
+        "seconds": run.pool.seconds(i),  # of every driver that worked on it: a resumed one adds its own
         "tokens": tokens,
         "executors": {"now": len(run.executors.seats), "peak": run.executors.peak},  # the pool's size, as it scaled
+        "restarts": {
+            **{kind: count - restarts_before[kind] for kind, count in actor_restarts().items()},
+            "train_worker_group": (trained or {}).get("restarts", 0),
+        },
     }
     _record(run, summary)
     run.pool.mark_done(i, "eval")
@@ -197,14 +204,14 @@ def _train_policy(run: Run, i: int, examples: Examples) -> dict:
     """SFT (L1 + L2 for ENVISIONS), then DPO on the pairs from the SFT model, which is also DPO's reference."""
     cfg, storage = run.cfg, str(run.run_dir / "checkpoints")
     init = run.base_model if cfg.algorithm.train_from == "base" else run.policy
-    trained = {"checkpoint": init, "loss": None, "dpo_loss": None}
+    trained = {"checkpoint": init, "loss": None, "dpo_loss": None, "restarts": 0}
     if examples.sft:
-        trained["checkpoint"], trained["loss"] = train(cfg.train, init, examples.sft, storage, f"iter-{i}")
+        sft = train(cfg.train, init, examples.sft, storage, f"iter-{i}")
+        trained.update(checkpoint=sft.checkpoint, loss=sft.loss, restarts=sft.restarts)
     if examples.pairs:
-        dpo = replace(cfg.train, lr=cfg.dpo.lr, warmup_ratio=cfg.dpo.warmup_ratio, epochs=cfg.dpo.epochs)
-        trained["checkpoint"], trained["dpo_loss"] = train(
-            dpo, trained["checkpoint"], examples.pairs, storage, f"iter-{i}-dpo", cfg.dpo.beta
-        )
+        dpo_cfg = replace(cfg.train, lr=cfg.dpo.lr, warmup_ratio=cfg.dpo.warmup_ratio, epochs=cfg.dpo.epochs)
+        dpo = train(dpo_cfg, trained["checkpoint"], examples.pairs, storage, f"iter-{i}-dpo", cfg.dpo.beta)
+        trained.update(checkpoint=dpo.checkpoint, dpo_loss=dpo.loss, restarts=trained["restarts"] + dpo.restarts)
     return trained
 
 
@@ -275,7 +282,10 @@ def recording(run: Run, i: int, source: str) -> Sink:
     """A sink that commits every executed batch to the pool as iteration i's `source` trajectories."""
 
     def keep(batch: list[tuple[Request, Sample, Outcome]]) -> None:
-        run.pool.record([_trajectory(request, sample, outcome, i, source) for request, sample, outcome in batch])
+        # A batch is one request's n samples, in order: the position is each one's `sample` key.
+        run.pool.record(
+            [_trajectory(request, sample, outcome, i, source, k) for k, (request, sample, outcome) in enumerate(batch)]
+        )
 
     return Sink(source, with_self_reward=True, keep=keep)
 
@@ -396,8 +406,11 @@ def start_actors(run: Run) -> None:
 
 def _use_policy(run: Run, model: str) -> None:
     """Generators on `model`: loaded in place into running ones, or started when there are none."""
+    if run.policy_file is not None:  # first: a generator restarted from now on must come back on `model`
+        run.policy_file.write_text(model)
     if not run.generators:
-        run.generators = start_generators(run.cfg.generator, model, run.cfg.model.dtype)
+        policy_file = str(run.policy_file) if run.policy_file else None
+        run.generators = start_generators(run.cfg.generator, model, run.cfg.model.dtype, policy_file)
     elif model != run.policy:
         ray.get([g.load.remote(model) for g in run.generators])
     run.policy = model
@@ -460,8 +473,9 @@ def _trained(run: Run, i: int) -> dict | None:
     return None if detail is None else {"loss": None, "dpo_loss": None, **json.loads(detail)}
 
 
-def _trajectory(request: Request, sample: Sample, outcome: Outcome, iteration: int, source: str) -> Trajectory:
-    parent = request.parent.id if request.parent else None
+def _trajectory(
+    request: Request, sample: Sample, outcome: Outcome, iteration: int, source: str, index: int
+) -> Trajectory:
     return Trajectory(
         request.example.id,
         sample.text,
@@ -471,8 +485,8 @@ def _trajectory(request: Request, sample: Sample, outcome: Outcome, iteration: i
         source,
         outcome.output,
         outcome.error,
-        None,
-        parent,
+        parent_id=request.parent.id if request.parent else None,
+        sample=index,
     )
 
 
@@ -531,16 +545,21 @@ def format_summary(line: dict) -> str:
     if line.get("dpo_loss") is not None:
         loss += f" dpo-loss {line['dpo_loss']:.3f}"
     margin = "" if line.get("delta_logp") is None else f" Δlogp {line['delta_logp']:+.2f}"
+    restarted = " ".join(f"{kind}={n}" for kind, n in line.get("restarts", {}).items() if n)
+    faults = f" | restarted {restarted}" if restarted else ""
     return (
         f"[iter {line['iteration']}] explored {line['explored']}/{line['inputs']} positives {line['positives']} "
         f"unique-correct {line['unique_correct']} pool {line['pool_size']} |U1| {line['u1']} |U2| {line['u2']} "
-        f"loss {loss}{margin} eval {scores} | {stages}"
+        f"loss {loss}{margin} eval {scores} | {stages}{faults}"
     )
 
 
 @contextmanager
-def _timed(seconds: dict[str, float], stage: str):
-    """Adds the block's wall time to `stage` (select and a method's examples may share one)."""
+def _timed(run: Run, i: int, stage: str):
+    """Adds the block's wall time to iteration i's `stage` (select and a method's examples may
+    share one), in the pool under this driver's session: a retried call rewrites, never adds twice."""
     start = time.perf_counter()
     yield
-    seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
+    total = run.stage_seconds.get((i, stage), 0.0) + time.perf_counter() - start
+    run.stage_seconds[(i, stage)] = total
+    run.pool.record_seconds(i, stage, run.session, total)

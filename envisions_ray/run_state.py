@@ -4,6 +4,7 @@ candidate pool as typed calls, and the two explorers: the policy's generators or
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -132,6 +133,12 @@ class PoolClient:
     def newest_checkpoint(self) -> str | None:
         return ray.get(self.actor.newest_checkpoint.remote())
 
+    def record_seconds(self, iteration: int, stage: str, session: str, seconds: float) -> None:
+        ray.get(self.actor.record_seconds.remote(iteration, stage, session, seconds))
+
+    def seconds(self, iteration: int) -> dict[str, float]:
+        return ray.get(self.actor.seconds.remote(iteration))
+
 
 @dataclass
 class Run:
@@ -148,7 +155,11 @@ class Run:
     executors: ExecutorPool | None = None
     pool: PoolClient | None = None
     policy: str = ""  # model path the generators currently hold
+    policy_file: Path | None = None  # where a run writes `policy` for generators that Ray restarts
     explorer: Explorer | None = None  # who answers the training inputs: the policy, or the distill teacher
+    # This driver process, and its wall time per (iteration, stage); a resumed run is a new session.
+    session: str = field(default_factory=lambda: uuid.uuid4().hex)
+    stage_seconds: dict[tuple[int, str], float] = field(default_factory=dict)
 
     def inputs(self, i: int) -> list[Example]:
         """Iteration i's training inputs: web tasks move to new seeds every iteration."""

@@ -43,6 +43,9 @@ class Trajectory:
     error: str = ""
     id: int | None = None  # row id once the candidate pool has stored it
     parent_id: int | None = None  # for a refined trajectory: the id of the one it refined
+    # Which of the n samples drawn for one prompt. With iteration, source, example and parent it
+    # is the trajectory's stable key: a batch delivered twice (a retried call) is stored once.
+    sample: int = 0
 
 
 @dataclass(frozen=True)

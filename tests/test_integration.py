@@ -3,6 +3,7 @@
 import itertools
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from envisions_ray.report import read_metrics
 # cores: these tests are about the loop. The end-to-end test and tests/test_vllm_engine.py run vLLM.
 HF = "generator.backend=hf"
 VLLM = ("generator.backend=vllm", "generator.enforce_eager=true", "generator.kv_cache_gib=0.25")
+EXPLORE_DELAY_S = 3.0
 
 
 def tiny_run_config(tiny_model, run_dir, *extra):
@@ -103,7 +105,14 @@ def test_resume_after_a_crash_redoes_nothing_already_executed(tiny_solver, twelv
     def crash(*args, **kwargs):
         raise RuntimeError("node lost during training")
 
+    slow_stream = driver.stream
+
+    def stream_slowly(*args, **kwargs):  # the first driver's explore (and base eval) take 3 s more
+        time.sleep(EXPLORE_DELAY_S)
+        return slow_stream(*args, **kwargs)
+
     monkeypatch.setattr(driver, "train", crash)
+    monkeypatch.setattr(driver, "stream", stream_slowly)
     with pytest.raises(RuntimeError, match="node lost"):
         driver.run_experiment(cfg)
     db = sqlite3.connect(run_dir / "pool.sqlite")
@@ -119,6 +128,8 @@ def test_resume_after_a_crash_redoes_nothing_already_executed(tiny_solver, twelv
     metrics = read_metrics(run_dir)
     assert [line["policy"] for line in metrics] == [0, 1]  # the base eval was not repeated
     assert metrics[1]["u1"] >= 1 and metrics[1]["train_loss"] is not None
+    # The iteration's seconds add the first driver's explore to the resumed one's train and eval.
+    assert metrics[1]["seconds"]["explore"] >= EXPLORE_DELAY_S and metrics[1]["seconds"]["train"] > 0
 
 
 @pytest.mark.timeout(600)

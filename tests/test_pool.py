@@ -4,15 +4,17 @@ from envisions_ray.actors.pool import CandidatePool
 from envisions_ray.types import Trajectory
 
 
-def explored(example_id: str, solution: str, reward: int, iteration: int, self_reward: float = -1.0) -> Trajectory:
-    return Trajectory(example_id, solution, reward, self_reward, iteration, "explore")
+def explored(
+    example_id: str, solution: str, reward: int, iteration: int, self_reward: float = -1.0, sample: int = 0
+) -> Trajectory:
+    return Trajectory(example_id, solution, reward, self_reward, iteration, "explore", sample=sample)
 
 
 def fill(pool: CandidatePool, long_term: bool) -> None:
     # Iteration 0 finds two right solutions to x; iteration 1 finds one of them again and a new wrong one.
-    pool.record([explored("x", "return 12", 1, 0), explored("x", "return 3 * 4", 1, 0, -0.5)])
+    pool.record([explored("x", "return 12", 1, 0), explored("x", "return 3 * 4", 1, 0, -0.5, sample=1)])
     pool.select(0, long_term)
-    pool.record([explored("x", "return 12", 1, 1), explored("x", "return 13", 0, 1)])
+    pool.record([explored("x", "return 12", 1, 1), explored("x", "return 13", 0, 1, sample=1)])
     pool.select(1, long_term)
 
 
@@ -43,3 +45,30 @@ def test_a_correct_text_counts_once_per_input_whichever_pool(tmp_path):
         fill(pool, long_term)
         # "return 12" was found in both iterations: one unique correct program, with "return 3 * 4".
         assert pool.pool_counts()["unique_correct"] == 2
+
+
+def test_a_batch_delivered_twice_is_stored_once_with_the_same_ids(tmp_path):
+    # Ray retries `record` on a restarted pool when the first call died after its commit.
+    pool = CandidatePool(str(tmp_path / "pool.sqlite"))
+    batch = [explored("x", "return 12", 1, 0), explored("x", "return 13", 0, 0, sample=1)]
+    first = pool.record(batch)
+    pool.close()
+    pool = CandidatePool(str(tmp_path / "pool.sqlite"))  # the restarted actor, on the same file
+    assert pool.record(batch) == first
+    refined = [Trajectory("x", "return 4 * 3", 1, -0.2, 0, "refine", parent_id=first[1])]
+    assert pool.record(refined) == pool.record(refined)
+    assert [(t.source, t.sample) for t in pool.trajectories()] == [("explore", 0), ("explore", 1), ("refine", 0)]
+    # Another input, iteration or parent is another key.
+    again = [explored("y", "return 12", 1, 0), explored("x", "return 12", 1, 1)]
+    assert len(set(pool.record(again)) | set(first)) == 4
+
+
+def test_a_stages_seconds_add_up_over_driver_sessions(tmp_path):
+    pool = CandidatePool(str(tmp_path / "pool.sqlite"))
+    pool.record_seconds(0, "explore", "first", 10.0)
+    pool.record_seconds(0, "explore", "first", 30.0)  # the same session's newer total replaces
+    pool.record_seconds(0, "select", "first", 1.0)
+    pool.record_seconds(0, "explore", "resumed", 5.0)
+    pool.record_seconds(0, "explore", "resumed", 5.0)  # a retried call adds nothing
+    pool.record_seconds(1, "explore", "resumed", 7.0)
+    assert pool.seconds(0) == {"explore": 35.0, "select": 1.0}

@@ -1,0 +1,178 @@
+"""Any one process killed mid-run, the run finishes unaided and loses nothing: generators, the pool
+and train workers here (executors and browsers in test_actors.py and test_web.py), then all kinds in
+one run with seeded kill moments."""
+
+import os
+import random
+import signal
+import sqlite3
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+import ray
+
+from envisions_ray import driver
+from envisions_ray.actors.generator import start_generators, stop_generators
+from envisions_ray.actors.pool import CandidatePool
+from envisions_ray.config import GeneratorConfig, TrainConfig
+from envisions_ray.envs.math_sandbox import DIRECTORY_PREFIX
+from envisions_ray.prompts import PromptBook
+from envisions_ray.report import read_metrics
+from envisions_ray.run_state import PoolClient
+from envisions_ray.types import TrainExample, Trajectory
+from tests.test_integration import tiny_run_config
+
+CHAOS_SEED = 0
+KINDS = ("Generator", "Executor", "CandidatePool", "RayTrainWorker")  # Ray titles their processes ray::CLASS
+
+
+def processes(kind: str) -> list[psutil.Process]:
+    """This Ray session's actor processes of one kind: its raylet started them (another session's,
+    e.g. a run on the same machine, are left alone)."""
+    sockets = {node["RayletSocketName"] for node in ray.nodes() if node["Alive"]}
+    found = {}
+    for raylet in psutil.process_iter(["cmdline"]):
+        if any(socket in arg for arg in raylet.info["cmdline"] or [] for socket in sockets):
+            for process in raylet.children(recursive=True):
+                try:
+                    if process.cmdline()[0].split(".")[0] == f"ray::{kind}":
+                        found[process.pid] = process
+                except (psutil.Error, IndexError):  # exited meanwhile
+                    continue
+    return list(found.values())
+
+
+def wait_for(condition, timeout_s: float = 300.0, poll_s: float = 0.05):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(poll_s)
+    raise TimeoutError("the awaited moment never came")
+
+
+def test_a_killed_generator_comes_back_on_the_checkpoint_it_held(tiny_model, tiny_solver, tmp_path, ray_session):
+    policy_file = tmp_path / "policy"
+    policy_file.write_text(tiny_model)
+    [generator] = start_generators(
+        GeneratorConfig(backend="hf", num_cpus=1, stop=[]), tiny_model, "float32", str(policy_file)
+    )
+    prompt = PromptBook.load("conf/prompts/math.yaml").explore("Ava has 3 apples. How many apples does Ava have?")
+    try:
+        policy_file.write_text(tiny_solver)  # what the driver does before a handoff
+        ray.get(generator.load.remote(tiny_solver))
+        [[solver_reply]] = ray.get(generator.sample.remote([prompt], 1, 0.0, 32, False))
+        victim = ray.get(generator.pid.remote())
+        in_flight = generator.sample.remote([prompt] * 8, 8, 1.0, 256, True)
+        time.sleep(0.5)
+        os.kill(victim, signal.SIGKILL)
+        samples = ray.get(in_flight, timeout=300)  # generated again by the restarted actor
+        assert [len(per_prompt) for per_prompt in samples] == [8] * 8
+        assert ray.get(generator.pid.remote()) != victim
+        # On the solver it held, not on the model it was started with.
+        assert ray.get(generator.sample.remote([prompt], 1, 0.0, 32, False)) == [[solver_reply]]
+    finally:
+        stop_generators([generator])
+
+
+def test_a_killed_pool_comes_back_on_its_database(tmp_path, ray_session):
+    actor = ray.remote(CandidatePool).options(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+    pool = PoolClient(actor.remote(str(tmp_path / "pool.sqlite")))
+    batch = [Trajectory("x", f"return {k}", 0, -1.0, 0, "explore", sample=k) for k in range(4)]
+    ids = pool.record(batch)
+    victim = ray.get(pool.actor.__ray_call__.remote(lambda self: os.getpid()))
+    os.kill(victim, signal.SIGKILL)
+    assert pool.record(batch) == ids  # the retried delivery stores nothing twice
+    assert [t.solution for t in pool.trajectories(0)] == [t.solution for t in batch]
+    ray.kill(pool.actor)
+
+
+def test_a_killed_train_worker_restarts_the_job_which_reports_one_checkpoint(tiny_model, tmp_path, ray_session):
+    from envisions_ray.actors.trainer import train
+
+    examples = [TrainExample("Question: Ava has 3 apples.\n", "def solution():\n    return 3", "l1")] * 16
+    config = TrainConfig(num_workers=2, deepspeed=False, epochs=20, global_batch_size=4, micro_batch_size=2)
+    killed = []
+
+    def kill_one_worker():
+        [worker, *_] = wait_for(lambda: processes("RayTrainWorker"))
+        time.sleep(2.0)  # loading the model, or training
+        worker.kill()
+        killed.append(time.monotonic())
+
+    killer = threading.Thread(target=kill_one_worker, daemon=True)
+    killer.start()
+    checkpoint, loss, restarts = train(config, tiny_model, examples, str(tmp_path), "killed")
+    finished = time.monotonic()
+    killer.join(timeout=60)
+    assert killed and killed[0] < finished  # the kill landed while the job ran
+    assert (Path(checkpoint) / "model.safetensors").is_file() and loss > 0
+    assert restarts == 1  # Ray Train started a second worker group
+    assert len([path for path in (tmp_path / "killed").glob("checkpoint_*") if path.is_dir()]) == 1
+
+
+@pytest.mark.timeout(900)
+def test_chaos_one_process_of_each_kind_killed_the_run_finishes_and_loses_nothing(
+    tiny_solver, twelves, tmp_path, ray_session
+):
+    rng = random.Random(CHAOS_SEED)
+    run_dir = tmp_path / "run"
+    cfg = tiny_run_config(
+        tiny_solver,
+        run_dir,
+        f"data.train={twelves}",
+        f"data.eval.arith={twelves}",
+        "data.train_size=12",
+        "generator.chunk_size=2",  # one prompt (K = 2) per call: explore spans many calls
+        "train.epochs=4",
+    )
+    sandboxes_before = set(Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*"))
+    killed: dict[str, float] = {}
+
+    def explored() -> int:
+        if not (run_dir / "pool.sqlite").exists():
+            return 0
+        with sqlite3.connect(run_dir / "pool.sqlite") as db:
+            try:
+                return db.execute("SELECT COUNT(*) FROM trajectories").fetchone()[0]
+            except sqlite3.OperationalError:  # the table is being made
+                return 0
+
+    def chaos():
+        # Exploration has begun when its first input is in the pool; its other calls are in flight.
+        wait_for(explored)
+        for kind in ("Generator", "Executor", "CandidatePool"):
+            time.sleep(rng.uniform(0.0, 0.5))
+            rng.choice(wait_for(lambda: processes(kind))).kill()
+            killed[kind] = time.monotonic()
+        workers = wait_for(lambda: processes("RayTrainWorker"))
+        time.sleep(rng.uniform(0.5, 2.0))
+        rng.choice(workers).kill()
+        killed["RayTrainWorker"] = time.monotonic()
+
+    killer = threading.Thread(target=chaos, daemon=True)
+    killer.start()
+    driver.run_experiment(cfg)
+    finished = time.monotonic()
+    killer.join(timeout=60)
+
+    assert set(killed) == set(KINDS) and max(killed.values()) < finished  # every kill landed mid-run
+    db = sqlite3.connect(run_dir / "pool.sqlite")
+    keys = Counter(db.execute("SELECT example_id, source FROM trajectories").fetchall())
+    # A clean run: K explored per input and one refinement of each (test_one_iteration_end_to_end).
+    inputs = [f"t{i}" for i in range(12)]
+    assert keys == Counter({(x, source): cfg.algorithm.k for x in inputs for source in ("explore", "refine")})
+    summary = read_metrics(run_dir)[-1]
+    assert summary["iteration"] == 1
+    assert summary["restarts"] == {"generator": 1, "executor": 1, "pool": 1, "train_worker_group": 1}
+    assert "restarted generator=1 executor=1 pool=1 train_worker_group=1" in driver.format_summary(summary)
+    # Nothing left: no actor process of the run, no engine, no sandbox directory.
+    time.sleep(2.0)
+    assert not [kind for kind in KINDS if processes(kind)]
+    assert set(Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*")) == sandboxes_before
