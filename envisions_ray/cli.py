@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 
 from envisions_ray.config import EnvConfig, load_config
 from envisions_ray.errors import UserError
 
+FAILED = 1
 USAGE_ERROR = 2
+INTERRUPTED = 130  # the shell's code for Ctrl-C
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +97,14 @@ def _run(args) -> int:
     if args.dry_run:
         print(driver.plan(cfg))
         return 0
-    driver.run_experiment(cfg, resume=bool(args.resume))
+    try:
+        driver.run_experiment(cfg, resume=bool(args.resume))
+    except UserError:
+        raise
+    except (Exception, KeyboardInterrupt) as err:  # a bug or a lost cluster: the traceback, then what to do
+        traceback.print_exc()
+        print(f"envisions: the run stopped; continue it with: envisions run --resume {cfg.run_dir}", file=sys.stderr)
+        return INTERRUPTED if isinstance(err, KeyboardInterrupt) else FAILED
     return 0
 
 

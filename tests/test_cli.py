@@ -195,3 +195,16 @@ def test_a_user_error_raised_in_an_actor_is_still_one_line(monkeypatch, capsys):
     monkeypatch.setattr(driver, "evaluate_model", fails_in_an_actor)
     assert main(["eval", "smollm2", "data.jsonl"]) == 2
     assert capsys.readouterr().err == "envisions: error: logic input 'a' has no 'context'\n"
+
+
+def test_a_run_that_fails_says_how_to_resume_it_after_the_traceback(tmp_path, monkeypatch, capsys):
+    from envisions_ray import driver
+
+    def lost(cfg, resume):
+        raise RuntimeError("the node holding the pool was lost")
+
+    monkeypatch.setattr(driver, "run_experiment", lost)
+    assert main(["run", QUICKSTART, f"run_dir={tmp_path / 'run'}"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert "RuntimeError: the node holding the pool was lost" in err[-2]
+    assert err[-1] == f"envisions: the run stopped; continue it with: envisions run --resume {tmp_path / 'run'}"
