@@ -1,11 +1,14 @@
 """Any one process killed mid-run, the run finishes unaided and loses nothing: generators, the pool
 and train workers here (executors and browsers in test_actors.py and test_web.py), then all kinds in
-one run with seeded kill moments."""
+one run with seeded kill moments, and a whole node lost (tests/node_loss.py)."""
 
+import json
 import os
 import random
 import signal
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -25,8 +28,10 @@ from envisions_ray.prompts import PromptBook
 from envisions_ray.report import read_metrics
 from envisions_ray.run_state import PoolClient
 from envisions_ray.types import TrainExample, Trajectory
+from tests.node_loss import RESULT_MARKER
 from tests.test_integration import tiny_run_config
 
+REPO = Path(__file__).resolve().parents[1]
 CHAOS_SEED = 0
 KINDS = ("Generator", "Executor", "CandidatePool", "RayTrainWorker")  # Ray titles their processes ray::CLASS
 
@@ -176,3 +181,24 @@ def test_chaos_one_process_of_each_kind_killed_the_run_finishes_and_loses_nothin
     time.sleep(2.0)
     assert not [kind for kind in KINDS if processes(kind)]
     assert set(Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*")) == sandboxes_before
+
+
+@pytest.mark.timeout(900)
+def test_losing_the_executors_node_mid_exploration_the_run_finishes_on_the_head(tiny_solver, twelves, tmp_path):
+    run_dir = tmp_path / "run"
+    # Its own process: a ray.cluster_utils.Cluster cannot start beside this session's Ray.
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.node_loss", str(run_dir), tiny_solver, twelves],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=800,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [result] = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARKER)]
+    nodes = json.loads(result.removeprefix(RESULT_MARKER))
+    assert nodes["before"] == [nodes["second"]] * 2 and nodes["second"] not in nodes["after"]
+    keys = Counter(sqlite3.connect(run_dir / "pool.sqlite").execute("SELECT example_id, source FROM trajectories"))
+    assert keys == Counter({(f"t{i}", source): 2 for i in range(12) for source in ("explore", "refine")})
+    summary = read_metrics(run_dir)[-1]
+    assert summary["iteration"] == 1 and summary["restarts"]["executor"] == 2
