@@ -75,6 +75,10 @@ class WebSettings:
     settle_s: float = 1.0
     poll_s: float = 0.05
     max_steps: int = 200  # a program longer than this is cut with b = 0
+    # Bounds on one episode: a program typing more than this is refused before it runs (10 KB of
+    # typing takes half a minute), and one whose actions run past this wall time stops with b = 0.
+    max_typed_chars: int = 1000
+    episode_timeout_s: float = 20.0
 
 
 class WebEnvironment:
@@ -103,6 +107,11 @@ class WebEnvironment:
             return Outcome(reward=0, error=f"parse error: {err}")
         if len(steps) > self.cfg.max_steps:
             return Outcome(reward=0, error=f"the program has {len(steps)} actions, more than {self.cfg.max_steps}")
+        typed = sum(len(step.text) * step.times for step in steps if step.verb == "type")
+        if typed > self.cfg.max_typed_chars:
+            return Outcome(
+                reward=0, error=f"the program types {typed} characters, more than {self.cfg.max_typed_chars}"
+            )
         try:
             return self._with_browser(lambda: self._episode(steps, example))
         except BROWSER_LOST as err:
@@ -133,9 +142,12 @@ class WebEnvironment:
 
     def _episode(self, steps: list[Step], example: Example) -> Outcome:
         observation = self._reset(example)
+        deadline = time.monotonic() + self.cfg.episode_timeout_s
         for step in steps:
             try:
                 for _ in range(step.times):
+                    if time.monotonic() > deadline:
+                        return Outcome(reward=0, error=f"the episode ran past {self.cfg.episode_timeout_s}s")
                     observation, done, raw = self._act(step, observation)
                     if done:
                         break

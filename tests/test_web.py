@@ -111,6 +111,20 @@ def test_programs_run_step_by_step_and_failures_keep_their_reason(web):
     assert (idle.reward, idle.error) == (0, NOT_FINISHED)
 
 
+def test_an_episode_is_bounded_in_typed_text_and_in_wall_time():
+    x = task_input("enter-text", 1)
+    env = WebEnvironment(WebSettings(episode_timeout_s=0.01))
+    try:
+        start = time.monotonic()
+        flood = env.execute(f'type(tag="input_text", "{"x" * 100_000}")', x)  # took minutes before
+        assert flood.reward == 0 and flood.error == "the program types 100000 characters, more than 1000"
+        assert time.monotonic() - start < 1.0  # refused before any browser time is spent
+        idle = env.execute('click(id="area")\nclick(id="area")', x)  # the second click is past the bound
+        assert (idle.reward, idle.error) == (0, "the episode ran past 0.01s")
+    finally:
+        env.close()
+
+
 def test_a_step_can_name_an_element_that_an_earlier_step_made_appear(web):
     x = task_input("search-engine", 1)
     page = web.describe(x)
