@@ -1,6 +1,7 @@
-"""Any one process killed mid-run, the run finishes unaided and loses nothing: generators, the pool
-and train workers here (executors and browsers in test_actors.py and test_web.py), then all kinds in
-one run with seeded kill moments, and a whole node lost (tests/node_loss.py)."""
+"""Any one process killed mid-run, the run finishes unaided and loses nothing: a generator and the
+pool alone (executors in test_actors.py, browsers in test_web_run.py), then a generator, an
+executor, the pool and a train worker in one run at seeded moments, and a whole node lost
+(tests/node_loss.py)."""
 
 import json
 import os
@@ -22,12 +23,12 @@ import ray
 from envisions_ray import driver
 from envisions_ray.actors.generator import start_generators, stop_generators
 from envisions_ray.actors.pool import CandidatePool
-from envisions_ray.config import GeneratorConfig, TrainConfig
+from envisions_ray.config import GeneratorConfig
 from envisions_ray.envs.math_sandbox import DIRECTORY_PREFIX
 from envisions_ray.prompts import PromptBook
 from envisions_ray.report import read_metrics
 from envisions_ray.run_state import PoolClient
-from envisions_ray.types import TrainExample, Trajectory
+from envisions_ray.types import Trajectory
 from tests.node_loss import RESULT_MARKER
 from tests.test_integration import tiny_run_config
 
@@ -98,30 +99,6 @@ def test_a_killed_pool_comes_back_on_its_database(tmp_path, ray_session):
     ray.kill(pool.actor)
 
 
-def test_a_killed_train_worker_restarts_the_job_which_reports_one_checkpoint(tiny_model, tmp_path, ray_session):
-    from envisions_ray.actors.trainer import train
-
-    examples = [TrainExample("Question: Ava has 3 apples.\n", "def solution():\n    return 3", "l1")] * 16
-    config = TrainConfig(num_workers=2, deepspeed=False, epochs=20, global_batch_size=4, micro_batch_size=2)
-    killed = []
-
-    def kill_one_worker():
-        [worker, *_] = wait_for(lambda: processes("RayTrainWorker"))
-        time.sleep(2.0)  # loading the model, or training
-        worker.kill()
-        killed.append(time.monotonic())
-
-    killer = threading.Thread(target=kill_one_worker, daemon=True)
-    killer.start()
-    checkpoint, loss, restarts = train(config, tiny_model, examples, str(tmp_path), "killed")
-    finished = time.monotonic()
-    killer.join(timeout=60)
-    assert killed and killed[0] < finished  # the kill landed while the job ran
-    assert (Path(checkpoint) / "model.safetensors").is_file() and loss > 0
-    assert restarts == 1  # Ray Train started a second worker group
-    assert len([path for path in (tmp_path / "killed").glob("checkpoint_*") if path.is_dir()]) == 1
-
-
 @pytest.mark.timeout(900)
 def test_chaos_one_process_of_each_kind_killed_the_run_finishes_and_loses_nothing(
     tiny_solver, twelves, tmp_path, ray_session
@@ -177,6 +154,8 @@ def test_chaos_one_process_of_each_kind_killed_the_run_finishes_and_loses_nothin
     assert summary["iteration"] == 1
     assert summary["restarts"] == {"generator": 1, "executor": 1, "pool": 1, "train_worker_group": 1}
     assert "restarted generator=1 executor=1 pool=1 train_worker_group=1" in driver.format_summary(summary)
+    # The restarted training job reported its one checkpoint, at its end.
+    assert len([path for path in (run_dir / "checkpoints" / "iter-0").glob("checkpoint_*") if path.is_dir()]) == 1
     # Nothing left: no actor process of the run, no engine, no sandbox directory.
     time.sleep(2.0)
     assert not [kind for kind in KINDS if processes(kind)]
@@ -184,11 +163,12 @@ def test_chaos_one_process_of_each_kind_killed_the_run_finishes_and_loses_nothin
 
 
 @pytest.mark.timeout(900)
-def test_losing_the_executors_node_mid_exploration_the_run_finishes_on_the_head(tiny_solver, twelves, tmp_path):
+def test_losing_the_executors_node_mid_exploration_the_run_finishes_on_the_head(tiny_model, twelves, tmp_path):
     run_dir = tmp_path / "run"
-    # Its own process: a ray.cluster_utils.Cluster cannot start beside this session's Ray.
+    # Its own process: a ray.cluster_utils.Cluster cannot start beside this session's Ray. The
+    # untrained model finds no positive, so the run skips training: exploration is what is tested.
     done = subprocess.run(
-        [sys.executable, "-m", "tests.node_loss", str(run_dir), tiny_solver, twelves],
+        [sys.executable, "-m", "tests.node_loss", str(run_dir), tiny_model, twelves],
         cwd=REPO,
         capture_output=True,
         text=True,
