@@ -6,6 +6,7 @@ shadow PyPI's `envs` (environment-variable access), or be shadowed by it, in any
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -51,21 +52,27 @@ def test_the_installed_wheel_and_pypi_envs_import_side_by_side(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     # omegaconf is what importing our `envs` package needs; the rest of our dependencies are not.
+    # Without PYTHONPATH: a checkout on it would be seen as installed packages by pip too.
+    clean = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", str(wheel)],
         check=True,
+        env=clean,
     )
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", PYPI_ENVS, "omegaconf"], check=True
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", PYPI_ENVS, "omegaconf"],
+        check=True,
+        env=clean,
     )
     probe = (
         "import envs, envisions_ray.envs, envisions_ray.actors\n"
         "print(envs.__file__); print(envisions_ray.envs.__file__); print(envisions_ray.actors.__file__)\n"
         "print(hasattr(envs, 'Env'), sorted(envisions_ray.envs.ENVIRONMENTS))\n"
     )
-    # Run outside the repository, so that only the venv can supply these packages.
+    # Isolated (-I: no PYTHONPATH, no cwd on the path) and outside the repository, whose top-level
+    # envs/ would shadow PyPI's: only the venv can supply these packages.
     printed = subprocess.run(
-        [str(python), "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
+        [str(python), "-I", "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
     ).stdout.splitlines()
     site_packages = str(venv / "lib")
     pypi_envs, our_envs, our_actors, contents = printed
