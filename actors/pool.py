@@ -17,6 +17,7 @@ import sqlite3
 from dataclasses import astuple, fields
 from pathlib import Path
 
+from envisions_ray.errors import UserError
 from envisions_ray.selection import TrainingSet, build_training_set, dedupe, filter_pair, preference_pairs
 from envisions_ray.types import Trajectory
 
@@ -45,7 +46,12 @@ class CandidatePool:
     def __init__(self, path: str):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path)
-        self.db.executescript(SCHEMA)
+        try:
+            self.db.executescript(SCHEMA)
+        except sqlite3.OperationalError as err:  # a pool from before trajectories had a stable key
+            raise UserError(
+                f"{path} was written by an older envisions-ray ({err}); resume it with that version"
+            ) from None
 
     def record(self, trajectories: list[Trajectory]) -> list[int]:
         """Store executed trajectories in one transaction; returns their ids, also of those stored before."""

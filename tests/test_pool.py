@@ -1,6 +1,11 @@
 """The candidate pool's memory: long-term by default, one iteration's worth for the ablation."""
 
+import sqlite3
+
+import pytest
+
 from envisions_ray.actors.pool import CandidatePool
+from envisions_ray.errors import UserError
 from envisions_ray.types import Trajectory
 
 
@@ -72,3 +77,11 @@ def test_a_stages_seconds_add_up_over_driver_sessions(tmp_path):
     pool.record_seconds(0, "explore", "resumed", 5.0)  # a retried call adds nothing
     pool.record_seconds(1, "explore", "resumed", 7.0)
     assert pool.seconds(0) == {"explore": 35.0, "select": 1.0}
+
+
+def test_a_pool_from_before_the_stable_key_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "pool.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE trajectories (example_id TEXT, solution TEXT, iteration INTEGER, source TEXT)")
+    with pytest.raises(UserError, match="written by an older envisions-ray"):
+        CandidatePool(str(path))
