@@ -126,17 +126,24 @@ def test_chaos_one_process_of_each_kind_killed_the_run_finishes_and_loses_nothin
             except sqlite3.OperationalError:  # the table is being made
                 return 0
 
+    def kill_one(kind: str) -> None:
+        while True:
+            try:
+                rng.choice(wait_for(lambda: processes(kind))).kill()
+                killed[kind] = time.monotonic()
+                return
+            except psutil.NoSuchProcess:  # exited between the listing and the kill: pick again
+                continue
+
     def chaos():
         # Exploration has begun when its first input is in the pool; its other calls are in flight.
         wait_for(explored)
         for kind in ("Generator", "Executor", "CandidatePool"):
             time.sleep(rng.uniform(0.0, 0.5))
-            rng.choice(wait_for(lambda: processes(kind))).kill()
-            killed[kind] = time.monotonic()
-        workers = wait_for(lambda: processes("RayTrainWorker"))
+            kill_one(kind)
+        wait_for(lambda: processes("RayTrainWorker"))
         time.sleep(rng.uniform(0.5, 2.0))
-        rng.choice(workers).kill()
-        killed["RayTrainWorker"] = time.monotonic()
+        kill_one("RayTrainWorker")
 
     killer = threading.Thread(target=chaos, daemon=True)
     killer.start()
