@@ -97,10 +97,11 @@ def run_experiment(cfg: RunConfig, resume: bool = False) -> None:
             .remote(str(run.run_dir / "pool.sqlite"))
         )
         try:
+            run.restarts_seen = actor_restarts()  # this job's actors so far (a test session runs several runs)
             start_actors(run)
             if not run.pool.is_done(-1, "eval"):
                 scores, tokens = evaluate(run, shots=cfg.algorithm.few_shot)
-                _record(run, {"policy": 0, **scores, "tokens": {"eval": tokens}})
+                _record(run, {"policy": 0, **scores, "tokens": {"eval": tokens}, "restarts": _new_restarts(run)})
                 run.pool.mark_done(-1, "eval")
             for iteration in range(cfg.algorithm.iterations):
                 run_iteration(run, iteration)
@@ -113,7 +114,6 @@ def run_iteration(run: Run, i: int) -> None:
     cfg, algo, method = run.cfg, run.cfg.algorithm, METHODS[run.cfg.method]
     if run.pool.is_done(i, "eval"):  # finished before a resume; start_actors loaded its policy
         return
-    restarts_before = actor_restarts()  # Ray restarts dead actors unseen; its actor table counts them
     inputs = run.inputs(i)
     _describe(run, [x for j in range(i + 1) for x in run.inputs(j)])  # the pool may train on any of them
     tokens: dict[str, int] = {}  # generated per stage
@@ -191,10 +191,7 @@ def run_iteration(run: Run, i: int) -> None:
         "seconds": run.pool.seconds(i),  # of every driver that worked on it: a resumed one adds its own
         "tokens": tokens,
         "executors": {"now": len(run.executors.seats), "peak": run.executors.peak},  # the pool's size, as it scaled
-        "restarts": {
-            **{kind: count - restarts_before[kind] for kind, count in actor_restarts().items()},
-            "train_worker_group": (trained or {}).get("restarts", 0),
-        },
+        "restarts": {**_new_restarts(run), "train_worker_group": (trained or {}).get("restarts", 0)},
     }
     _record(run, summary)
     run.pool.mark_done(i, "eval")
@@ -525,6 +522,15 @@ def _export(path: Path, examples: list[TrainExample | PreferenceExample]) -> Non
     path.write_text("".join(json.dumps(asdict(e)) + "\n" for e in examples))
 
 
+def _new_restarts(run: Run) -> dict[str, int]:
+    """Restarts of each kind since the last metrics line: Ray restarts dead actors unseen, and its
+    actor table counts them."""
+    now = actor_restarts()
+    new = {kind: now[kind] - run.restarts_seen[kind] for kind in now}
+    run.restarts_seen = now
+    return new
+
+
 def _record(run: Run, line: dict) -> None:
     with (run.run_dir / "metrics.jsonl").open("a") as metrics:
         metrics.write(json.dumps(line) + "\n")
@@ -538,15 +544,15 @@ def format_summary(line: dict) -> str:
     )
     if "eval_refine" in line:
         scores += " refined " + " ".join(f"{name}={value:.1%}" for name, value in line["eval_refine"].items())
+    restarted = " ".join(f"{kind}={n}" for kind, n in line.get("restarts", {}).items() if n)
+    faults = f" | restarted {restarted}" if restarted else ""
     if "iteration" not in line:
-        return f"[base model] eval {scores}"
+        return f"[base model] eval {scores}{faults}"
     stages = " ".join(f"{stage}={s:.0f}s" for stage, s in line["seconds"].items())
     loss = "n/a" if line["train_loss"] is None else f"{line['train_loss']:.3f}"
     if line.get("dpo_loss") is not None:
         loss += f" dpo-loss {line['dpo_loss']:.3f}"
     margin = "" if line.get("delta_logp") is None else f" Δlogp {line['delta_logp']:+.2f}"
-    restarted = " ".join(f"{kind}={n}" for kind, n in line.get("restarts", {}).items() if n)
-    faults = f" | restarted {restarted}" if restarted else ""
     return (
         f"[iter {line['iteration']}] explored {line['explored']}/{line['inputs']} positives {line['positives']} "
         f"unique-correct {line['unique_correct']} pool {line['pool_size']} |U1| {line['u1']} |U2| {line['u2']} "

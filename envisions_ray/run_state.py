@@ -5,6 +5,7 @@ candidate pool as typed calls, and the two explorers: the policy's generators or
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -160,6 +161,7 @@ class Run:
     # This driver process, and its wall time per (iteration, stage); a resumed run is a new session.
     session: str = field(default_factory=lambda: uuid.uuid4().hex)
     stage_seconds: dict[tuple[int, str], float] = field(default_factory=dict)
+    restarts_seen: Counter = field(default_factory=Counter)  # actor restarts counted into metrics so far
 
     def inputs(self, i: int) -> list[Example]:
         """Iteration i's training inputs: web tasks move to new seeds every iteration."""

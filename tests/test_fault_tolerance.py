@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 import psutil
 import pytest
@@ -24,13 +25,16 @@ from envisions_ray import driver
 from envisions_ray.actors.generator import start_generators, stop_generators
 from envisions_ray.actors.pool import CandidatePool
 from envisions_ray.config import GeneratorConfig
+from envisions_ray.envs.leftovers import processes_under
 from envisions_ray.envs.math_sandbox import DIRECTORY_PREFIX
+from envisions_ray.envs.web_browser import DIRECTORY_PREFIX as BROWSER_PREFIX
 from envisions_ray.prompts import PromptBook
 from envisions_ray.report import read_metrics
 from envisions_ray.run_state import PoolClient
 from envisions_ray.types import Trajectory
-from tests.node_loss import RESULT_MARKER
+from tests.node_loss import RESULT_MARKER, stored
 from tests.test_integration import tiny_run_config
+from tests.test_web_run import web_config
 
 REPO = Path(__file__).resolve().parents[1]
 CHAOS_SEED = 0
@@ -61,6 +65,16 @@ def wait_for(condition, timeout_s: float = 300.0, poll_s: float = 0.05):
             return found
         time.sleep(poll_s)
     raise TimeoutError("the awaited moment never came")
+
+
+def kill_one(pick: Callable[[], list[psutil.Process]], rng: random.Random) -> float:
+    """SIGKILL one of the processes `pick` lists (a seeded choice); returns when."""
+    while True:
+        try:
+            rng.choice(wait_for(pick)).kill()
+            return time.monotonic()
+        except psutil.NoSuchProcess:  # exited between the listing and the kill: pick again
+            continue
 
 
 def test_a_killed_generator_comes_back_on_the_checkpoint_it_held(tiny_model, tiny_solver, tmp_path, ray_session):
@@ -117,33 +131,15 @@ def test_chaos_one_process_of_each_kind_killed_the_run_finishes_and_loses_nothin
     sandboxes_before = set(Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*"))
     killed: dict[str, float] = {}
 
-    def explored() -> int:
-        if not (run_dir / "pool.sqlite").exists():
-            return 0
-        with sqlite3.connect(run_dir / "pool.sqlite") as db:
-            try:
-                return db.execute("SELECT COUNT(*) FROM trajectories").fetchone()[0]
-            except sqlite3.OperationalError:  # the table is being made
-                return 0
-
-    def kill_one(kind: str) -> None:
-        while True:
-            try:
-                rng.choice(wait_for(lambda: processes(kind))).kill()
-                killed[kind] = time.monotonic()
-                return
-            except psutil.NoSuchProcess:  # exited between the listing and the kill: pick again
-                continue
-
     def chaos():
         # Exploration has begun when its first input is in the pool; its other calls are in flight.
-        wait_for(explored)
+        wait_for(lambda: stored(run_dir / "pool.sqlite"))
         for kind in ("Generator", "Executor", "CandidatePool"):
             time.sleep(rng.uniform(0.0, 0.5))
-            kill_one(kind)
+            killed[kind] = kill_one(lambda: processes(kind), rng)
         wait_for(lambda: processes("RayTrainWorker"))
         time.sleep(rng.uniform(0.5, 2.0))
-        kill_one("RayTrainWorker")
+        killed["RayTrainWorker"] = kill_one(lambda: processes("RayTrainWorker"), rng)
 
     killer = threading.Thread(target=chaos, daemon=True)
     killer.start()
@@ -167,6 +163,57 @@ def test_chaos_one_process_of_each_kind_killed_the_run_finishes_and_loses_nothin
     time.sleep(2.0)
     assert not [kind for kind in KINDS if processes(kind)]
     assert set(Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*")) == sandboxes_before
+
+
+@pytest.mark.timeout(900)
+def test_chaos_on_a_web_run_a_browser_a_generator_an_executor_and_the_pool_killed(tiny_model, tmp_path, ray_session):
+    rng = random.Random(CHAOS_SEED)
+    run_dir = tmp_path / "web"
+    # The untrained model: no positives, so no training. One prompt per call: exploration spans many.
+    cfg = web_config(tiny_model, run_dir, "algorithm.iterations=1", "data.train_size=6", "generator.chunk_size=2")
+    browsers_before = set(Path(tempfile.gettempdir()).glob(f"{BROWSER_PREFIX}*"))
+    killed: dict[str, float] = {}
+
+    def browsers() -> list[psutil.Process]:
+        """Chromium's main process of each of this run's browsers."""
+        found = []
+        for directory in set(Path(tempfile.gettempdir()).glob(f"{BROWSER_PREFIX}*")) - browsers_before:
+            for pid in processes_under(str(directory)):
+                try:
+                    command = psutil.Process(pid).cmdline()
+                except psutil.Error:
+                    continue
+                if command and "chromium" in command[0] and not any(a.startswith("--type=") for a in command):
+                    found.append(psutil.Process(pid))
+        return found
+
+    def chaos():
+        # From the first page the run renders (the base eval) to the end of exploration.
+        time.sleep(rng.uniform(0.0, 0.5))
+        killed["browser"] = kill_one(browsers, rng)
+        for kind in ("Generator", "Executor", "CandidatePool"):
+            time.sleep(rng.uniform(0.0, 0.5))
+            killed[kind] = kill_one(lambda: processes(kind), rng)
+
+    killer = threading.Thread(target=chaos, daemon=True)
+    killer.start()
+    driver.run_experiment(cfg)
+    finished = time.monotonic()
+    killer.join(timeout=60)
+
+    assert set(killed) == {"browser", "Generator", "Executor", "CandidatePool"} and max(killed.values()) < finished
+    db = sqlite3.connect(run_dir / "pool.sqlite")
+    keys = Counter(db.execute("SELECT example_id, source FROM trajectories").fetchall())
+    inputs = [f"{task}@{seed}" for task in ("click-test-2", "click-button") for seed in range(6)]
+    sources = (
+        ("explore", "refine") if cfg.algorithm.refine and cfg.algorithm.refine_from_iteration == 0 else ("explore",)
+    )
+    assert keys == Counter({(x, source): cfg.algorithm.k for x in inputs for source in sources})
+    restarts = sum((Counter(line["restarts"]) for line in read_metrics(run_dir)), Counter())  # base eval or iteration
+    assert restarts == Counter({"generator": 1, "executor": 1, "pool": 1})
+    time.sleep(2.0)
+    assert not [kind for kind in KINDS if processes(kind)]
+    assert set(Path(tempfile.gettempdir()).glob(f"{BROWSER_PREFIX}*")) == browsers_before  # every browser quit
 
 
 @pytest.mark.timeout(900)
