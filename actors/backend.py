@@ -16,9 +16,16 @@ class Sample:
 
 class Backend(Protocol):
     def sample(
-        self, prompts: list[str], n: int, temperature: float, max_new_tokens: int, with_self_reward: bool
+        self,
+        prompts: list[str],
+        n: int,
+        temperature: float,
+        max_new_tokens: int,
+        with_self_reward: bool,
+        grammar: str = "",
     ) -> list[list[Sample]]:
-        """n samples per prompt; temperature 0 means greedy."""
+        """n samples per prompt; temperature 0 means greedy. A grammar (xgrammar EBNF) constrains
+        every sample to its language; the self-reward stays the policy's, before the grammar's mask."""
 
     def logprob(self, prompts: list[str], targets: list[str]) -> list[float]:
         """log p(target | prompt) under the policy at temperature 1, summed over the target's tokens."""

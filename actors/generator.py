@@ -45,8 +45,8 @@ class Generator:
             model_path = Path(policy_file).read_text()
         self.backend = make_backend(cfg, local_copy(model_path), dtype)
 
-    def sample(self, prompts, n, temperature, max_new_tokens, with_self_reward=True) -> list[list[Sample]]:
-        return self.backend.sample(prompts, n, temperature, max_new_tokens, with_self_reward)
+    def sample(self, prompts, n, temperature, max_new_tokens, with_self_reward=True, grammar="") -> list[list[Sample]]:
+        return self.backend.sample(prompts, n, temperature, max_new_tokens, with_self_reward, grammar)
 
     def logprob(self, prompts: list[str], targets: list[str]) -> list[float]:
         return self.backend.logprob(prompts, targets)

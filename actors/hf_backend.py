@@ -6,12 +6,18 @@ log-softmax is the policy at temperature 1, whatever the sampling temperature wa
 of a sample is the mean of those log-probs over the tokens it sampled, up to the stop string or
 EOS; that is what vLLM's `cumulative_logprob / len(token_ids)` gives the authors, and it needs no
 second forward pass.
+
+A grammar constrains sampling through `GrammarMask`, a logits processor that transformers runs
+before temperature and top-p, as vLLM applies its grammar bitmask before sampling; both use
+xgrammar. `output_logits` are taken before any processor, so the self-reward of a constrained
+sample is still the unmasked policy's.
 """
 
 from __future__ import annotations
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+import xgrammar
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from envisions_ray.actors.backend import Sample, cut_at_stop
 from envisions_ray.config import GeneratorConfig
@@ -34,6 +40,34 @@ class StopInGeneratedText(StoppingCriteria):
     def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
         return torch.tensor([any(stop in text for stop in self.stops) for text in texts], device=input_ids.device)
+
+
+class GrammarMask(LogitsProcessor):
+    """Masks, per row, the tokens the grammar does not allow next. A row that stopped (on a stop
+    string, or on EOS once its program is complete) is then fed padding, which its matcher refuses:
+    from there the row is left alone, as transformers discards what it samples."""
+
+    def __init__(self, compiled, rows: int):
+        self.matchers = [xgrammar.GrammarMatcher(compiled) for _ in range(rows)]
+        self.live = [True] * rows
+        self.bitmask = xgrammar.allocate_token_bitmask(rows, compiled.tokenizer_info.vocab_size)
+        self.prompt_length: int | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.prompt_length is None:
+            self.prompt_length = input_ids.shape[1]
+        elif input_ids.shape[1] > self.prompt_length:  # accept what was sampled last step
+            for row, matcher in enumerate(self.matchers):
+                if self.live[row] and not matcher.accept_token(int(input_ids[row, -1])):
+                    self.live[row] = False
+        self.bitmask.fill_(-1)  # all allowed, for rows no longer followed
+        for row, matcher in enumerate(self.matchers):
+            if self.live[row] and not matcher.is_terminated():
+                matcher.fill_next_token_bitmask(self.bitmask, row)
+        # A copy: transformers keeps the very tensor it passed in as the step's raw logits.
+        masked = scores.to("cpu", torch.float32, copy=True)
+        xgrammar.apply_token_bitmask_inplace(masked, self.bitmask)
+        return masked.to(scores.device, scores.dtype)
 
 
 def sampled_mask(tokens: torch.Tensor, end_ids: list[int]) -> torch.Tensor:
@@ -66,11 +100,19 @@ class HFBackend:
     def load(self, model_path: str) -> None:
         self.model, self.tokenizer = load_model_and_tokenizer(model_path, self.dtype)
         self.model.to(self.device).eval()
+        vocabulary = xgrammar.TokenizerInfo.from_huggingface(
+            self.tokenizer, vocab_size=self.model.get_output_embeddings().weight.shape[0]
+        )
+        self.grammars = xgrammar.GrammarCompiler(vocabulary)  # caches each grammar it compiles
+
+    def grammar_mask(self, grammar: str, rows: int) -> list[LogitsProcessor]:
+        return [GrammarMask(self.grammars.compile_grammar(grammar), rows)] if grammar else []
 
     @torch.inference_mode()
-    def sample(self, prompts, n, temperature, max_new_tokens, with_self_reward) -> list[list[Sample]]:
+    def sample(self, prompts, n, temperature, max_new_tokens, with_self_reward, grammar="") -> list[list[Sample]]:
         if temperature == 0 and n > 1:  # transformers refuses n > 1 when greedy; the n copies are identical
-            return [group * n for group in self.sample(prompts, 1, temperature, max_new_tokens, with_self_reward)]
+            greedy = self.sample(prompts, 1, temperature, max_new_tokens, with_self_reward, grammar)
+            return [group * n for group in greedy]
         rows = [encode_prompt(self.tokenizer, prompt) for prompt in prompts]  # as vllm and the trainer see them
         batch = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(self.device)
         sampling = (
@@ -86,6 +128,7 @@ class HFBackend:
             stopping_criteria=StoppingCriteriaList(
                 [StopInGeneratedText(self.tokenizer, self.cfg.stop, batch["input_ids"].shape[1])]
             ),
+            logits_processor=LogitsProcessorList(self.grammar_mask(grammar, len(rows) * n)),
             pad_token_id=self.tokenizer.pad_token_id,
             return_dict_in_generate=True,
             output_logits=with_self_reward,

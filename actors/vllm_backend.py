@@ -14,6 +14,11 @@ On every platform:
   (vllm/v1/engine/logprobs.py). Stop strings are looked for in the generated text only.
 - `RequestOutput.prompt_logprobs` starts with None: the first prompt token has no logprob
   (vllm/logprobs.py `create_prompt_logprobs`). Prompt logprobs come from raw logits too.
+- A grammar (`StructuredOutputsParams(grammar=...)`) is applied as a bitmask to the logits in
+  place before the sampler runs (vllm/v1/worker/gpu_model_runner.py `sample_tokens`,
+  `apply_grammar_bitmask`), so the "raw" logprobs of a constrained sample are renormalised over
+  the tokens the grammar allowed: not the policy's. A constrained sample's self-reward is
+  therefore taken from a teacher-forced pass over its own token ids (`teacher_forced_means`).
 - New weights: vLLM 0.32 can reload them in place, `collective_rpc("reload_weights",
   kwargs={"weights_path": ...})` into `GPUModelRunner.reload_weights` (vllm/v1/worker/
   gpu_model_runner.py; the CPU runner inherits it; vllm/model_executor/model_loader/reload/
@@ -43,6 +48,7 @@ from __future__ import annotations
 
 import gc
 import os
+from dataclasses import replace
 
 from envisions_ray.actors.backend import Sample, cut_at_stop
 from envisions_ray.config import GeneratorConfig
@@ -91,6 +97,17 @@ def target_logprob_sums(outputs, prompt_lengths: list[int]) -> list[float]:
     return sums
 
 
+def teacher_forced_means(outputs, prompt_lengths: list[int], counts: list[int]) -> list[float]:
+    """Mean prompt logprob of the `count` tokens after each prompt: the self-reward of a sample fed
+    back as prompt + its tokens, the raw policy at every position; 0.0 for a sample with none."""
+    means = []
+    for output, prompt_length, count in zip(outputs, prompt_lengths, counts):
+        ids, positions = output.prompt_token_ids, output.prompt_logprobs
+        scored = range(prompt_length, prompt_length + count)
+        means.append(sum(positions[i][ids[i]].logprob for i in scored) / count if count else 0.0)
+    return means
+
+
 def engine_args(cfg: GeneratorConfig, model_path: str, dtype: str) -> dict:
     """`vllm.LLM` keyword arguments: the KV cache by memory share on GPUs, by size on CPUs."""
     memory = (
@@ -106,6 +123,7 @@ def engine_args(cfg: GeneratorConfig, model_path: str, dtype: str) -> dict:
         max_model_len=cfg.max_model_len,
         enforce_eager=cfg.enforce_eager,
         logprobs_mode="raw_logprobs",  # the default, pinned: self-reward depends on it
+        structured_outputs_config={"backend": "xgrammar"},  # the grammar library the hf backend uses
         # Inside our actor's placement group vLLM would pick its "ray" executor, which wants one
         # 1-GPU bundle per worker (vllm/v1/executor/ray_utils.py); the actor already holds all its
         # GPUs (actors/generator.py start_generators), so TP workers are its child processes.
@@ -144,10 +162,11 @@ class VLLMBackend:
         self.llm = None
         gc.collect()
 
-    def sample(self, prompts, n, temperature, max_new_tokens, with_self_reward) -> list[list[Sample]]:
+    def sample(self, prompts, n, temperature, max_new_tokens, with_self_reward, grammar="") -> list[list[Sample]]:
         # Token ids, not text: the same ids the hf backend conditions on and the trainer trains on.
         ids = [encode_prompt(self.tokenizer, prompt) for prompt in prompts]
         greedy = temperature < GREEDY_BELOW
+        constrained = self.vllm.sampling_params.StructuredOutputsParams(grammar=grammar) if grammar else None
         params = self.vllm.SamplingParams(
             n=1 if greedy else n,  # vLLM refuses n > 1 when greedy; the n copies are identical anyway
             temperature=temperature,
@@ -156,13 +175,34 @@ class VLLMBackend:
             stop=self.cfg.stop,
             # No per-request seed: a fixed one repeats the same samples on every call for a prompt.
             # The engine's seed makes the run reproducible, as torch.manual_seed does for hf.
-            logprobs=0 if with_self_reward else None,  # 0: the sampled token's logprob only
+            # 0: the sampled token's logprob only; under a grammar it is not the policy's (see above).
+            logprobs=0 if with_self_reward and not grammar else None,
+            structured_outputs=constrained,
         )
         outputs = self.llm.generate(
             [self.vllm.TokensPrompt(prompt_token_ids=row) for row in ids], params, use_tqdm=False
         )
-        groups = samples_from_outputs(outputs, self.cfg.stop, with_self_reward)
+        groups = samples_from_outputs(outputs, self.cfg.stop, with_self_reward and not grammar)
+        if with_self_reward and grammar:
+            groups = self._self_rewarded(ids, outputs, groups)
         return [group * n for group in groups] if greedy else groups
+
+    def _self_rewarded(self, prompt_ids: list[list[int]], outputs, groups: list[list[Sample]]) -> list[list[Sample]]:
+        """The samples with self-rewards from one teacher-forced pass over prompt + counted tokens.
+        A sequence vLLM cannot score whole (it needs room for one generated token) drops its last tokens."""
+        rows, counts = [], []
+        for prompt, output in zip(prompt_ids, outputs):
+            for completion in output.outputs:
+                row = (prompt + list(completion.token_ids[: counted_tokens(completion)]))[: self.cfg.max_model_len - 1]
+                rows.append(row)
+                counts.append(len(row) - len(prompt))
+        params = self.vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        scored = self.llm.generate(
+            [self.vllm.TokensPrompt(prompt_token_ids=row) for row in rows], params, use_tqdm=False
+        )
+        lengths = [len(prompt) for prompt, output in zip(prompt_ids, outputs) for _ in output.outputs]
+        rewards = iter(teacher_forced_means(scored, lengths, counts))
+        return [[replace(sample, self_reward=next(rewards)) for sample in group] for group in groups]
 
     def logprob(self, prompts, targets) -> list[float]:
         """Teacher-forced, tokenised as the trainer tokenises (target + EOS), by one prompt-logprobs pass.

@@ -54,6 +54,10 @@ class GeneratorConfig:
     kv_cache_gib: float = 2.0
     # vllm backend: no torch.compile. The engine starts in about a third of the time, and decodes slower.
     enforce_eager: bool = False
+    # Constrain exploration, refinement and evaluation to the grammar in the domain's prompt file,
+    # where it has one (logic, web), so every sample is a well-formed program; both backends use
+    # xgrammar. Self-reward stays the policy's log-prob before the grammar's mask.
+    grammar: bool = True
 
 
 @dataclass

@@ -37,6 +37,7 @@ from envisions_ray.metrics import (
     executable_rate,
     exploratory_ability,
     mean_margin,
+    parse_rate,
     per_task_accuracy,
     stability,
 )
@@ -101,7 +102,8 @@ def run_experiment(cfg: RunConfig, resume: bool = False) -> None:
             start_actors(run)
             if not run.pool.is_done(-1, "eval"):
                 scores, tokens = evaluate(run, shots=cfg.algorithm.few_shot)
-                _record(run, {"policy": 0, **scores, "tokens": {"eval": tokens}, "restarts": _new_restarts(run)})
+                base = {"policy": 0, "grammar": bool(run.grammar), **scores, "tokens": {"eval": tokens}}
+                _record(run, {**base, "restarts": _new_restarts(run)})
                 run.pool.mark_done(-1, "eval")
             for iteration in range(cfg.algorithm.iterations):
                 run_iteration(run, iteration)
@@ -174,9 +176,11 @@ def run_iteration(run: Run, i: int) -> None:
         "iteration": i + 1,
         "policy": i + 1,
         "method": cfg.method,
+        "grammar": bool(run.grammar),  # were the policy's programs held to the prompt file's grammar
         "inputs": len(inputs),
         "explored": explored,
         "positives": sum(t.reward for t in generated),
+        "generated_parsed": parse_rate([t.error for t in generated]),
         "generated_executable": executable_rate([t.error for t in generated]),
         **run.pool.pool_counts(),
         "u1": sum(e.kind == "l1" for e in examples.sft),
@@ -289,9 +293,10 @@ def recording(run: Run, i: int, source: str) -> Sink:
 
 def evaluate(run: Run, shots: int) -> tuple[dict[str, dict[str, float]], int]:
     """Greedy accuracy of the current policy per eval set ("eval"), the share of its solutions that
-    ran ("executable"), for task inputs the accuracy per task ("per_task"), with eval.refine the
-    accuracy after one refine pass ("eval_refine"); and the tokens generated."""
-    scores, tokens = {"eval": {}, "executable": {}}, 0
+    parsed ("parsed") and that ran ("executable"), for task inputs the accuracy per task
+    ("per_task"), with eval.refine the accuracy after one refine pass ("eval_refine"); and the
+    tokens generated."""
+    scores, tokens = {"eval": {}, "parsed": {}, "executable": {}}, 0
     for name, examples in run.eval_sets.items():
         problems = _describe(run, examples)
         requests = [Request(x, run.prompts.explore(p, shots, x.task)) for x, p in zip(examples, problems)]
@@ -301,6 +306,7 @@ def evaluate(run: Run, shots: int) -> tuple[dict[str, dict[str, float]], int]:
         scores["eval"][name] = accuracy([o.reward for o in answered.outcomes])
         if any(x.task for x in examples):  # web: success per task, as paper table 11
             scores.setdefault("per_task", {})[name] = per_task_accuracy(examples, answered.outcomes)
+        scores["parsed"][name] = parse_rate([o.error for o in answered.outcomes])
         scores["executable"][name] = executable_rate([o.error for o in answered.outcomes])
         if run.cfg.eval.refine:  # paper table 8: one refine pass at inference
             again = [Request(x, run.prompts.refine(p, a)) for x, p, a in zip(examples, problems, answered.solutions)]
@@ -353,6 +359,7 @@ def plan(cfg: RunConfig) -> str:
     executors = (
         f"{cfg.env.num_executors}-{cfg.env.max_executors}" if cfg.env.max_executors else str(cfg.env.num_executors)
     )
+    grammar = "on" if run.grammar else ("off" if run.prompts.grammar else "none in the prompt file")
     return "\n".join(
         [
             f"plan: {algo.iterations} iterations of explore -> refine -> filter -> train -> eval",
@@ -361,7 +368,8 @@ def plan(cfg: RunConfig) -> str:
             f"  train      {len(run.train_set)} inputs from {cfg.data.train}, K={algo.k}, "
             f"refine={'on' if algo.refine else 'off'}, N1={algo.n1}, N2={algo.n2}",
             "  eval       " + ", ".join(f"{name} ({len(examples)} inputs)" for name, examples in run.eval_sets.items()),
-            f"  actors     {gen.num_actors} x {gen.backend} generator, {executors} x {cfg.env.name} executor, "
+            f"  actors     {gen.num_actors} x {gen.backend} generator (grammar {grammar}), "
+            f"{executors} x {cfg.env.name} executor, "
             f"{cfg.train.num_workers} train workers",
             f"  training   from {algo.train_from}, {cfg.train.epochs} epoch(s), "
             f"lr {cfg.train.lr} {cfg.train.lr_schedule}",
@@ -538,9 +546,10 @@ def _record(run: Run, line: dict) -> None:
 
 
 def format_summary(line: dict) -> str:
-    ran = line.get("executable", {})  # runs written before this field existed lack it
+    ran, parsed = line.get("executable", {}), line.get("parsed", {})  # older runs lack them
     scores = " ".join(
-        f"{name}={value:.1%} (ran {ran.get(name, float('nan')):.0%})" for name, value in line["eval"].items()
+        f"{name}={value:.1%} (parsed {parsed.get(name, float('nan')):.0%} ran {ran.get(name, float('nan')):.0%})"
+        for name, value in line["eval"].items()
     )
     if "eval_refine" in line:
         scores += " refined " + " ".join(f"{name}={value:.1%}" for name, value in line["eval_refine"].items())

@@ -5,6 +5,8 @@ symbolic language", made visible)."""
 
 from __future__ import annotations
 
+from envisions_ray.types import PARSE_ERROR
+
 
 def accuracy(rewards: list[int]) -> float:
     return sum(rewards) / len(rewards) if rewards else 0.0
@@ -21,6 +23,11 @@ def per_task_accuracy(examples, outcomes) -> dict[str, float]:
 def executable_rate(errors: list[str]) -> float:
     """Share of solutions that ran to an answer, right or wrong: an environment's error is empty then."""
     return sum(not error for error in errors) / len(errors) if errors else 0.0
+
+
+def parse_rate(errors: list[str]) -> float:
+    """Share of solutions that are programs of the domain's language, whether or not they ran."""
+    return sum(not error.startswith(PARSE_ERROR) for error in errors) / len(errors) if errors else 0.0
 
 
 def mean_margin(chosen: list[float], rejected: list[float]) -> float:

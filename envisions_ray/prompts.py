@@ -1,7 +1,9 @@
 """Prompts, rendered from a domain's prompt file (YAML).
 
 A prompt file holds an `instruction`, a `query` template, demonstration `shots`, the `refine`
-template of paper appendix E, and the `judge` template the Self-Rewarding baseline scores with.
+template of paper appendix E, the `judge` template the Self-Rewarding baseline scores with, and the
+`grammar` (xgrammar EBNF) of the domain's symbolic language, which constrains generation when
+`generator.grammar` is on; a domain without one (math: Python) samples freely.
 The exploration prompt with zero shots is the training prompt, so a trained model is always asked
 exactly what it was trained on.
 
@@ -11,9 +13,11 @@ an input of that task then shows that task's shots only, as the paper's same-tas
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import xgrammar
 import yaml
 
 from envisions_ray.errors import UserError
@@ -33,6 +37,7 @@ class PromptBook:
     refine_template: str  # fields: {problem}, {solution}
     shots: tuple[Shot, ...]
     judge_template: str = ""  # fields: {problem}, {solution}, {max_score}
+    grammar: str = ""  # EBNF of the solutions; empty: none
 
     @classmethod
     def load(cls, path: str | Path) -> "PromptBook":
@@ -42,7 +47,9 @@ class PromptBook:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         try:
             shots = tuple(Shot(s["problem"], s["solution"].rstrip(), s.get("task", "")) for s in raw.get("shots") or [])
-            return cls(raw["instruction"].rstrip(), raw["query"], raw["refine"], shots, raw.get("judge", ""))
+            grammar = raw.get("grammar") or ""
+            _check_grammar(path, grammar)
+            return cls(raw["instruction"].rstrip(), raw["query"], raw["refine"], shots, raw.get("judge", ""), grammar)
         except (KeyError, TypeError, AttributeError) as err:
             raise UserError(f"prompt file {path} needs instruction, query, refine and shots: missing {err}") from None
 
@@ -72,3 +79,16 @@ class PromptBook:
         if not self.judge_template:
             raise UserError("method self_rewarding needs a `judge` template in the prompt file")
         return self.judge_template.format(problem=problem, solution=solution, max_score=max_score)
+
+
+def _check_grammar(path: Path, grammar: object) -> None:
+    """A grammar that does not compile is refused here, in one line, not by a generator mid-run."""
+    if not isinstance(grammar, str):
+        raise UserError(f"prompt file {path}: grammar must be one EBNF text")
+    if grammar:
+        try:
+            xgrammar.Grammar.from_ebnf(grammar)
+        except RuntimeError as err:
+            first = next((line for line in str(err).splitlines() if line.strip()), "it does not parse")
+            reason = re.sub(r"^\[[^]]*\]\s*\S+:\d+:\s*", "", first)  # xgrammar's time and source line
+            raise UserError(f"prompt file {path}: the grammar is not valid EBNF: {reason}") from None

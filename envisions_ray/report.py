@@ -61,7 +61,8 @@ def report(run_dirs: list[Path], out_dir: Path | None = None) -> str:
     runs = [read_run(run_dir) for run_dir in run_dirs]
     out_dir = out_dir or Path(os.path.commonpath([run_dir.resolve() for run_dir in run_dirs]))
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = "\n\n".join([comparison_table(runs), *per_task_tables(runs), *(iteration_table(run) for run in runs)])
+    tables = [comparison_table(runs), *grammar_tables(runs), *per_task_tables(runs)]
+    text = "\n\n".join([*tables, *(iteration_table(run) for run in runs)])
     (out_dir / "report.md").write_text(text + "\n")
     _plot_all(runs, out_dir)
     return text + f"\n\nwritten: {out_dir / 'report.md'}, plots {', '.join(PLOTS)}"
@@ -99,6 +100,35 @@ def comparison_table(runs: list[RunRecord]) -> str:
     return "## Final accuracy\n\n" + _markdown(header, rows)
 
 
+def grammar_tables(runs: list[RunRecord]) -> list[str]:
+    """The grammar ablation: per run, grammar on or off, the share of programs that parsed (the
+    base model's eval, the last iteration's exploration, the final eval) beside the accuracy."""
+    if not any("grammar" in line for run in runs for line in run.lines):
+        return []  # runs from before generator.grammar existed
+    sets = sorted({name for run in runs for name in run.final["eval"]})
+    header = ["run", "grammar", "explored parsed"]
+    for name in sets:
+        header += [f"{name} base parsed", f"{name} base", f"{name} final parsed", f"{name} final"]
+    rows = []
+    for run in runs:
+        base, final = run.lines[0], run.final
+        last = run.iterations[-1] if run.iterations else {}
+        row = [
+            run.name,
+            {True: "on", False: "off"}.get(base.get("grammar"), "–"),
+            _percent(last.get("generated_parsed")),
+        ]
+        for name in sets:
+            row += [
+                _percent(base.get("parsed", {}).get(name)),
+                _percent(base["eval"].get(name)),
+                _percent(final.get("parsed", {}).get(name)),
+                _percent(final["eval"].get(name)),
+            ]
+        rows.append(row)
+    return ["## Grammar: programs that parsed, and accuracy\n\n" + _markdown(header, rows)]
+
+
 def per_task_tables(runs: list[RunRecord]) -> list[str]:
     """Per eval set with tasks: success per task, base model and final policy of every run."""
     sets = sorted({name for run in runs for line in run.lines for name in line.get("per_task", {})})
@@ -126,14 +156,24 @@ def per_task_table(columns: dict[str, dict[str, float]]) -> str:
 
 def iteration_table(run: RunRecord) -> str:
     names = sorted({name for line in run.lines for name in line["eval"]})
-    # "ran": the share of eval solutions the environment could execute at all, right or wrong.
-    header = ["policy", *names, *(f"{name} ran" for name in names), "explored", "pool", "U1", "U2", "loss", "Δlog p"]
+    # "parsed": the share of eval solutions in the domain's language; "ran": that the environment
+    # could execute at all, right or wrong.
+    header = [
+        "policy",
+        *names,
+        *(f"{name} parsed" for name in names),
+        *(f"{name} ran" for name in names),
+        *("explored", "explored parsed", "positives", "pool", "U1", "U2", "loss", "Δlog p"),
+    ]
     rows = [
         [
             "base" if line["policy"] == 0 else f"iter {line['policy']}",
             *(_percent(line["eval"].get(name)) for name in names),
+            *(_percent(line.get("parsed", {}).get(name), digits=0) for name in names),
             *(_percent(line.get("executable", {}).get(name), digits=0) for name in names),
-            *(str(line.get(key, "")) for key in ("explored", "pool_size", "u1", "u2")),
+            str(line.get("explored", "")),
+            _percent(line.get("generated_parsed"), digits=0),
+            *(str(line.get(key, "")) for key in ("positives", "pool_size", "u1", "u2")),
             "" if line.get("train_loss") is None else f"{line['train_loss']:.3f}",
             "" if line.get("delta_logp") is None else f"{line['delta_logp']:+.2f}",
         ]

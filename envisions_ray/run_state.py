@@ -61,8 +61,9 @@ def policy_explorer(run: Run) -> Explorer:
 
     def explore(part: list[Request], sampling: Sampling, with_self_reward: bool, chunk: int) -> ray.ObjectRef:
         generator = run.generators[chunk % len(run.generators)]
+        prompts = [r.prompt for r in part]
         return generator.sample.remote(
-            [r.prompt for r in part], sampling.n, sampling.temperature, sampling.max_new_tokens, with_self_reward
+            prompts, sampling.n, sampling.temperature, sampling.max_new_tokens, with_self_reward, run.grammar
         )
 
     return explore
@@ -168,6 +169,11 @@ class Run:
         return for_iteration(self.train_set, i, self.cfg.data.seed_stride)
 
     @property
+    def grammar(self) -> str:
+        """What the policy's programs must follow (generator.grammar): the prompt file's grammar, or none."""
+        return self.prompts.grammar if self.cfg.generator.grammar else ""
+
+    @property
     def long_term(self) -> bool:
         """Long-term memory (algorithm.pool): the pool keeps every iteration's winners."""
         return self.cfg.algorithm.pool == "long_term"
@@ -177,7 +183,8 @@ class Run:
         return None if self.long_term else i
 
     def greedy_replies(self, prompts: list[str], max_new_tokens: int) -> list[Sample]:
-        """The policy's greedy reply to each prompt, chunks spread over the generators (no execution)."""
+        """The policy's greedy reply to each prompt, chunks spread over the generators (no execution,
+        no grammar: a judge's reply is a score, not a program)."""
         size = self.cfg.generator.chunk_size
         chunks = [prompts[start : start + size] for start in range(0, len(prompts), size)]
         refs = [

@@ -20,6 +20,11 @@ class Example:
         return self.meta.get("task", "")
 
 
+# An environment's error starts with this when the solution is not a program of its language at
+# all, as against a program that ran and failed: the parse share counts the difference.
+PARSE_ERROR = "parse error: "
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What an environment says about one solution: binary reward b, what it produced, why not."""

@@ -15,7 +15,8 @@ import resource
 import sys
 
 from envisions_ray.envs.line_server import READY
-from envisions_ray.envs.logic_program import LogicError, answer
+from envisions_ray.envs.logic_program import LogicError, answer, parse
+from envisions_ray.types import PARSE_ERROR
 
 MB = 1024 * 1024
 MAX_ERROR_CHARS = 500  # a reply stays one short line whatever the model wrote
@@ -34,6 +35,11 @@ def main() -> None:
     for line in sys.stdin:
         try:
             request = json.loads(line)
+            try:
+                parse(request["program"])
+            except LogicError as err:  # not a program at all, as against one the engine refused
+                write_line({"answer": "", "error": f"{PARSE_ERROR}{err}"[:MAX_ERROR_CHARS]})
+                continue
             try:
                 write_line({"answer": answer(request["program"], request["timeout_s"]), "error": ""})
             except LogicError as err:

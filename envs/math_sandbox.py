@@ -20,7 +20,7 @@ from pathlib import Path
 from envisions_ray.envs.leftovers import owned_directory, remove_directory
 from envisions_ray.envs.line_server import LineServer, ServerLost
 from envisions_ray.errors import UserError
-from envisions_ray.types import Example, Outcome
+from envisions_ray.types import PARSE_ERROR, Example, Outcome
 
 SERVER_SCRIPT = Path(__file__).with_name("sandbox_server.py")
 SERVER_IN_SANDBOX = "/sandbox_server.py"
@@ -128,6 +128,10 @@ class MathSandbox:
         return example.question
 
     def execute(self, solution: str, example: Example) -> Outcome:
+        try:  # compiling runs nothing: a program that is not Python is told apart from one that failed
+            compile(solution, "<solution>", "exec", dont_inherit=True)
+        except (SyntaxError, ValueError) as err:
+            return Outcome(reward=0, error=f"{PARSE_ERROR}{type(err).__name__}: {err}")
         request = {
             "program": solution,
             "timeout_s": self.cfg.timeout_s,

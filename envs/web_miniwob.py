@@ -28,7 +28,7 @@ from envisions_ray.envs.web_actions import ActionError, Step, matches, parse_pro
 from envisions_ray.envs.web_browser import Browser
 from envisions_ray.envs.web_dom import Element, page_elements, render
 from envisions_ray.errors import UserError
-from envisions_ray.types import Example, Outcome
+from envisions_ray.types import PARSE_ERROR, Example, Outcome
 
 NOT_FINISHED = "the program ended before the task did"
 # What a dead Chromium or chromedriver looks like from here: WebDriver's errors, or no connection.
@@ -104,7 +104,7 @@ class WebEnvironment:
         try:
             steps = parse_program(solution)
         except ActionError as err:
-            return Outcome(reward=0, error=f"parse error: {err}")
+            return Outcome(reward=0, error=f"{PARSE_ERROR}{err}")
         if len(steps) > self.cfg.max_steps:
             return Outcome(reward=0, error=f"the program has {len(steps)} actions, more than {self.cfg.max_steps}")
         typed = sum(len(step.text) * step.times for step in steps if step.verb == "type")

@@ -51,7 +51,8 @@ def test_report_compares_runs_side_by_side_and_draws_every_figure(tmp_path, caps
     assert "| ours | envisions | 45.0% | 10.0% | 27.5% | 0.20 | 0.90 | 8 |" in out
     assert "| star | star_env | 25.0% | – | 25.0% | 0.10 | 0.90 | 4 |" in out
     # Then each run's iterations.
-    assert "| iter 2 | 45.0% | 10.0% | 70% | – | 4 | 20 | 3 | 1 | 0.250 | +3.00 |" in out
+    assert "| iter 2 | 45.0% | 10.0% | – | – | 70% | – | 4 | – | 5 | 20 | 3 | 1 | 0.250 | +3.00 |" in out
+    assert "## Grammar" not in out  # runs from before generator.grammar
     assert (tmp_path / "sweep" / "report.md").read_text().strip() in out
     for name in ("accuracy.png", "explored.png", "ea_stb.png", "delta_logp.png", "unique_correct.png"):
         image = matplotlib.image.imread(tmp_path / "sweep" / name)
@@ -84,6 +85,7 @@ def test_summary_line_names_every_quantity():
         "train_loss": 0.4321,
         "dpo_loss": 0.69,
         "eval": {"arith": 0.375},
+        "parsed": {"arith": 0.9},
         "executable": {"arith": 0.8},
         "eval_refine": {"arith": 0.4},
         "delta_logp": 2.345,
@@ -100,8 +102,24 @@ def test_summary_line_names_every_quantity():
         "|U2| 9",
         "loss 0.432 dpo-loss 0.690",
         "Δlogp +2.35",
-        "arith=37.5% (ran 80%) refined arith=40.0%",
+        "arith=37.5% (parsed 90% ran 80%) refined arith=40.0%",
         "explore=61s",
         "train=90s",
     ]:
         assert part in text
+
+
+def test_report_sets_runs_with_and_without_the_grammar_side_by_side(tmp_path, capsys):
+    for name, grammar, parsed in [("free", False, [0.0, 0.1]), ("held", True, [0.95, 1.0])]:
+        lines = write_run(tmp_path / name, "envisions", [0.1, 0.3])
+        for line, share in zip(lines, parsed):
+            line.update(grammar=grammar, parsed={"arith": share})
+        lines[-1]["generated_parsed"] = share
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert main(["report", str(tmp_path / "free"), str(tmp_path / "held")]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "| run | grammar | explored parsed | arith base parsed | arith base | arith final parsed | arith final |" in out
+    )
+    assert "| free | off | 10.0% | 0.0% | 10.0% | 10.0% | 30.0% |" in out
+    assert "| held | on | 100.0% | 95.0% | 10.0% | 100.0% | 30.0% |" in out

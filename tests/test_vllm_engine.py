@@ -7,6 +7,8 @@ both run in float32, so they agree to float32 rounding (the kernels differ, the 
 
 from __future__ import annotations
 
+import math
+
 import psutil
 import pytest
 import torch
@@ -85,6 +87,26 @@ def test_the_logprob_pass_matches_the_hf_backend(ray_session, engine, reference)
     theirs = reference.logprob([PROMPT] * 3, targets)
     assert ours == pytest.approx(theirs, abs=TOLERANCE)
     assert ours[0] > ours[2]  # the program it was trained on is the likeliest
+
+
+def test_a_constrained_sample_keeps_the_unmasked_policys_self_reward(ray_session, engine, reference):
+    """vLLM masks the logits before it takes logprobs; the backend scores a constrained sample by a
+    teacher-forced pass instead. One digit is one token, so the hf model's log p(digit) is the truth."""
+    [samples] = ray_session.get(engine.sample.remote([PROMPT], 16, 1.0, 8, True, "root ::= [0-9]"))
+    assert all(len(s.text) == 1 and s.text.isdigit() and s.num_tokens == 1 for s in samples)
+    assert len({s.text for s in samples}) > 1
+    for sample in samples:
+        mean, count = teacher_forced_mean(reference, PROMPT, sample.text)
+        assert count == 1 and sample.self_reward == pytest.approx(mean, abs=TOLERANCE)
+    assert max(s.self_reward for s in samples) < math.log(0.1) - 1  # not renormalised over ten digits
+
+
+def test_a_grammar_that_allows_the_policys_answer_changes_nothing(ray_session, engine):
+    exact = 'root ::= "' + SOLVER_PROGRAM.replace("\n", "\\n") + '"'
+    [[free]] = ray_session.get(engine.sample.remote([PROMPT], 1, 0.0, 32, True))
+    [[held]] = ray_session.get(engine.sample.remote([PROMPT], 1, 0.0, 32, True, exact))
+    assert held.text == free.text == SOLVER_PROGRAM and held.num_tokens == free.num_tokens
+    assert held.self_reward == pytest.approx(free.self_reward, abs=TOLERANCE)
 
 
 def test_new_weights_load(ray_session, engine, tiny_model):
