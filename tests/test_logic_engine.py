@@ -48,11 +48,12 @@ def test_scores_the_engine_answer_against_the_label(engine, label, reward):
 
 def test_bad_programs_score_zero_and_keep_the_reason(engine):
     parse_error = engine.execute("Facts:\nBig(Bob)\nQuery:\nKind(Bob, True)", THEORY)
-    assert parse_error.reward == 0 and parse_error.error.startswith("line 2:")
+    assert parse_error.reward == 0 and parse_error.error.startswith("parse error: line 2:")
     unsafe = engine.execute(
         "Facts:\nBig(Bob, True)\nRules:\nBig($x, True) >>> Kind($y, True)\nQuery:\nKind(Bob, True)", THEORY
     )
     assert unsafe.reward == 0 and "unsafe" in unsafe.error
+    assert not unsafe.error.startswith("parse error")  # it parsed; the engine refused it
 
 
 def test_grounding_bomb_is_killed_and_the_engine_goes_on(engine):

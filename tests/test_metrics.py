@@ -3,7 +3,14 @@
 import pytest
 
 from envisions_ray.data import task_input
-from envisions_ray.metrics import accuracy, exploratory_ability, per_task_accuracy, stability
+from envisions_ray.metrics import (
+    accuracy,
+    executable_rate,
+    exploratory_ability,
+    parse_rate,
+    per_task_accuracy,
+    stability,
+)
 from envisions_ray.types import Outcome
 
 
@@ -47,3 +54,10 @@ def test_success_per_task_by_hand():
     }
     with pytest.raises(ValueError):  # an outcome per input, or the table is wrong
         per_task_accuracy(inputs, [Outcome(1)])
+
+
+def test_parsed_counts_programs_that_failed_to_run_but_not_those_that_did_not_parse():
+    errors = ["", "parse error: line 1: 'x' is not an atom", "unsafe variable", "", "timeout after 1s"]
+    assert parse_rate(errors) == 4 / 5
+    assert executable_rate(errors) == 2 / 5
+    assert parse_rate([]) == 0.0

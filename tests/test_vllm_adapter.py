@@ -24,7 +24,13 @@ import pytest
 import envisions_ray.actors.generator
 from envisions_ray.actors.backend import Sample
 from envisions_ray.actors.generator import make_backend, start_generators
-from envisions_ray.actors.vllm_backend import VLLMBackend, engine_args, samples_from_outputs, target_logprob_sums
+from envisions_ray.actors.vllm_backend import (
+    VLLMBackend,
+    engine_args,
+    samples_from_outputs,
+    target_logprob_sums,
+    teacher_forced_means,
+)
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.errors import UserError
 
@@ -117,6 +123,18 @@ def test_target_logprob_sum_skips_the_prompt_and_the_leading_none():
     assert target_logprob_sums(outputs, [2, 1, 0]) == [-1.25, -1.75, -1.75]
 
 
+def test_teacher_forced_self_reward_averages_the_samples_own_tokens_after_its_prompt():
+    positions = [
+        None,
+        {3: Logprob(-0.5)},
+        {4: Logprob(-1.0), 999: Logprob(-0.1)},
+        {999: Logprob(-0.2), 5: Logprob(-2.0)},
+    ]
+    outputs = [RequestOutput(prompt_token_ids=[2, 3, 4, 5], prompt_logprobs=positions)] * 3
+    # Prompt [2, 3] and sample [4, 5]; prompt [2, 3, 4] and sample [5]; a sample with no tokens.
+    assert teacher_forced_means(outputs, [2, 3, 4], [2, 1, 0]) == [-1.5, -2.0, 0.0]
+
+
 def test_engine_args_size_the_kv_cache_by_gpu_share_or_by_cpu_gibibytes():
     gpu = GeneratorConfig(
         backend="vllm", num_gpus=1, tensor_parallel_size=2, gpu_memory_utilization=0.5, max_model_len=512, seed=7
@@ -129,6 +147,7 @@ def test_engine_args_size_the_kv_cache_by_gpu_share_or_by_cpu_gibibytes():
         max_model_len=512,
         enforce_eager=False,
         logprobs_mode="raw_logprobs",
+        structured_outputs_config={"backend": "xgrammar"},
         distributed_executor_backend="mp",
         gpu_memory_utilization=0.5,
     )
