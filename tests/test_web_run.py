@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import tempfile
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from envisions_ray import driver
 from envisions_ray.config import load_config
@@ -41,6 +43,7 @@ def web_config(tiny_model, run_dir, *extra):
             "env.max_executors=2",
             "train.max_length=256",
             "generator.backend=hf",  # starts at once; tests/test_vllm_engine.py runs the vLLM engine
+            "generator.grammar=false",  # free text: the random model's programs fail, and say why
             *extra,
         ],
     )
@@ -144,6 +147,7 @@ def test_envisions_eval_prints_success_per_task(tiny_model, ray_session, capsys)
             "eval.max_new_tokens=8",
             "env.num_executors=1",
             "generator.backend=hf",
+            "generator.grammar=false",
         ]
     )
     out = capsys.readouterr().out.splitlines()
@@ -155,3 +159,32 @@ def test_envisions_eval_prints_success_per_task(tiny_model, ray_session, capsys)
         "| **average** | 0.0% |",
     ]
     assert json.loads(out[-1])["per_task"] == {f"tasks:{TASKS}:100000": {"click-test-2": 0.0, "click-button": 0.0}}
+
+
+# Programs of one click each: short enough that 16 tokens of the random model always finish one.
+ONE_CLICK = 'root ::= "click(ref=" [1-9] ")"'
+
+
+@pytest.mark.timeout(600)
+def test_the_grammar_holds_exploration_refinement_and_evaluation(tiny_model, tmp_path, ray_session):
+    prompts = yaml.safe_load(Path("conf/prompts/web.yaml").read_text())
+    prompt_file = tmp_path / "web.yaml"
+    prompt_file.write_text(yaml.safe_dump({**prompts, "grammar": ONE_CLICK}))
+    run_dir = tmp_path / "run"
+    cfg = web_config(
+        tiny_model,
+        run_dir,
+        "generator.grammar=true",
+        f"env.prompt_file={prompt_file}",
+        "algorithm.iterations=1",
+        "algorithm.refine_from_iteration=0",
+    )
+    driver.run_experiment(cfg)
+    with sqlite3.connect(run_dir / "pool.sqlite") as db:
+        rows = db.execute("SELECT source, solution, error FROM trajectories").fetchall()
+    assert {source for source, *_ in rows} == {"explore", "refine"}
+    for _, solution, error in rows:
+        assert re.fullmatch(r"click\(ref=[1-9]\)", solution) and not error.startswith("parse error"), solution
+    base, first = read_metrics(run_dir)
+    assert base["grammar"] is first["grammar"] is True
+    assert base["parsed"] == first["parsed"] == {"miniwob": 1.0} and first["generated_parsed"] == 1.0
