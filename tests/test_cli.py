@@ -101,7 +101,7 @@ def test_exec_logic_prints_the_engine_answer(tmp_path):
     assert code == 0 and json.loads(out) == {
         "reward": 0,
         "output": "",
-        "error": "line 2: 'Big(Bob)' must end with True or False",
+        "error": "parse error: line 2: 'Big(Bob)' must end with True or False",
     }
 
 
