@@ -2,7 +2,8 @@
 
 A SIGKILLed executor cannot clean up: its browser, or its sandbox server in rlimit-only mode, keeps
 running and its directory stays in /tmp. Whoever makes the next directory of the same kind first
-kills what still runs from the dead owner's directories, then removes them.
+kills what still runs from the dead owner's directories, then removes them; so does whoever closes
+one, since a run's last executor may make no new directory after a sibling died.
 """
 
 from __future__ import annotations
@@ -29,8 +30,20 @@ def remove_directory(directory: Path) -> None:
 def sweep_orphans(prefix: str) -> None:
     for directory in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
         owner = directory.name.removeprefix(prefix).split("-")[0]
-        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+        if owner.isdigit() and not alive(int(owner)):
             remove_directory(directory)
+
+
+def alive(pid: int) -> bool:
+    """Running: a killed owner stays a zombie in /proc until its parent reaps it."""
+    try:
+        return not is_zombie(Path(f"/proc/{pid}"))
+    except OSError:
+        return False
+
+
+def is_zombie(entry: Path) -> bool:
+    return (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def kill(pids: list[int]) -> None:
@@ -51,7 +64,7 @@ def processes_under(directory: str) -> list[int]:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            if is_zombie(entry):
                 continue
             if (
                 directory.encode() in (entry / "cmdline").read_bytes()

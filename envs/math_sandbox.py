@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from envisions_ray.envs.leftovers import owned_directory, remove_directory
+from envisions_ray.envs.leftovers import owned_directory, remove_directory, sweep_orphans
 from envisions_ray.envs.line_server import LineServer, ServerLost
 from envisions_ray.errors import UserError
 from envisions_ray.types import PARSE_ERROR, Example, Outcome
@@ -154,6 +154,7 @@ class MathSandbox:
     def close(self) -> None:
         self._server.close()
         remove_directory(self._workdir)
+        sweep_orphans(DIRECTORY_PREFIX)  # a killed sibling's server, if no sandbox started since
 
     def __del__(self) -> None:
         if hasattr(self, "_server"):  # __init__ may have refused before acquiring anything

@@ -24,8 +24,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
 from urllib3.exceptions import HTTPError
 
+from envisions_ray.envs.leftovers import sweep_orphans
 from envisions_ray.envs.web_actions import ActionError, Step, matches, parse_program
-from envisions_ray.envs.web_browser import Browser
+from envisions_ray.envs.web_browser import DIRECTORY_PREFIX, Browser
 from envisions_ray.envs.web_dom import Element, page_elements, render
 from envisions_ray.errors import UserError
 from envisions_ray.types import PARSE_ERROR, Example, Outcome
@@ -119,6 +120,7 @@ class WebEnvironment:
 
     def close(self) -> None:
         self._close_browser()
+        sweep_orphans(DIRECTORY_PREFIX)  # a killed sibling's browser, if no browser started since
 
     def __del__(self) -> None:
         if hasattr(self, "browser"):
