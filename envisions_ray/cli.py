@@ -118,6 +118,14 @@ def _eval(args) -> int:
 
         [(name, per_task)] = scores["per_task"].items()
         print(per_task_table({args.checkpoint: per_task}))
+    [(name, value)] = scores["accuracy"].items()
+    low, high = scores["ci95"][name]
+    print(
+        f"{name}: accuracy {value:.1%} [{low:.1%}, {high:.1%}] (95 % Wilson) on {scores['problems'][name]} problems; "
+        f"parsed {scores['parsed'][name]:.1%}, ran {scores['executable'][name]:.1%}; "
+        f"{scores['generated_tokens']} tokens in {scores['seconds']:.0f} s "
+        f"({scores['generated_tokens'] / scores['seconds']:.0f} tokens/s)"
+    )
     print(json.dumps(scores))
     return 0
 

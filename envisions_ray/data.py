@@ -3,6 +3,7 @@
 A dataset is named by a spec string:
 - `builtin:arith:train` / `builtin:arith:eval`: seeded arithmetic word problems (1-3 operations)
   generated here, so the quickstart downloads nothing. The two splits are disjoint by construction.
+  `builtin:story:SPLIT`: multi-step problems of many shapes (`word_problems.py`), a curriculum.
 - a path to JSONL with `question` and `answer` (GSM8K's `... #### 72` answers are reduced to `72`).
   Other fields stay with the example for its environment: ProofWriter's `context` (the theory)
   is read by the logic environment.
@@ -14,21 +15,30 @@ A dataset is named by a spec string:
   their own instances (MiniWoB++). TASKS is a comma list or a text file with one task per line;
   `size` counts seeds per task: FIRST_SEED, FIRST_SEED + 1, ... With `data.seed_stride`,
   iteration i moves every seed by i * stride (`for_iteration`), so each iteration meets new inputs.
+
+Any spec but `tasks:` may end in a Python slice, `[START:STOP]`, taken before `size`: a dev split
+is `gsm8k_train.jsonl[-500:]` and the training set that never meets it `gsm8k_train.jsonl[:-500]`.
+
+Specs joined by ` + ` are a mix (a curriculum): their examples interleave one by one, so the first
+`size` take every part in an equal share.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 from pathlib import Path
 
 from envisions_ray.errors import UserError
 from envisions_ray.types import Example
+from envisions_ray.word_problems import story_problem
 
 # One problem in EVAL_SHARE_PER_TEN goes to the eval split, decided by a hash of its text.
 EVAL_SHARE_PER_TEN = 3
 SPLITS = ("train", "eval")
+MIX = " + "
 RULETAKER_LABELS = {"true": "True", "false": "False", "unknown": "Unknown"}
 
 NAMES = ["Ava", "Ben", "Chloe", "Dan", "Emma", "Finn", "Grace", "Hugo", "Ivy", "Jack", "Lena", "Omar"]
@@ -43,8 +53,35 @@ def normalise_answer(raw: str) -> str:
 
 def load_examples(spec: str, size: int | None = None, seed: int = 0) -> list[Example]:
     """Resolve a dataset spec. `size` keeps the first `size` examples (all when None)."""
+    if MIX in spec:
+        parts = [load_examples(part.strip(), size, seed) for part in spec.split(MIX)]
+        mixed = [x for group in itertools.zip_longest(*parts) for x in group if x is not None]
+        return mixed if size is None else mixed[:size]
     if spec.startswith("tasks:"):
         return _task_seeds(spec, size)
+    base, part = split_slice(spec)
+    if part == slice(None):
+        return _load(spec, size, seed)
+    examples = _load(base, None, seed)[part]
+    if not examples:
+        raise UserError(f"dataset spec '{spec}': the slice holds no examples")
+    return examples if size is None else examples[:size]
+
+
+def split_slice(spec: str) -> tuple[str, slice]:
+    """`PATH[START:STOP]` -> (PATH, slice(START, STOP)); a spec without one -> (spec, slice(None))."""
+    if not spec.endswith("]") or "[" not in spec:
+        return spec, slice(None)
+    base, _, bounds = spec[:-1].rpartition("[")
+    parts = bounds.split(":")
+    if len(parts) != 2 or not all(p.strip().lstrip("-").isdigit() for p in parts if p.strip()):
+        raise UserError(f"dataset spec '{spec}': the slice must be [START:STOP] with integers, e.g. [:-500]")
+    start, stop = (int(p) if p.strip() else None for p in parts)
+    return base, slice(start, stop)
+
+
+def _load(spec: str, size: int | None, seed: int) -> list[Example]:
+    """The first `size` examples of a spec without a slice (all when None)."""
     if spec.startswith("builtin:"):
         examples = _builtin(spec, size or 0, seed)
     elif spec.startswith("hf:"):
@@ -81,6 +118,12 @@ def for_iteration(examples: list[Example], iteration: int, seed_stride: int) -> 
     if seed_stride == 0:
         return examples
     return [task_input(x.task, x.meta["seed"] + iteration * seed_stride) if "seed" in x.meta else x for x in examples]
+
+
+def problem_key(example: Example) -> tuple[str, str]:
+    """What makes two problems the same: the question on the same context (ProofWriter repeats
+    questions across theories)."""
+    return " ".join(example.question.split()), str(example.meta.get("context", ""))
 
 
 def seeded_training_ids(examples: list[Example], iterations: int, seed_stride: int) -> set[str]:
@@ -186,18 +229,21 @@ def _hugging_face(spec: str) -> list[Example]:
 
 
 def _builtin(spec: str, size: int, seed: int) -> list[Example]:
+    generators = {"arith": arithmetic_problem, "story": story_problem}
     parts = spec.split(":")
-    if len(parts) != 3 or parts[1] != "arith" or parts[2] not in SPLITS:
-        raise UserError(f"unknown builtin dataset '{spec}': use builtin:arith:train or builtin:arith:eval")
-    split = parts[2]
+    if len(parts) != 3 or parts[1] not in generators or parts[2] not in SPLITS:
+        raise UserError(
+            f"unknown builtin dataset '{spec}': use builtin:KIND:SPLIT, KIND arith or story, SPLIT train or eval"
+        )
+    kind, split = parts[1:]
     rng = random.Random(seed)
     examples, seen = [], set()
     while len(examples) < size:
-        question, answer = arithmetic_problem(rng)
+        question, answer = generators[kind](rng)
         if question in seen or problem_split(question) != split:
             continue
         seen.add(question)
-        examples.append(Example(f"arith-{split}-{len(examples)}", question, str(answer)))
+        examples.append(Example(f"{kind}-{split}-{len(examples)}", question, str(answer)))
     return examples
 
 

@@ -28,12 +28,13 @@ from envisions_ray.actors.pool import CandidatePool
 from envisions_ray.actors.restarts import actor_restarts
 from envisions_ray.actors.trainer import train
 from envisions_ray.config import RunConfig, to_yaml
-from envisions_ray.data import load_examples, seeded_training_ids
+from envisions_ray.data import load_examples, problem_key, seeded_training_ids
 from envisions_ray.envs import make_env
 from envisions_ray.errors import UserError
 from envisions_ray.methods import METHODS, Examples
 from envisions_ray.metrics import (
     accuracy,
+    accuracy_interval,
     executable_rate,
     exploratory_ability,
     mean_margin,
@@ -292,11 +293,11 @@ def recording(run: Run, i: int, source: str) -> Sink:
 
 
 def evaluate(run: Run, shots: int) -> tuple[dict[str, dict[str, float]], int]:
-    """Greedy accuracy of the current policy per eval set ("eval"), the share of its solutions that
-    parsed ("parsed") and that ran ("executable"), for task inputs the accuracy per task
+    """Greedy accuracy of the current policy per eval set ("eval") with its 95 % interval ("ci95"),
+    the share of its solutions that parsed ("parsed") and that ran ("executable"), for task inputs the accuracy per task
     ("per_task"), with eval.refine the accuracy after one refine pass ("eval_refine"); and the
     tokens generated."""
-    scores, tokens = {"eval": {}, "parsed": {}, "executable": {}}, 0
+    scores, tokens = {"eval": {}, "ci95": {}, "parsed": {}, "executable": {}}, 0
     for name, examples in run.eval_sets.items():
         problems = _describe(run, examples)
         requests = [Request(x, run.prompts.explore(p, shots, x.task)) for x, p in zip(examples, problems)]
@@ -304,6 +305,7 @@ def evaluate(run: Run, shots: int) -> tuple[dict[str, dict[str, float]], int]:
         answered = stream(run, requests, greedy, Sink("eval"))
         tokens += answered.tokens
         scores["eval"][name] = accuracy([o.reward for o in answered.outcomes])
+        scores["ci95"][name] = accuracy_interval([o.reward for o in answered.outcomes])
         if any(x.task for x in examples):  # web: success per task, as paper table 11
             scores.setdefault("per_task", {})[name] = per_task_accuracy(examples, answered.outcomes)
         scores["parsed"][name] = parse_rate([o.error for o in answered.outcomes])
@@ -328,8 +330,16 @@ def evaluate_model(cfg: RunConfig, dataset: str, size: int | None, shots: int | 
     connect_ray(cfg)
     try:
         start_actors(run)
-        scores, _ = evaluate(run, shots)
-        return {"accuracy": scores.pop("eval"), **scores}
+        start = time.perf_counter()
+        scores, tokens = evaluate(run, shots)
+        seconds = time.perf_counter() - start
+        return {
+            "accuracy": scores.pop("eval"),
+            "problems": {dataset: len(examples)},
+            **scores,
+            "generated_tokens": tokens,
+            "seconds": seconds,
+        }
     finally:
         stop_actors(run)
 
@@ -453,8 +463,9 @@ def _explore_prompt(run: Run, example: Example, shots: int) -> str:
 def _check_inputs(
     cfg: RunConfig, train_set: list[Example], eval_sets: dict[str, list[Example]], prompts: PromptBook
 ) -> None:
-    """Generated (task, seed) inputs: iterations never share a seed, eval never meets a training
-    seed, and every task has its demonstration for the few-shot prompt."""
+    """No eval set meets a training problem (the same question on the same context; for generated
+    (task, seed) inputs, a seed some iteration trains on), and every task has its demonstration
+    for the few-shot prompt."""
     trained = seeded_training_ids(train_set, max(cfg.algorithm.iterations, 1), cfg.data.seed_stride)
     for name, examples in eval_sets.items():
         shared = sorted(trained & {x.id for x in examples})
@@ -462,6 +473,14 @@ def _check_inputs(
             raise UserError(
                 f"config: eval set '{name}' shares inputs with training (first: {shared[0]}); "
                 "move its first seed past the training seeds"
+            )
+    training_problems = {problem_key(x) for x in train_set if not x.task}
+    for name, examples in eval_sets.items():
+        leaked = next((x for x in examples if problem_key(x) in training_problems), None)
+        if leaked is not None:
+            raise UserError(
+                f"config: eval set '{name}' holds a training problem ({leaked.id}: {leaked.question[:60]!r}); "
+                "hold it out of data.train, e.g. PATH[:-500] for training and PATH[-500:] for dev"
             )
     for x in [*train_set, *(x for examples in eval_sets.values() for x in examples)]:
         if x.task and len(prompts.shots_for(x.task)) < cfg.algorithm.few_shot:
@@ -546,9 +565,10 @@ def _record(run: Run, line: dict) -> None:
 
 
 def format_summary(line: dict) -> str:
-    ran, parsed = line.get("executable", {}), line.get("parsed", {})  # older runs lack them
+    ran, parsed, bounds = (line.get(key, {}) for key in ("executable", "parsed", "ci95"))  # older runs lack them
     scores = " ".join(
-        f"{name}={value:.1%} (parsed {parsed.get(name, float('nan')):.0%} ran {ran.get(name, float('nan')):.0%})"
+        f"{name}={value:.1%}{_interval(bounds.get(name))} "
+        f"(parsed {parsed.get(name, float('nan')):.0%} ran {ran.get(name, float('nan')):.0%})"
         for name, value in line["eval"].items()
     )
     if "eval_refine" in line:
@@ -567,6 +587,10 @@ def format_summary(line: dict) -> str:
         f"unique-correct {line['unique_correct']} pool {line['pool_size']} |U1| {line['u1']} |U2| {line['u2']} "
         f"loss {loss}{margin} eval {scores} | {stages}{faults}"
     )
+
+
+def _interval(bounds: list[float] | None) -> str:
+    return "" if bounds is None else f" [{bounds[0]:.1%}, {bounds[1]:.1%}]"
 
 
 @contextmanager

@@ -5,11 +5,23 @@ symbolic language", made visible)."""
 
 from __future__ import annotations
 
+from scipy.stats import binomtest
+
 from envisions_ray.types import PARSE_ERROR
+
+CONFIDENCE = 0.95
 
 
 def accuracy(rewards: list[int]) -> float:
     return sum(rewards) / len(rewards) if rewards else 0.0
+
+
+def accuracy_interval(rewards: list[int]) -> tuple[float, float]:
+    """The accuracy's 95 % Wilson score interval: sound near 0 and 1, where a weak model's scores lie."""
+    if not rewards:
+        return 0.0, 1.0
+    interval = binomtest(sum(rewards), len(rewards)).proportion_ci(CONFIDENCE, method="wilson")
+    return interval.low, interval.high
 
 
 def per_task_accuracy(examples, outcomes) -> dict[str, float]:

@@ -140,6 +140,17 @@ def test_bad_dataset_fields_name_file_and_line(tmp_path, record, needle):
     assert not (tmp_path / "run").exists()
 
 
+def test_an_eval_set_that_holds_a_training_problem_is_refused(tmp_path):
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(f'{{"question": "What is {i} + 1?", "answer": "{i + 1}"}}\n' for i in range(6)))
+    split = [f"data.train={data}[:-2]", f"data.eval={{dev: '{data}[-2:]'}}"]
+    code, out, _ = run_envisions("run", QUICKSTART, f"run_dir={tmp_path / 'a'}", "--dry-run", *split)
+    assert code == 0 and "dev (2 inputs)" in out
+    leaky = [f"data.train={data}", f"data.eval={{dev: '{data}[-2:]'}}"]
+    code, _, err = run_envisions("run", QUICKSTART, f"run_dir={tmp_path / 'b'}", "--dry-run", *leaky)
+    assert_one_line_error(code, err, "eval set 'dev' holds a training problem", "What is 4 + 1?")
+
+
 def test_a_config_that_is_not_a_mapping_is_one_line(tmp_path):
     config = tmp_path / "list.yaml"
     config.write_text("- a\n- b\n")

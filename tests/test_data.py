@@ -2,12 +2,14 @@
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
 
 from envisions_ray.data import arithmetic_problem, load_examples, normalise_answer
 from envisions_ray.errors import UserError
+from envisions_ray.word_problems import SHAPES, story_problem
 
 
 def test_gsm8k_answers_are_the_number_after_hashes():
@@ -66,8 +68,46 @@ def test_builtin_answers_follow_the_story():
 
 
 def test_unknown_builtin_is_a_user_error():
-    with pytest.raises(UserError, match="builtin:arith:train"):
+    with pytest.raises(UserError, match="builtin:KIND:SPLIT, KIND arith or story"):
         load_examples("builtin:arith:test", 5)
+
+
+def solve_story(problem: str) -> int:
+    """Each shape's answer, read back from its text alone: a second derivation of the arithmetic."""
+    sentences = re.split(r"(?<=[.?]) ", problem)
+    # Distractors carry numbers the answer must not use; the question may come first.
+    facts = [x for x in sentences if not x.endswith("?") and not re.search(r"years|blocks|rained", x)]
+    [question] = [x for x in sentences if x.endswith("?")]
+    text = " ".join([*facts, question])
+    readers = {
+        r"buys (\d+) \w+ that cost \$(\d+) each\. \w+ pays with a \$(\d+) bill": lambda n, p, b: b - n * p,
+        r"reads (\d+) pages every day for (\d+) days\. \w+ had already read (\d+)": lambda r, d, a: a + r * d,
+        r"for (\d+) minutes a day, (\d+) days a week": lambda m, d: m * d // 60,
+        r"has (\d+) \w+\. \w+ gives half of them .* buys (\d+)": lambda t, b: t - t // 2 + b,
+        r"has (\d+) \w+\. \w+ gives a third of them .* buys (\d+)": lambda t, b: t - t // 3 + b,
+        r"has (\d+) \w+\. \w+ gives a quarter of them .* buys (\d+)": lambda t, b: t - t // 4 + b,
+        r"costs \$(\d+)\. This week every \w+ is (\d+)% off\. \w+ buys (\d+)": lambda p, o, n: n * p * (100 - o) // 100,
+        r"has (\d+) \w+\. \w+ has (\d+) more": lambda a, m: a + a + m,
+        r"has (\d+) \w+\. \w+ has (\d+) times as many": lambda a, t: a + a * t,
+        r"packs (\d+) \w+ into boxes of (\d+)\. How many .* filling (\d+) boxes": lambda n, per, b: n - per * b,
+        r"saves \$(\d+) a week for (\d+) weeks and then spends \$(\d+)\. \w+ has saved \$(\d+)": (
+            lambda w, k, s, o: w * k - s - o
+        ),
+    }
+    [answer] = [read(*map(int, m.groups())) for pattern, read in readers.items() if (m := re.search(pattern, text))]
+    return answer
+
+
+def test_story_answers_follow_the_story_in_every_shape():
+    rng = random.Random(5)
+    for _ in range(400):
+        question, answer = story_problem(rng)
+        assert answer == solve_story(question) and answer >= 0, question
+    for shape in SHAPES:  # every shape at least once, whatever the draw above met
+        facts, question, answer = shape(random.Random(1))
+        assert answer == solve_story(" ".join([*facts, question]))
+    examples = load_examples("builtin:story:eval", 300, seed=0)
+    assert not {x.question for x in examples} & {x.question for x in load_examples("builtin:story:train", 300)}
 
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -151,3 +191,38 @@ def test_task_inputs_are_task_seed_pairs_that_move_every_iteration(tmp_path):
     for bad in ("tasks:click-test", "tasks:click-test:x", "tasks::3"):
         with pytest.raises(UserError):
             load_examples(bad, 2)
+
+
+def test_a_slice_splits_a_file_into_disjoint_train_and_dev(tmp_path):
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps({"question": f"q{i}?", "answer": str(i)}) + "\n" for i in range(10)))
+    train, dev = load_examples(f"{data}[:-3]"), load_examples(f"{data}[-3:]")
+    assert [x.answer for x in train] == [str(i) for i in range(7)]
+    assert [x.answer for x in dev] == ["7", "8", "9"]
+    assert [x.answer for x in load_examples(f"{data}[-3:]", size=2)] == ["7", "8"]  # size counts inside the slice
+    assert [x.answer for x in load_examples(f"{data}[2:4]")] == ["2", "3"]
+
+
+@pytest.mark.parametrize("bounds", ["[a:]", "[1:2:3]", "[5]"])
+def test_a_malformed_slice_is_a_user_error(tmp_path, bounds):
+    data = tmp_path / "problems.jsonl"
+    data.write_text('{"question": "q?", "answer": "1"}\n')
+    with pytest.raises(UserError, match="the slice must be"):
+        load_examples(f"{data}{bounds}")
+
+
+def test_an_empty_slice_is_a_user_error(tmp_path):
+    data = tmp_path / "problems.jsonl"
+    data.write_text('{"question": "q?", "answer": "1"}\n')
+    with pytest.raises(UserError, match="the slice holds no examples"):
+        load_examples(f"{data}[5:]")
+
+
+def test_a_mix_interleaves_its_parts(tmp_path):
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps({"question": f"q{i}?", "answer": str(i)}) + "\n" for i in range(10)))
+    mixed = load_examples(f"{data}[:3] + builtin:story:train", size=5)
+    assert [x.id.split("-")[0] for x in mixed] == ["problems", "story", "problems", "story", "problems"]
+    assert [x.answer for x in mixed[::2]] == ["0", "1", "2"]
+    everything = load_examples(f"{data}[:2] + {data}[-1:]")
+    assert [x.answer for x in everything] == ["0", "9", "1"]

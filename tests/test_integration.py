@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from envisions_ray import driver, methods
 from envisions_ray.config import load_config
@@ -82,6 +83,10 @@ def test_one_iteration_end_to_end(tiny_solver, twelves, tmp_path, ray_session):
     (detail,) = db.execute("SELECT detail FROM stages WHERE iteration = 0 AND stage = 'train'").fetchone()
     checkpoint = Path(json.loads(detail)["checkpoint"])
     assert (checkpoint / "model.safetensors").is_file() and (checkpoint / TRAINED_MARKER).is_file()
+    # A plain transformers checkpoint: AutoModelForCausalLM loads it and generates with it.
+    loaded, tokenizer = AutoModelForCausalLM.from_pretrained(checkpoint), AutoTokenizer.from_pretrained(checkpoint)
+    prompt = tokenizer("Question: 1 + 1?\n", return_tensors="pt")
+    assert loaded.generate(**prompt, max_new_tokens=4, do_sample=False).shape[1] > prompt["input_ids"].shape[1]
     exported = (run_dir / "iter-0" / "train.jsonl").read_text().splitlines()
     assert len(exported) == summary["u1"] + summary["u2"]
 

@@ -5,6 +5,7 @@ import pytest
 from envisions_ray.data import task_input
 from envisions_ray.metrics import (
     accuracy,
+    accuracy_interval,
     executable_rate,
     exploratory_ability,
     parse_rate,
@@ -61,3 +62,17 @@ def test_parsed_counts_programs_that_failed_to_run_but_not_those_that_did_not_pa
     assert parse_rate(errors) == 4 / 5
     assert executable_rate(errors) == 2 / 5
     assert parse_rate([]) == 0.0
+
+
+@pytest.mark.parametrize(
+    "successes, n, low, high",
+    [
+        (0, 4, 0.0, 3.8415 / 7.8415),  # k = 0: the upper end is z^2 / (n + z^2)
+        (4, 4, 4 / 7.8415, 1.0),
+        # k = 5, n = 10: centre 0.5, half-width z * sqrt(0.025 + z^2 / 400) / (1 + z^2 / 10) = 0.26341
+        (5, 10, 0.23659, 0.76341),
+    ],
+)
+def test_the_accuracy_interval_is_wilsons(successes, n, low, high):
+    rewards = [1] * successes + [0] * (n - successes)
+    assert accuracy_interval(rewards) == pytest.approx((low, high), abs=1e-4)

@@ -85,6 +85,7 @@ def test_summary_line_names_every_quantity():
         "train_loss": 0.4321,
         "dpo_loss": 0.69,
         "eval": {"arith": 0.375},
+        "ci95": {"arith": [0.2, 0.6]},
         "parsed": {"arith": 0.9},
         "executable": {"arith": 0.8},
         "eval_refine": {"arith": 0.4},
@@ -102,7 +103,7 @@ def test_summary_line_names_every_quantity():
         "|U2| 9",
         "loss 0.432 dpo-loss 0.690",
         "Δlogp +2.35",
-        "arith=37.5% (parsed 90% ran 80%) refined arith=40.0%",
+        "arith=37.5% [20.0%, 60.0%] (parsed 90% ran 80%) refined arith=40.0%",
         "explore=61s",
         "train=90s",
     ]:

@@ -158,6 +158,8 @@ def test_envisions_eval_prints_success_per_task(tiny_model, ray_session, capsys)
         "| click-button | 0.0% |",
         "| **average** | 0.0% |",
     ]
+    # 0 of 4: the Wilson interval's upper end is z^2 / (n + z^2) = 3.8415 / 7.8415.
+    assert out[-2].startswith(f"tasks:{TASKS}:100000: accuracy 0.0% [0.0%, 49.0%] (95 % Wilson) on 4 problems;")
     assert json.loads(out[-1])["per_task"] == {f"tasks:{TASKS}:100000": {"click-test-2": 0.0, "click-button": 0.0}}
 
 
