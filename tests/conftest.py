@@ -106,17 +106,26 @@ def tiny_solver(tiny_model, tmp_path_factory) -> str:
     return str(path)
 
 
-@pytest.fixture
-def twelves(tmp_path) -> str:
+def write_twelves(path, prefix: str, count: int, seed: int) -> str:
     """A JSONL dataset of word problems; most answers are 12, a few are not."""
     import json
     import random
 
-    rng = random.Random(2)
-    path = tmp_path / "twelves.jsonl"
+    rng = random.Random(seed)
     lines = [
-        json.dumps({"id": f"t{i}", "question": arithmetic_problem(rng)[0], "answer": "12" if i % 4 else "13"})
-        for i in range(12)
+        json.dumps({"id": f"{prefix}{i}", "question": arithmetic_problem(rng)[0], "answer": "12" if i % 4 else "13"})
+        for i in range(count)
     ]
     path.write_text("\n".join(lines) + "\n")
     return str(path)
+
+
+@pytest.fixture
+def twelves(tmp_path) -> str:
+    return write_twelves(tmp_path / "twelves.jsonl", "t", 12, seed=2)
+
+
+@pytest.fixture
+def twelves_dev(tmp_path) -> str:
+    """Other problems of the same kind: the eval set, since a run refuses to evaluate on its training problems."""
+    return write_twelves(tmp_path / "twelves-dev.jsonl", "d", 4, seed=3)

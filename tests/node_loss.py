@@ -46,7 +46,7 @@ def stored(pool_path: Path) -> int:
             return 0
 
 
-def main(run_dir: Path, model: str, dataset: str) -> None:
+def main(run_dir: Path, model: str, dataset: str, dev: str) -> None:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": HEAD_CPUS, "include_dashboard": False})
     second = cluster.add_node(num_cpus=SECOND_NODE_CPUS)
     cluster.wait_for_nodes()
@@ -66,7 +66,7 @@ def main(run_dir: Path, model: str, dataset: str) -> None:
         model,
         run_dir,
         f"data.train={dataset}",
-        f"data.eval.arith={dataset}",
+        f"data.eval.arith={dev}",
         "data.train_size=12",
         "generator.chunk_size=2",
     )
@@ -98,4 +98,4 @@ def main(run_dir: Path, model: str, dataset: str) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2], sys.argv[3])
+    main(Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4])

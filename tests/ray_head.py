@@ -227,7 +227,7 @@ def ray_head():
         stop_head(head)
 
 
-def write_tiny_config(path: Path, model: str, dataset: str, run_dir: Path, **overrides) -> Path:
+def write_tiny_config(path: Path, model: str, dataset: str, dev: str, run_dir: Path, **overrides) -> Path:
     """conf/math_quickstart.yaml cut down to one iteration of a tiny model, sized for a 2-CPU head.
 
     The run holds 1 generator (0.5 CPU), 1 executor (1 CPU) and, while training, 1 Ray Train
@@ -240,7 +240,7 @@ def write_tiny_config(path: Path, model: str, dataset: str, run_dir: Path, **ove
         # hf starts at once; tests/test_vllm_engine.py and test_integration.py run the vLLM engine.
         "generator": {"backend": "hf", "num_actors": 1, "num_cpus": 0.5, "max_new_tokens": 32},
         "env": {"num_executors": 1},
-        "data": {"train": dataset, "eval": {"arith": dataset}, "train_size": 6, "eval_size": 4},
+        "data": {"train": dataset, "eval": {"arith": dev}, "train_size": 6, "eval_size": 4},
         "algorithm": {"k": 2, "iterations": 1, "few_shot": 0, "refine_from_iteration": 0},
         "train": {"num_workers": 1, "cpus_per_worker": 0.5, "epochs": 1, "max_length": 256},
         "eval": {"max_new_tokens": 32},

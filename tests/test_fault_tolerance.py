@@ -115,7 +115,7 @@ def test_a_killed_pool_comes_back_on_its_database(tmp_path, ray_session):
 
 @pytest.mark.timeout(900)
 def test_chaos_one_process_of_each_kind_killed_the_run_finishes_and_loses_nothing(
-    tiny_solver, twelves, tmp_path, ray_session
+    tiny_solver, twelves, twelves_dev, tmp_path, ray_session
 ):
     rng = random.Random(CHAOS_SEED)
     run_dir = tmp_path / "run"
@@ -123,7 +123,7 @@ def test_chaos_one_process_of_each_kind_killed_the_run_finishes_and_loses_nothin
         tiny_solver,
         run_dir,
         f"data.train={twelves}",
-        f"data.eval.arith={twelves}",
+        f"data.eval.arith={twelves_dev}",
         "data.train_size=12",
         "generator.chunk_size=2",  # one prompt (K = 2) per call: explore spans many calls
         "train.epochs=4",
@@ -217,12 +217,14 @@ def test_chaos_on_a_web_run_a_browser_a_generator_an_executor_and_the_pool_kille
 
 
 @pytest.mark.timeout(900)
-def test_losing_the_executors_node_mid_exploration_the_run_finishes_on_the_head(tiny_model, twelves, tmp_path):
+def test_losing_the_executors_node_mid_exploration_the_run_finishes_on_the_head(
+    tiny_model, twelves, twelves_dev, tmp_path
+):
     run_dir = tmp_path / "run"
     # Its own process: a ray.cluster_utils.Cluster cannot start beside this session's Ray. The
     # untrained model finds no positive, so the run skips training: exploration is what is tested.
     done = subprocess.run(
-        [sys.executable, "-m", "tests.node_loss", str(run_dir), tiny_model, twelves],
+        [sys.executable, "-m", "tests.node_loss", str(run_dir), tiny_model, twelves, twelves_dev],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -47,10 +47,10 @@ def tiny_run_config(tiny_model, run_dir, *extra):
 
 
 @pytest.mark.timeout(600)
-def test_one_iteration_end_to_end(tiny_solver, twelves, tmp_path, ray_session):
+def test_one_iteration_end_to_end(tiny_solver, twelves, twelves_dev, tmp_path, ray_session):
     run_dir = tmp_path / "run"
     cfg = tiny_run_config(
-        tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "eval.refine=true", *VLLM
+        tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves_dev}", "eval.refine=true", *VLLM
     )
     driver.run_experiment(cfg)
 
@@ -101,10 +101,12 @@ def test_one_iteration_end_to_end(tiny_solver, twelves, tmp_path, ray_session):
 
 
 @pytest.mark.timeout(600)
-def test_resume_after_a_crash_redoes_nothing_already_executed(tiny_solver, twelves, tmp_path, ray_session, monkeypatch):
+def test_resume_after_a_crash_redoes_nothing_already_executed(
+    tiny_solver, twelves, twelves_dev, tmp_path, ray_session, monkeypatch
+):
     run_dir = tmp_path / "run"
     cfg = tiny_run_config(
-        tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", "algorithm.refine=false"
+        tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves_dev}", "algorithm.refine=false"
     )
 
     def crash(*args, **kwargs):
@@ -138,11 +140,11 @@ def test_resume_after_a_crash_redoes_nothing_already_executed(tiny_solver, twelv
 
 
 @pytest.mark.timeout(600)
-def test_ablation_switches_shape_the_training_set(tiny_solver, twelves, tmp_path, ray_session):
+def test_ablation_switches_shape_the_training_set(tiny_solver, twelves, twelves_dev, tmp_path, ray_session):
     run_dir = tmp_path / "ablated"
     switches = ["algorithm.l2=false", "algorithm.rank=random", "algorithm.pool=current_iteration"]
     driver.run_experiment(
-        tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves}", *switches)
+        tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves_dev}", *switches)
     )
     summary = read_metrics(run_dir)[1]
     exported = [json.loads(line) for line in (run_dir / "iter-0" / "train.jsonl").read_text().splitlines()]
@@ -154,7 +156,7 @@ def test_ablation_switches_shape_the_training_set(tiny_solver, twelves, tmp_path
 
 
 @pytest.mark.timeout(600)
-def test_sft_dpo_trains_sft_then_dpo_on_pairs_from_the_pool(tiny_solver, twelves, tmp_path, ray_session):
+def test_sft_dpo_trains_sft_then_dpo_on_pairs_from_the_pool(tiny_solver, twelves, twelves_dev, tmp_path, ray_session):
     run_dir = tmp_path / "sft_dpo"
     # Sampled at 0.8, the solver sometimes misses an input it otherwise solves: a positive and a negative to pair.
     driver.run_experiment(
@@ -162,7 +164,7 @@ def test_sft_dpo_trains_sft_then_dpo_on_pairs_from_the_pool(tiny_solver, twelves
             tiny_solver,
             run_dir,
             f"data.train={twelves}",
-            f"data.eval.arith={twelves}",
+            f"data.eval.arith={twelves_dev}",
             "method=sft_dpo",
             "algorithm.k=4",
             "generator.temperature=0.8",
@@ -184,7 +186,7 @@ def test_sft_dpo_trains_sft_then_dpo_on_pairs_from_the_pool(tiny_solver, twelves
 
 @pytest.mark.timeout(600)
 def test_self_rewarding_trains_dpo_on_the_judge_s_best_against_worst(
-    tiny_solver, twelves, tmp_path, ray_session, monkeypatch
+    tiny_solver, twelves, twelves_dev, tmp_path, ray_session, monkeypatch
 ):
     # The tiny model's replies are noise that rarely parses; a fixed judge that scores an input's
     # three candidates 1, 4 and 2 makes a (best, worst) pair of each input certain.
@@ -196,7 +198,7 @@ def test_self_rewarding_trains_dpo_on_the_judge_s_best_against_worst(
             tiny_solver,
             run_dir,
             f"data.train={twelves}",
-            f"data.eval.arith={twelves}",
+            f"data.eval.arith={twelves_dev}",
             "method=self_rewarding",
             "algorithm.k=3",
         )
@@ -208,7 +210,7 @@ def test_self_rewarding_trains_dpo_on_the_judge_s_best_against_worst(
 
 
 @pytest.mark.timeout(600)
-def test_distill_keeps_the_teacher_s_correct_answers(tiny_model, twelves, tmp_path, ray_session):
+def test_distill_keeps_the_teacher_s_correct_answers(tiny_model, twelves, twelves_dev, tmp_path, ray_session):
     answers = {json.loads(line)["id"]: json.loads(line)["answer"] for line in Path(twelves).read_text().splitlines()}
     teacher = tmp_path / "teacher.jsonl"
     # Right for t0..t3, wrong for t4, nothing for the rest.
@@ -221,7 +223,7 @@ def test_distill_keeps_the_teacher_s_correct_answers(tiny_model, twelves, tmp_pa
             tiny_model,
             run_dir,
             f"data.train={twelves}",
-            f"data.eval.arith={twelves}",
+            f"data.eval.arith={twelves_dev}",
             "method=distill",
             f"distill.teacher_file={teacher}",
         )
@@ -246,14 +248,14 @@ def test_distill_keeps_the_teacher_s_correct_answers(tiny_model, twelves, tmp_pa
 
 
 @pytest.mark.timeout(600)
-def test_few_shot_only_evaluates(tiny_model, twelves, tmp_path, ray_session):
+def test_few_shot_only_evaluates(tiny_model, twelves, twelves_dev, tmp_path, ray_session):
     run_dir = tmp_path / "few_shot"
     driver.run_experiment(
         tiny_run_config(
             tiny_model,
             run_dir,
             f"data.train={twelves}",
-            f"data.eval.arith={twelves}",
+            f"data.eval.arith={twelves_dev}",
             "method=few_shot",
             "algorithm.few_shot=2",
         )

@@ -22,9 +22,9 @@ def outputs(nb, output_type=None):
 
 
 @pytest.mark.timeout(600)
-def test_quickstart_notebook_runs_a_job_and_plots_it(ray_head, tiny_solver, twelves, tmp_path):
+def test_quickstart_notebook_runs_a_job_and_plots_it(ray_head, tiny_solver, twelves, twelves_dev, tmp_path):
     run_dir = tmp_path / "run"
-    config = write_tiny_config(tmp_path / "tiny.yaml", tiny_solver, twelves, run_dir)
+    config = write_tiny_config(tmp_path / "tiny.yaml", tiny_solver, twelves, twelves_dev, run_dir)
     nb = nbformat.read(NOTEBOOK, as_version=4)
     env = ray_head.env(
         RAY_ADDRESS=ray_head.gcs_address,

@@ -19,9 +19,9 @@ JOB_TIMEOUT_S = 420
 
 
 @pytest.mark.timeout(JOB_TIMEOUT_S + 120)
-def test_a_tiny_run_submitted_as_a_ray_job(ray_head, tiny_solver, twelves, tmp_path):
+def test_a_tiny_run_submitted_as_a_ray_job(ray_head, tiny_solver, twelves, twelves_dev, tmp_path):
     run_dir = tmp_path / "run"  # absolute: the job's cwd is its unpacked working_dir
-    config = write_tiny_config(tmp_path / "tiny.yaml", tiny_solver, twelves, run_dir)
+    config = write_tiny_config(tmp_path / "tiny.yaml", tiny_solver, twelves, twelves_dev, run_dir)
     job_id = f"envisions-test-{uuid.uuid4().hex[:8]}"
 
     submit = [
