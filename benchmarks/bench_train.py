@@ -18,11 +18,11 @@ from contextlib import nullcontext
 import torch
 
 from envisions_ray.cpu import bf16_matmul_supported
-from envisions_ray.data import arithmetic_problem
 from envisions_ray.losses import collate, target_token_loss, tokenize
 from envisions_ray.model import load_model_and_tokenizer, resolve_model_path
 from envisions_ray.prompts import PromptBook
 from envisions_ray.types import TrainExample
+from envisions_ray.word_problems import arithmetic_problem
 
 PROGRAM = "def solution():\n    apples = 12\n    apples = apples + 7\n    apples = apples - 5\n    return apples"
 

@@ -33,16 +33,13 @@ from pathlib import Path
 
 from envisions_ray.errors import UserError
 from envisions_ray.types import Example
-from envisions_ray.word_problems import story_problem
+from envisions_ray.word_problems import arithmetic_problem, story_problem
 
 # One problem in EVAL_SHARE_PER_TEN goes to the eval split, decided by a hash of its text.
 EVAL_SHARE_PER_TEN = 3
 SPLITS = ("train", "eval")
 MIX = " + "
 RULETAKER_LABELS = {"true": "True", "false": "False", "unknown": "Unknown"}
-
-NAMES = ["Ava", "Ben", "Chloe", "Dan", "Emma", "Finn", "Grace", "Hugo", "Ivy", "Jack", "Lena", "Omar"]
-ITEMS = ["apples", "marbles", "stickers", "books", "cookies", "pencils", "shells", "cards", "coins"]
 
 
 def normalise_answer(raw: str) -> str:
@@ -251,26 +248,3 @@ def problem_split(question: str) -> str:
     """Which split a problem belongs to; a pure function of its text, so splits never overlap."""
     bucket = int(hashlib.sha1(question.encode()).hexdigest(), 16) % 10
     return "eval" if bucket < EVAL_SHARE_PER_TEN else "train"
-
-
-def arithmetic_problem(rng: random.Random) -> tuple[str, int]:
-    """A word problem with 1-3 operations on one quantity, and its integer answer."""
-    name, items = rng.choice(NAMES), rng.choice(ITEMS)
-    value = rng.randint(3, 30)
-    sentences = [f"{name} has {value} {items}."]
-    for _ in range(rng.randint(1, 3)):
-        operation = rng.choice(["add", "sub", "mul"] if value <= 60 else ["add", "sub"])
-        if operation == "add":
-            amount = rng.randint(2, 25)
-            sentences.append(f"Then {name} gets {amount} more {items}.")
-            value += amount
-        elif operation == "sub" and value > 2:
-            amount = rng.randint(1, value - 1)
-            sentences.append(f"Then {name} gives away {amount} {items}.")
-            value -= amount
-        else:
-            factor = rng.randint(2, 4)
-            sentences.append(f"Then the number of {items} {name} has becomes {factor} times as large.")
-            value *= factor
-    sentences.append(f"How many {items} does {name} have now?")
-    return " ".join(sentences), value

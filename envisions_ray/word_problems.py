@@ -1,4 +1,4 @@
-"""Multi-step word problems of many shapes, generated from a seed: the `builtin:story` curriculum.
+"""Word problems generated from a seed: `builtin:arith` and the `builtin:story` curriculum.
 
 `builtin:arith` problems have one shape (a quantity changed 1-3 times). Real word problems differ in
 ways a weak model must learn to read past: prices and change, rates over time, unit conversions,
@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import random
 
-NAMES = ["Ava", "Ben", "Chloe", "Dan", "Emma", "Finn", "Grace", "Hugo", "Ivy", "Jack", "Lena", "Omar", "Priya", "Sam"]
+NAMES = ["Ava", "Ben", "Chloe", "Dan", "Emma", "Finn", "Grace", "Hugo", "Ivy", "Jack", "Lena", "Omar"]
+ITEMS = ["apples", "marbles", "stickers", "books", "cookies", "pencils", "shells", "cards", "coins"]
+STORY_NAMES = [*NAMES, "Priya", "Sam"]
+STORY_ITEMS = [*ITEMS, "beads"]
 GOODS = [("notebook", "notebooks"), ("pen", "pens"), ("ticket", "tickets"), ("plant", "plants"), ("mug", "mugs")]
-ITEMS = ["apples", "marbles", "stickers", "books", "cookies", "pencils", "shells", "cards", "coins", "beads"]
 # One sentence with a number the answer does not use.
 DISTRACTORS = [
     "{other} is {n} years old.",
@@ -31,7 +33,7 @@ def story_problem(rng: random.Random) -> tuple[str, int]:
     shape = rng.choice(SHAPES)
     facts, question, answer = shape(rng)
     if rng.random() < 0.5:
-        distractor = rng.choice(DISTRACTORS).format(other=rng.choice(NAMES), n=rng.randint(3, 40))
+        distractor = rng.choice(DISTRACTORS).format(other=rng.choice(STORY_NAMES), n=rng.randint(3, 40))
         facts.insert(rng.randint(0, len(facts)), distractor)
     if rng.random() < 0.3:
         return f"{question} " + " ".join(facts), answer
@@ -39,7 +41,7 @@ def story_problem(rng: random.Random) -> tuple[str, int]:
 
 
 def change(rng: random.Random) -> tuple[list[str], str, int]:
-    name, (_, many) = rng.choice(NAMES), rng.choice(GOODS)
+    name, (_, many) = rng.choice(STORY_NAMES), rng.choice(GOODS)
     count, price = rng.randint(2, 9), rng.randint(2, 15)
     bill = next(b for b in (10, 20, 50, 100, 200) if b >= count * price)
     facts = [f"{name} buys {count} {many} that cost ${price} each.", f"{name} pays with a ${bill} bill."]
@@ -47,21 +49,21 @@ def change(rng: random.Random) -> tuple[list[str], str, int]:
 
 
 def rate(rng: random.Random) -> tuple[list[str], str, int]:
-    name, per_day, days = rng.choice(NAMES), rng.randint(3, 25), rng.choice([4, 5, 6, 7, 10, 14])
+    name, per_day, days = rng.choice(STORY_NAMES), rng.randint(3, 25), rng.choice([4, 5, 6, 7, 10, 14])
     done = rng.randint(0, per_day * days // 2)
     facts = [f"{name} reads {per_day} pages every day for {days} days.", f"{name} had already read {done} pages."]
     return facts, f"How many pages has {name} read in total?", done + per_day * days
 
 
 def units(rng: random.Random) -> tuple[list[str], str, int]:
-    name, days = rng.choice(NAMES), rng.choice([3, 4, 5, 6])
+    name, days = rng.choice(STORY_NAMES), rng.choice([3, 4, 5, 6])
     hours_total = rng.randint(1, 4) * days
     facts = [f"{name} practises piano for {hours_total * 60 // days} minutes a day, {days} days a week."]
     return facts, f"How many hours does {name} practise in a week?", hours_total
 
 
 def fraction(rng: random.Random) -> tuple[list[str], str, int]:
-    name, other, items = rng.sample(NAMES, 2) + [rng.choice(ITEMS)]
+    name, other, items = rng.sample(STORY_NAMES, 2) + [rng.choice(STORY_ITEMS)]
     denominator, word = rng.choice(FRACTIONS)
     total = denominator * rng.randint(3, 15)
     bought = rng.randint(1, 20)
@@ -70,14 +72,14 @@ def fraction(rng: random.Random) -> tuple[list[str], str, int]:
 
 
 def percent(rng: random.Random) -> tuple[list[str], str, int]:
-    name, (one, many) = rng.choice(NAMES), rng.choice(GOODS)
+    name, (one, many) = rng.choice(STORY_NAMES), rng.choice(GOODS)
     off, price, count = rng.choice(PERCENTS), 20 * rng.randint(1, 10), rng.randint(2, 4)
     facts = [f"A {one} costs ${price}.", f"This week every {one} is {off}% off.", f"{name} buys {count} {many}."]
     return facts, f"How much does {name} pay, in dollars?", count * (price - price * off // 100)
 
 
 def comparison(rng: random.Random) -> tuple[list[str], str, int]:
-    first, second, items = rng.sample(NAMES, 2) + [rng.choice(ITEMS)]
+    first, second, items = rng.sample(STORY_NAMES, 2) + [rng.choice(STORY_ITEMS)]
     base, more, times = rng.randint(4, 30), rng.randint(2, 15), rng.randint(2, 3)
     if rng.random() < 0.5:
         facts = [f"{first} has {base} {items}.", f"{second} has {more} more {items} than {first}."]
@@ -89,14 +91,15 @@ def comparison(rng: random.Random) -> tuple[list[str], str, int]:
 
 
 def groups(rng: random.Random) -> tuple[list[str], str, int]:
-    name, items = rng.choice(NAMES), rng.choice(ITEMS)
-    boxes, per_box, left = rng.randint(2, 9), rng.randint(3, 12), rng.randint(1, 9)
+    name, items = rng.choice(STORY_NAMES), rng.choice(STORY_ITEMS)
+    boxes, per_box = rng.randint(2, 9), rng.randint(3, 12)
+    left = rng.randint(1, per_box - 1)  # less than a box: else another box would be filled
     facts = [f"{name} packs {boxes * per_box + left} {items} into boxes of {per_box}."]
     return facts, f"How many {items} are left over after filling {boxes} boxes?", left
 
 
 def difference(rng: random.Random) -> tuple[list[str], str, int]:
-    first, second = rng.sample(NAMES, 2)
+    first, second = rng.sample(STORY_NAMES, 2)
     weekly, weeks = rng.randint(5, 20), rng.randint(2, 8)
     spent = rng.randint(1, weekly * weeks // 2)
     savings = weekly * weeks - spent
@@ -109,3 +112,26 @@ def difference(rng: random.Random) -> tuple[list[str], str, int]:
 
 
 SHAPES = [change, rate, units, fraction, percent, comparison, groups, difference]
+
+
+def arithmetic_problem(rng: random.Random) -> tuple[str, int]:
+    """A word problem with 1-3 operations on one quantity, and its integer answer."""
+    name, items = rng.choice(NAMES), rng.choice(ITEMS)
+    value = rng.randint(3, 30)
+    sentences = [f"{name} has {value} {items}."]
+    for _ in range(rng.randint(1, 3)):
+        operation = rng.choice(["add", "sub", "mul"] if value <= 60 else ["add", "sub"])
+        if operation == "add":
+            amount = rng.randint(2, 25)
+            sentences.append(f"Then {name} gets {amount} more {items}.")
+            value += amount
+        elif operation == "sub" and value > 2:
+            amount = rng.randint(1, value - 1)
+            sentences.append(f"Then {name} gives away {amount} {items}.")
+            value -= amount
+        else:
+            factor = rng.randint(2, 4)
+            sentences.append(f"Then the number of {items} {name} has becomes {factor} times as large.")
+            value *= factor
+    sentences.append(f"How many {items} does {name} have now?")
+    return " ".join(sentences), value

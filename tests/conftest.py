@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from envisions_ray.data import arithmetic_problem
+from envisions_ray.word_problems import arithmetic_problem
 
 # The throwaway Ray head's fixture (tests/ray_head.py), for the cluster-path tests.
 pytest_plugins = ["ray_head"]

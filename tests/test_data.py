@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from envisions_ray.data import arithmetic_problem, load_examples, normalise_answer
+from envisions_ray.data import load_examples, normalise_answer
 from envisions_ray.errors import UserError
-from envisions_ray.word_problems import SHAPES, story_problem
+from envisions_ray.word_problems import SHAPES, arithmetic_problem, groups, story_problem
 
 
 def test_gsm8k_answers_are_the_number_after_hashes():
@@ -226,3 +226,10 @@ def test_a_mix_interleaves_its_parts(tmp_path):
     assert [x.answer for x in mixed[::2]] == ["0", "1", "2"]
     everything = load_examples(f"{data}[:2] + {data}[-1:]")
     assert [x.answer for x in everything] == ["0", "9", "1"]
+
+
+def test_a_remainder_is_less_than_a_box():
+    for seed in range(300):
+        facts, question, left = groups(random.Random(seed))
+        per_box = int(re.search(r"boxes of (\d+)", facts[0]).group(1))
+        assert 1 <= left < per_box
