@@ -26,7 +26,6 @@ from envisions_ray.actors.executor import ExecutorPool
 from envisions_ray.actors.generator import start_generators, stop_generators
 from envisions_ray.actors.pool import CandidatePool
 from envisions_ray.actors.restarts import actor_restarts
-from envisions_ray.actors.trainer import train
 from envisions_ray.config import RunConfig, to_yaml
 from envisions_ray.data import load_examples, problem_key, seeded_training_ids
 from envisions_ray.envs import make_env
@@ -200,6 +199,14 @@ def run_iteration(run: Run, i: int) -> None:
     }
     _record(run, summary)
     run.pool.mark_done(i, "eval")
+
+
+def train(*args, **kwargs):
+    """`actors.trainer.train`, imported on first use: it loads torch and Ray Train (about 4 s on 2
+    cores), which a command refused for bad input, or an eval, never needs."""
+    from envisions_ray.actors.trainer import train as train_on_ray
+
+    return train_on_ray(*args, **kwargs)
 
 
 def _train_policy(run: Run, i: int, examples: Examples) -> dict:

@@ -5,8 +5,6 @@ symbolic language", made visible)."""
 
 from __future__ import annotations
 
-from scipy.stats import binomtest
-
 from envisions_ray.types import PARSE_ERROR
 
 CONFIDENCE = 0.95
@@ -20,6 +18,8 @@ def accuracy_interval(rewards: list[int]) -> tuple[float, float]:
     """The accuracy's 95 % Wilson score interval: sound near 0 and 1, where a weak model's scores lie."""
     if not rewards:
         return 0.0, 1.0
+    from scipy.stats import binomtest  # about 1 s to import: here, only evals pay it
+
     interval = binomtest(sum(rewards), len(rewards)).proportion_ci(CONFIDENCE, method="wilson")
     return interval.low, interval.high
 

@@ -17,7 +17,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import xgrammar
 import yaml
 
 from envisions_ray.errors import UserError
@@ -86,6 +85,8 @@ def _check_grammar(path: Path, grammar: object) -> None:
     if not isinstance(grammar, str):
         raise UserError(f"prompt file {path}: grammar must be one EBNF text")
     if grammar:
+        import xgrammar  # it loads transformers and torch (about 1.5 s): only a prompt file with a grammar pays it
+
         try:
             xgrammar.Grammar.from_ebnf(grammar)
         except RuntimeError as err:

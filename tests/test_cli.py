@@ -46,6 +46,17 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, overrides, needles):
     assert not run_dir.exists()
 
 
+def test_bad_input_is_refused_before_the_heavy_libraries_load(tmp_path):
+    # torch, Ray Train, xgrammar and scipy took 7.5 s of a refusal's 10 s to import on 2 cores.
+    probe = (
+        "import sys; from envisions_ray.cli import main; code = main(sys.argv[1:]); "
+        "print(code, sorted({'torch', 'ray.train', 'xgrammar', 'scipy'} & set(sys.modules)))"
+    )
+    argv = ["run", QUICKSTART, f"run_dir={tmp_path / 'run'}", "data.train=/nonexistent/train.jsonl"]
+    done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=120)
+    assert done.stdout.splitlines() == ["2 []"] and "dataset not found" in done.stderr
+
+
 def test_bad_dataset_line_names_file_and_line(tmp_path):
     data = tmp_path / "train.jsonl"
     data.write_text('{"question": "1+1?", "answer": "2"}\nnot json\n')
