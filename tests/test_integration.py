@@ -10,6 +10,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from envisions_ray import driver, methods
+from envisions_ray.actors.trainer import Trained
 from envisions_ray.config import load_config
 from envisions_ray.errors import UserError
 from envisions_ray.model import TRAINED_MARKER
@@ -20,6 +21,21 @@ from envisions_ray.report import read_metrics
 HF = "generator.backend=hf"
 VLLM = ("generator.backend=vllm", "generator.enforce_eager=true", "generator.kv_cache_gib=0.25")
 EXPLORE_DELAY_S = 3.0
+
+
+def record_training(monkeypatch) -> list:
+    """For tests about what a run trains on, not about training: `driver.train` records its examples
+    and hands back the model it started from. A Ray Train job on a tiny model costs about 30 s of
+    process starts and imports on 2 cores; the tests below that check the trainer's output
+    (end to end, resume, SFT then DPO, self-rewarding) run it for real."""
+    jobs = []
+
+    def recorded(cfg, init_model, examples, storage_dir, name, dpo_beta=None):
+        jobs.append(examples)
+        return Trained(init_model, 0.0, 0)
+
+    monkeypatch.setattr(driver, "train", recorded)
+    return jobs
 
 
 def tiny_run_config(tiny_model, run_dir, *extra):
@@ -140,7 +156,10 @@ def test_resume_after_a_crash_redoes_nothing_already_executed(
 
 
 @pytest.mark.timeout(600)
-def test_ablation_switches_shape_the_training_set(tiny_solver, twelves, twelves_dev, tmp_path, ray_session):
+def test_ablation_switches_shape_the_training_set(
+    tiny_solver, twelves, twelves_dev, tmp_path, ray_session, monkeypatch
+):
+    jobs = record_training(monkeypatch)
     run_dir = tmp_path / "ablated"
     switches = ["algorithm.l2=false", "algorithm.rank=random", "algorithm.pool=current_iteration"]
     driver.run_experiment(
@@ -153,6 +172,9 @@ def test_ablation_switches_shape_the_training_set(tiny_solver, twelves, twelves_
     with sqlite3.connect(run_dir / "pool.sqlite") as db:
         (positives,) = db.execute("SELECT COUNT(*) FROM trajectories WHERE in_pool = 1 AND reward = 1").fetchone()
     assert summary["u1"] == positives
+    # The trainer got exactly what was exported: U1, and no L2 example.
+    (examples,) = jobs
+    assert [(e.target, e.kind) for e in examples] == [(e["target"], e["kind"]) for e in exported]
 
 
 @pytest.mark.timeout(600)
@@ -210,7 +232,10 @@ def test_self_rewarding_trains_dpo_on_the_judge_s_best_against_worst(
 
 
 @pytest.mark.timeout(600)
-def test_distill_keeps_the_teacher_s_correct_answers(tiny_model, twelves, twelves_dev, tmp_path, ray_session):
+def test_distill_keeps_the_teacher_s_correct_answers(
+    tiny_model, twelves, twelves_dev, tmp_path, ray_session, monkeypatch
+):
+    jobs = record_training(monkeypatch)
     answers = {json.loads(line)["id"]: json.loads(line)["answer"] for line in Path(twelves).read_text().splitlines()}
     teacher = tmp_path / "teacher.jsonl"
     # Right for t0..t3, wrong for t4, nothing for the rest.
@@ -245,6 +270,9 @@ def test_distill_keeps_the_teacher_s_correct_answers(tiny_model, twelves, twelve
         and metrics[1]["u1"] == 4
         and metrics[1]["tokens"]["explore"] == 0
     )
+    # One job, on the teacher's four right answers (its wrong one is dropped).
+    (examples,) = jobs
+    assert sorted(e.target for e in examples) == sorted(r["solution"] for r in records[:4])
 
 
 @pytest.mark.timeout(600)
