@@ -23,15 +23,15 @@ VLLM = ("generator.backend=vllm", "generator.enforce_eager=true", "generator.kv_
 EXPLORE_DELAY_S = 3.0
 
 
-def record_training(monkeypatch) -> list:
-    """For tests about what a run trains on, not about training: `driver.train` records its examples
-    and hands back the model it started from. A Ray Train job on a tiny model costs about 30 s of
-    process starts and imports on 2 cores; the tests below that check the trainer's output
-    (end to end, resume, SFT then DPO, self-rewarding) run it for real."""
+def record_training(monkeypatch) -> list[tuple[list, float | None]]:
+    """For tests about what a run trains on, not about training: `driver.train` records each job's
+    examples and DPO beta, and hands back the model it started from. A Ray Train job on a tiny model
+    costs about 30 s of process starts and imports on 2 cores; the end-to-end and SFT-then-DPO
+    tests, test_actors.py and the cluster-path tests run it for real."""
     jobs = []
 
     def recorded(cfg, init_model, examples, storage_dir, name, dpo_beta=None):
-        jobs.append(examples)
+        jobs.append((examples, dpo_beta))
         return Trained(init_model, 0.0, 0)
 
     monkeypatch.setattr(driver, "train", recorded)
@@ -145,12 +145,15 @@ def test_resume_after_a_crash_redoes_nothing_already_executed(
     monkeypatch.undo()
     with pytest.raises(Exception, match="already holds a run"):
         driver.run_experiment(cfg)  # a fresh run must not overwrite it
+    jobs = record_training(monkeypatch)
     driver.run_experiment(load_config(run_dir / "config.yaml"), resume=True)
 
     assert db.execute("SELECT id, solution FROM trajectories ORDER BY id").fetchall() == explored_before
     metrics = read_metrics(run_dir)
     assert [line["policy"] for line in metrics] == [0, 1]  # the base eval was not repeated
     assert metrics[1]["u1"] >= 1 and metrics[1]["train_loss"] is not None
+    [(examples, _)] = jobs  # the resumed driver trained once, on U1 and U2 from the kept explorations
+    assert len(examples) == metrics[1]["u1"] + metrics[1]["u2"]
     # The iteration's seconds add the first driver's explore to the resumed one's train and eval.
     assert metrics[1]["seconds"]["explore"] >= EXPLORE_DELAY_S and metrics[1]["seconds"]["train"] > 0
 
@@ -173,8 +176,8 @@ def test_ablation_switches_shape_the_training_set(
         (positives,) = db.execute("SELECT COUNT(*) FROM trajectories WHERE in_pool = 1 AND reward = 1").fetchone()
     assert summary["u1"] == positives
     # The trainer got exactly what was exported: U1, and no L2 example.
-    (examples,) = jobs
-    assert [(e.target, e.kind) for e in examples] == [(e["target"], e["kind"]) for e in exported]
+    [(examples, dpo_beta)] = jobs
+    assert dpo_beta is None and [(e.target, e.kind) for e in examples] == [(e["target"], e["kind"]) for e in exported]
 
 
 @pytest.mark.timeout(600)
@@ -214,6 +217,7 @@ def test_self_rewarding_trains_dpo_on_the_judge_s_best_against_worst(
     # three candidates 1, 4 and 2 makes a (best, worst) pair of each input certain.
     judged, scores = [], itertools.cycle([1, 4, 2])
     monkeypatch.setattr(methods, "parse_score", lambda reply, max_score: judged.append(reply) or next(scores))
+    jobs = record_training(monkeypatch)
     run_dir = tmp_path / "self_rewarding"
     driver.run_experiment(
         tiny_run_config(
@@ -229,6 +233,9 @@ def test_self_rewarding_trains_dpo_on_the_judge_s_best_against_worst(
     assert len(judged) == 6 * 3  # every candidate judged once
     assert summary["seconds"]["judge"] > 0 and summary["tokens"]["judge"] > 0
     assert summary["pairs"] == 6 and summary["train_loss"] is None and isinstance(summary["dpo_loss"], float)
+    # One DPO job and no SFT: a pair per input, its best-judged candidate against its worst.
+    [(pairs, dpo_beta)] = jobs
+    assert dpo_beta is not None and len({pair.prompt for pair in pairs}) == len(pairs) == 6
 
 
 @pytest.mark.timeout(600)
@@ -271,8 +278,8 @@ def test_distill_keeps_the_teacher_s_correct_answers(
         and metrics[1]["tokens"]["explore"] == 0
     )
     # One job, on the teacher's four right answers (its wrong one is dropped).
-    (examples,) = jobs
-    assert sorted(e.target for e in examples) == sorted(r["solution"] for r in records[:4])
+    [(examples, dpo_beta)] = jobs
+    assert dpo_beta is None and sorted(e.target for e in examples) == sorted(r["solution"] for r in records[:4])
 
 
 @pytest.mark.timeout(600)
