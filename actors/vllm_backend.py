@@ -19,18 +19,28 @@ On every platform:
   `apply_grammar_bitmask`), so the "raw" logprobs of a constrained sample are renormalised over
   the tokens the grammar allowed: not the policy's. A constrained sample's self-reward is
   therefore taken from a teacher-forced pass over its own token ids (`teacher_forced_means`).
-- New weights: vLLM 0.32 can reload them in place, `collective_rpc("reload_weights",
-  kwargs={"weights_path": ...})` into `GPUModelRunner.reload_weights` (vllm/v1/worker/
-  gpu_model_runner.py; the CPU runner inherits it; vllm/model_executor/model_loader/reload/
-  inplace.py), in 0.9 s against 50 s for a new engine on SmolLM2 here. But after an in-place
-  reload the engine's greedy answers differed from those of an engine started on the same
-  checkpoint (benchmarks/bench_handoff.py), so `load` starts a new engine: correct, if slower.
+- New weights are loaded in place: `collective_rpc("reload_weights", kwargs={"weights_path": ...})`
+  into `GPUModelRunner.reload_weights` (vllm/v1/worker/gpu_model_runner.py; the CPU runner inherits
+  it; vllm/model_executor/model_loader/reload/inplace.py). The engine, its compiled graph and its
+  KV cache stay; the prefix cache, which holds the old policy's keys and values, is reset. 3-4 s
+  on SmolLM2 against 50 s for a new engine (benchmarks/bench_handoff.py).
+- A model whose output layer is tied to its input embedding (SmolLM2's `tie_word_embeddings`) is
+  served as an untied copy (`ServedWeights`). After an in-place reload of a tied model on CPU the
+  engine computed neither the old policy nor the new one; with the head untied it computes the new
+  one exactly (tests/test_vllm_engine.py). A likely cause, not traced: the CPU platform prepacks each
+  linear layer's weight after loading (vllm/model_executor/layers/utils.py
+  `dispatch_cpu_unquantized_gemm`), and a head that shares the embedding's parameter is not repacked.
+  The copy is made on every platform, so that one path is the one tested.
 
 What differs on CPU:
 - The KV cache. Unless `kv_cache_memory_bytes` is given, the CPU worker reserves
   `gpu_memory_utilization` (0.92) of its NUMA node's memory, and refuses to start when that much is
   not free (vllm/v1/worker/cpu_worker.py `CPUWorker.__init__`). So on CPU the cache is sized by
   `generator.kv_cache_gib`, which leaves the rest of the machine to executors and trainers.
+- KV blocks. The CPU platform makes a block 128 tokens unless a size is given (vllm/platforms/
+  cpu.py `check_and_update_config`), and the prefix cache shares whole blocks only
+  (vllm/v1/core/kv_cache_utils.py): too coarse for our short prompts and their K samples, so on CPU
+  the block is `generator.kv_block_size` tokens.
 - Threads. By default vLLM pins one OpenMP thread per physical core and keeps one CPU back for its
   scheduler process (vllm/utils/ompmultiprocessing.py `OMPProcessManager`): on a 2-vCPU machine that
   is one thread. We set `VLLM_CPU_OMP_THREADS_BIND=nobind`, so the worker runs the
@@ -48,12 +58,14 @@ from __future__ import annotations
 
 import gc
 import os
+import tempfile
 from dataclasses import replace
 
 from envisions_ray.actors.backend import Sample, cut_at_stop
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.errors import UserError
 from envisions_ray.losses import IGNORE, encode_prompt, tokenize
+from envisions_ray.model import is_tied, write_untied_copy
 from envisions_ray.types import TrainExample
 
 # vLLM samples greedily below this temperature (`_SAMPLING_EPS` in vllm/sampling_params.py).
@@ -109,11 +121,11 @@ def teacher_forced_means(outputs, prompt_lengths: list[int], counts: list[int]) 
 
 
 def engine_args(cfg: GeneratorConfig, model_path: str, dtype: str) -> dict:
-    """`vllm.LLM` keyword arguments: the KV cache by memory share on GPUs, by size on CPUs."""
+    """`vllm.LLM` keyword arguments: the KV cache by memory share on GPUs, by size and block size on CPUs."""
     memory = (
         {"gpu_memory_utilization": cfg.gpu_memory_utilization}
         if cfg.num_gpus > 0
-        else {"kv_cache_memory_bytes": int(cfg.kv_cache_gib * GIB)}
+        else {"kv_cache_memory_bytes": int(cfg.kv_cache_gib * GIB), "block_size": cfg.kv_block_size}
     )
     return dict(
         model=model_path,
@@ -132,6 +144,19 @@ def engine_args(cfg: GeneratorConfig, model_path: str, dtype: str) -> dict:
     )
 
 
+class ServedWeights:
+    """The checkpoint directory the engine reads: `model_path` itself, or an untied copy of a tied
+    model in a scratch directory that `close` removes (the module docstring says why)."""
+
+    def __init__(self, model_path: str):
+        self.scratch = tempfile.TemporaryDirectory(prefix="envisions-untied-") if is_tied(model_path) else None
+        self.path = write_untied_copy(model_path, self.scratch.name) if self.scratch else model_path
+
+    def close(self) -> None:
+        if self.scratch is not None:
+            self.scratch.cleanup()
+
+
 class VLLMBackend:
     def __init__(self, cfg: GeneratorConfig, model_path: str, dtype: str):
         if cfg.num_gpus == 0:  # read by the engine's processes, which inherit this environment
@@ -147,19 +172,23 @@ class VLLMBackend:
                 "generator.backend=vllm needs vLLM: run scripts/setup.sh (CPU), or pip install 'envisions-ray[gpu]'"
             ) from None
         self.vllm, self.cfg, self.dtype = vllm, cfg, dtype
-        self.llm = self.vllm.LLM(**engine_args(cfg, model_path, dtype))
+        self.weights = ServedWeights(model_path)
+        self.llm = self.vllm.LLM(**engine_args(cfg, self.weights.path, dtype))
         self.tokenizer = self.llm.get_tokenizer()
 
     def load(self, model_path: str) -> None:
-        """A new engine on the new checkpoint (the module docstring says why not in place)."""
-        self.close()
-        self.llm = self.vllm.LLM(**engine_args(self.cfg, model_path, self.dtype))
-        self.tokenizer = self.llm.get_tokenizer()
+        """The new checkpoint's weights, in place into the running engine."""
+        weights = ServedWeights(model_path)
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": weights.path})
+        self.llm.reset_prefix_cache()  # cached prefixes hold the old policy's keys and values
+        self.weights.close()
+        self.weights = weights
 
     def close(self) -> None:
         """Stop the engine core and its workers now, rather than whenever the LLM is collected."""
         self.llm.llm_engine.engine_core.shutdown()
         self.llm = None
+        self.weights.close()
         gc.collect()
 
     def sample(self, prompts, n, temperature, max_new_tokens, with_self_reward, grammar="") -> list[list[Sample]]:

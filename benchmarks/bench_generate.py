@@ -3,9 +3,11 @@
 All sample K solutions per prompt with the same settings and stop strings, in this process, one
 after another: the plain transformers loop (the baseline), our `hf` backend (the same loop, plus
 raw logits and self-rewards), and our `vllm` backend (vLLM's CPU build on a CPU machine), both
-with torch.compile and eager. The vllm rows also give the engine's start time.
+with torch.compile and eager, at one or more KV-cache block sizes. The vllm rows also give the
+engine's start time.
 
     python benchmarks/bench_generate.py [--model smollm2] [--prompts 16] [--k 4] [--dtype float32] [--chunk 32]
+        [--modes compiled,eager] [--kv-block-sizes 128,32] [--vllm-only]
 """
 
 from __future__ import annotations
@@ -71,7 +73,12 @@ def main() -> None:
     parser.add_argument(
         "--vllm-only", action="store_true", help="skip hf and plain generate (to compare vLLM settings)"
     )
+    parser.add_argument("--modes", default="compiled,eager", help="vLLM engines: compiled and/or eager")
+    parser.add_argument("--kv-block-sizes", help="vLLM KV-cache block sizes to compare (default: the quickstart's)")
     args = parser.parse_args()
+    modes = args.modes.split(",")
+    if not set(modes) <= {"compiled", "eager"}:
+        parser.error(f"--modes takes compiled and/or eager, got {args.modes}")
 
     quickstart = load_config("conf/math_quickstart.yaml", ["run_dir=unused"]).generator
     threads = torch.get_num_threads()
@@ -87,35 +94,34 @@ def main() -> None:
         f"stops {cfg.stop!r}, {cfg.chunk_size} sequences per call, {threads} threads, {args.dtype}"
     )
 
+    block_sizes = [int(size) for size in args.kv_block_sizes.split(",")] if args.kv_block_sizes else [cfg.kv_block_size]
     rows = []
-    for eager in (False, True):
+    for mode, block_size in [(mode, size) for mode in modes for size in block_sizes]:
+        settings = {**cfg.__dict__, "enforce_eager": mode == "eager", "kv_block_size": block_size}
         start = time.perf_counter()
-        backend = VLLMBackend(GeneratorConfig(**{**cfg.__dict__, "enforce_eager": eager}), path, args.dtype)
+        backend = VLLMBackend(GeneratorConfig(**settings), path, args.dtype)
         started = time.perf_counter() - start
-        name = f"vllm backend, {'eager' if eager else 'compiled'}"
+        name = f"vllm backend, {mode}, KV blocks of {block_size}"
         backend_tokens(backend, prompts[:2], cfg, args.k, "warm-up")  # first-call allocations, not steady state
         rows.append((name, *timed(lambda: backend_tokens(backend, prompts, cfg, args.k, name)), started))
         backend.close()
 
     if args.vllm_only:
+        first_rate = rows[0][1] / rows[0][2]
         for name, tokens, seconds, started in rows:
             print(
-                f"{name}: {tokens / seconds:.1f} tokens/s ({tokens} tokens in {seconds:.1f} s), "
-                f"engine start {started:.0f} s"
+                f"{name}: {tokens / seconds:.1f} tokens/s ({tokens} tokens in {seconds:.1f} s, "
+                f"{tokens / seconds / first_rate:.2f}x the first row), engine start {started:.0f} s"
             )
         return
     hf = HFBackend(cfg, path, args.dtype)
-    rows.append(
-        (
-            "hf backend (+stop, +self-reward)",
-            *timed(lambda: backend_tokens(hf, prompts, cfg, args.k, "hf backend")),
-            None,
-        )
-    )
+    hf_name = "hf backend (+stop, +self-reward)"
+    hf_row = (hf_name, *timed(lambda: backend_tokens(hf, prompts, cfg, args.k, "hf backend")))
+    rows.append((*hf_row, None))
     model, tokenizer = load_model_and_tokenizer(path, args.dtype)
     rows.append(("plain batched generate", *timed(lambda: plain_loop(model, tokenizer, prompts, cfg, args.k)), None))
 
-    hf_rate = rows[2][1] / rows[2][2]
+    hf_rate = hf_row[1] / hf_row[2]
     print("| generator | tokens | seconds | tokens/s | × hf backend | engine start |")
     print("|---|---|---|---|---|---|")
     for name, tokens, seconds, started in rows:

@@ -1,10 +1,12 @@
-"""Seconds to hand new weights to a vLLM generator: in place (vLLM's `reload_weights`, the engine
-keeps running) against a restart (close the engine, start one on the new checkpoint, which is what
-`VLLMBackend.load` does), for a compiled and an eager engine, in one run.
+"""Seconds to hand new weights to a vLLM generator: in place (`VLLMBackend.load`: vLLM's
+`reload_weights`, the engine keeps running) against a restart (close the engine, start one on the
+new checkpoint), for a compiled and an eager engine, in one run. Both include the untied copy a
+tied model is served as (actors/vllm_backend.py `ServedWeights`).
 
 The new checkpoint is the model with its weights perturbed, so that greedy answers change. Each
 handoff is checked: after an in-place load the engine must answer exactly as an engine started
-fresh on the new checkpoint, and differently from before.
+fresh on the new checkpoint, and differently from before; and it must answer as fast (the last
+column: the greedy answers' seconds after an in-place load over those on a fresh engine).
 
     python benchmarks/bench_handoff.py [--model smollm2] [--prompts 8] [--modes compiled,eager]
 """
@@ -37,8 +39,11 @@ def perturbed_copy(path: str, directory: str) -> str:
     return directory
 
 
-def greedy(backend: VLLMBackend, prompts: list[str]) -> list[str]:
-    return [group[0].text for group in backend.sample(prompts, 1, 0.0, 48, False)]
+def greedy(backend: VLLMBackend, prompts: list[str]) -> tuple[list[str], float]:
+    """The greedy answers, and the seconds they took."""
+    start = time.perf_counter()
+    answers = [group[0].text for group in backend.sample(prompts, 1, 0.0, 48, False)]
+    return answers, time.perf_counter() - start
 
 
 def main() -> None:
@@ -61,29 +66,30 @@ def main() -> None:
         for eager in [mode == "eager" for mode in modes]:
             mode = GeneratorConfig(**{**cfg.__dict__, "enforce_eager": eager})
             backend = VLLMBackend(mode, base, "float32")
-            before = greedy(backend, prompts)
-            start = time.perf_counter()
-            backend.llm.collective_rpc("reload_weights", kwargs={"weights_path": new})
-            backend.llm.reset_prefix_cache()
-            in_place = time.perf_counter() - start
-            after_load = greedy(backend, prompts)
+            before, _ = greedy(backend, prompts)
             start = time.perf_counter()
             backend.load(new)
+            in_place = time.perf_counter() - start
+            after_load, after_load_s = greedy(backend, prompts)
+            start = time.perf_counter()
+            backend.close()
+            backend = VLLMBackend(mode, new, "float32")
             restart = time.perf_counter() - start
-            fresh = greedy(backend, prompts)
+            fresh, fresh_s = greedy(backend, prompts)
             backend.close()
             changed = sum(a != b for a, b in zip(before, fresh))
-            rows.append(("eager" if eager else "compiled", in_place, restart, after_load == fresh, changed))
+            name = "eager" if eager else "compiled"
+            rows.append((name, in_place, restart, after_load == fresh, changed, after_load_s / fresh_s))
 
     print(
         "| engine | in-place load | restart | ratio | in-place answers = fresh engine's "
-        "| answers the new weights changed |"
+        "| answers the new weights changed | answering time, in place / fresh engine |"
     )
-    print("|---|---|---|---|---|---|")
-    for name, in_place, restart, same, changed in rows:
+    print("|---|---|---|---|---|---|---|")
+    for name, in_place, restart, same, changed, slowdown in rows:
         print(
             f"| {name} | {in_place:.1f} s | {restart:.1f} s | {restart / in_place:.1f}× | {same} "
-            f"| {changed} / {len(prompts)} |"
+            f"| {changed} / {len(prompts)} | {slowdown:.2f} |"
         )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument(
         "--shots", type=int, help="demonstrations in the prompt (default: few-shot for the base model, 0 otherwise)"
     )
+    evaluate.add_argument("--answers", metavar="JSONL", help="write each problem's answer, expected answer and reward")
 
     execute = commands.add_parser("exec", help="run one solution through a domain's environment")
     execute.add_argument("domain", help="environment name: math, logic or web")
@@ -112,7 +114,10 @@ def _eval(args) -> int:
     from envisions_ray import driver
 
     cfg = load_config(args.config, [*args.overrides, f"model.path={args.checkpoint}"])
-    scores = driver.evaluate_model(cfg, args.dataset, args.size, args.shots)
+    answers = Path(args.answers) if args.answers else None
+    if answers is not None and not os.access(answers.parent.resolve(), os.W_OK):  # before a long eval, not after
+        raise UserError(f"--answers {answers}: cannot write into {answers.parent.resolve()}")
+    scores = driver.evaluate_model(cfg, args.dataset, args.size, args.shots, answers)
     if "per_task" in scores:  # web: a table like paper table 11, then the JSON line
         from envisions_ray.report import per_task_table
 

@@ -101,7 +101,7 @@ def run_experiment(cfg: RunConfig, resume: bool = False) -> None:
             run.restarts_seen = actor_restarts()  # this job's actors so far (a test session runs several runs)
             start_actors(run)
             if not run.pool.is_done(-1, "eval"):
-                scores, tokens = evaluate(run, shots=cfg.algorithm.few_shot)
+                scores, tokens = evaluate(run, shots=cfg.algorithm.few_shot, answers=_answers_file(run, 0))
                 base = {"policy": 0, "grammar": bool(run.grammar), **scores, "tokens": {"eval": tokens}}
                 _record(run, {**base, "restarts": _new_restarts(run)})
                 run.pool.mark_done(-1, "eval")
@@ -163,7 +163,8 @@ def run_iteration(run: Run, i: int) -> None:
         _use_policy(run, trained["checkpoint"] if trained else run.policy)
 
     with _timed(run, i, "eval"):
-        scores, tokens["eval"] = evaluate(run, shots=algo.few_shot if run.policy == run.base_model else 0)
+        eval_shots = algo.few_shot if run.policy == run.base_model else 0  # pi_{i+1} may be the base model
+        scores, tokens["eval"] = evaluate(run, eval_shots, answers=_answers_file(run, i + 1))
         margin = _logprob_margin(run, i)
 
     generated = run.pool.trajectories(i)  # explored and refined
@@ -299,18 +300,22 @@ def recording(run: Run, i: int, source: str) -> Sink:
     return Sink(source, with_self_reward=True, keep=keep)
 
 
-def evaluate(run: Run, shots: int) -> tuple[dict[str, dict[str, float]], int]:
+def evaluate(run: Run, shots: int, answers: Path | None = None) -> tuple[dict[str, dict[str, float]], int]:
     """Greedy accuracy of the current policy per eval set ("eval") with its 95 % interval ("ci95"),
     the share of its solutions that parsed ("parsed") and that ran ("executable"), for task inputs the accuracy per task
     ("per_task"), with eval.refine the accuracy after one refine pass ("eval_refine"); and the
-    tokens generated."""
-    scores, tokens = {"eval": {}, "ci95": {}, "parsed": {}, "executable": {}}, 0
+    tokens generated. Each answer, with the expected one, goes to the JSONL file `answers` if given."""
+    scores, tokens, rows = {"eval": {}, "ci95": {}, "parsed": {}, "executable": {}}, 0, []
     for name, examples in run.eval_sets.items():
         problems = _describe(run, examples)
         requests = [Request(x, run.prompts.explore(p, shots, x.task)) for x, p in zip(examples, problems)]
         greedy = Sampling(1, run.cfg.eval.temperature, run.cfg.eval.max_new_tokens)
         answered = stream(run, requests, greedy, Sink("eval"))
         tokens += answered.tokens
+        rows += [
+            {"eval_set": name, "id": x.id, "expected": x.answer, "solution": solution, **asdict(outcome)}
+            for x, solution, outcome in zip(examples, answered.solutions, answered.outcomes)
+        ]
         scores["eval"][name] = accuracy([o.reward for o in answered.outcomes])
         scores["ci95"][name] = accuracy_interval([o.reward for o in answered.outcomes])
         if any(x.task for x in examples):  # web: success per task, as paper table 11
@@ -322,11 +327,16 @@ def evaluate(run: Run, shots: int) -> tuple[dict[str, dict[str, float]], int]:
             refined = stream(run, again, greedy, Sink("eval"))
             tokens += refined.tokens
             scores.setdefault("eval_refine", {})[name] = accuracy([o.reward for o in refined.outcomes])
+    if answers is not None:
+        _write_jsonl(answers, rows)
     return scores, tokens
 
 
-def evaluate_model(cfg: RunConfig, dataset: str, size: int | None, shots: int | None) -> dict[str, dict[str, float]]:
-    """`envisions eval`: greedy accuracy of cfg.model.path (a model, or a run's newest checkpoint) on one dataset."""
+def evaluate_model(
+    cfg: RunConfig, dataset: str, size: int | None, shots: int | None, answers: Path | None = None
+) -> dict[str, dict[str, float]]:
+    """`envisions eval`: greedy accuracy of cfg.model.path (a model, or a run's newest checkpoint) on one
+    dataset; each answer to the JSONL file `answers` if given."""
     model = resolve_model_path(newest_checkpoint(Path(cfg.model.path)) or cfg.model.path, cfg.model.cache_dir)
     if size is None and dataset.startswith("tasks:"):  # generated inputs have no natural end
         size = cfg.data.eval_size
@@ -338,7 +348,7 @@ def evaluate_model(cfg: RunConfig, dataset: str, size: int | None, shots: int | 
     try:
         start_actors(run)
         start = time.perf_counter()
-        scores, tokens = evaluate(run, shots)
+        scores, tokens = evaluate(run, shots, answers)
         seconds = time.perf_counter() - start
         return {
             "accuracy": scores.pop("eval"),
@@ -552,8 +562,17 @@ def _existing_run(run_dir: Path) -> UserError:
 
 
 def _export(path: Path, examples: list[TrainExample | PreferenceExample]) -> None:
+    _write_jsonl(path, [asdict(e) for e in examples])
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(asdict(e)) + "\n" for e in examples))
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def _answers_file(run: Run, policy: int) -> Path:
+    """Where policy k's eval answers go: 0 is the base model, k the policy after iteration k."""
+    return run.run_dir / "answers" / f"policy-{policy}.jsonl"
 
 
 def _new_restarts(run: Run) -> dict[str, int]:

@@ -116,3 +116,24 @@ def local_copy(model_path: str) -> str:
     from ray.train import Checkpoint
 
     return Checkpoint(model_path).to_directory()
+
+
+def is_tied(path: str) -> bool:
+    """Does the model's output layer share the input embedding's weight (tie_word_embeddings)?"""
+    from transformers import AutoConfig
+
+    return bool(AutoConfig.from_pretrained(path).get_text_config().tie_word_embeddings)
+
+
+def write_untied_copy(path: str, directory: str) -> str:
+    """The model at `path` (a directory or hub id) written to `directory` with an output layer of its
+    own, a copy of the tied embedding: the same function, stored as two weights, in the same dtype."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
+    model.config.get_text_config().tie_word_embeddings = False
+    model.get_output_embeddings().weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone())
+    model.save_pretrained(directory, safe_serialization=True)
+    AutoTokenizer.from_pretrained(path).save_pretrained(directory)
+    return directory

@@ -65,6 +65,13 @@ def test_bad_dataset_line_names_file_and_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_an_answers_file_that_cannot_be_written_is_refused_before_the_eval(tmp_path):
+    answers = tmp_path / "missing" / "answers.jsonl"
+    code, _, err = run_envisions("eval", "smollm2", "builtin:arith:eval", "--answers", str(answers))
+    assert_one_line_error(code, err, f"--answers {answers}")
+    assert not answers.parent.exists()
+
+
 def test_unwritable_run_dir(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")

@@ -75,13 +75,19 @@ def test_one_iteration_end_to_end(tiny_solver, twelves, twelves_dev, tmp_path, r
     summary = metrics[1]
     assert summary["iteration"] == 1 and summary["inputs"] == 6
     assert set(summary["seconds"]) == {"explore", "refine", "select", "train", "handoff", "eval"}
-    assert summary["seconds"]["handoff"] > 0  # the new engine's start
+    assert summary["seconds"]["handoff"] > 0  # the in-place load
     assert all(summary["tokens"][stage] > 0 for stage in ("explore", "refine", "eval"))
     # Inference-time self-refine is scored beside the plain accuracy.
     assert set(summary["eval_refine"]) == {"arith"} and 0.0 <= summary["eval_refine"]["arith"] <= 1.0
     # Δlog p is measured over U2 pairs under the new policy whenever there are pairs.
     assert (summary["delta_logp"] is None) == (summary["u2"] == 0)
     assert (run_dir / "config.yaml").is_file()
+    # Every policy's eval answers, one line per eval problem, whose rewards make its accuracy.
+    for policy, line in enumerate(metrics):
+        rows = (run_dir / "answers" / f"policy-{policy}.jsonl").read_text().splitlines()
+        answered = [json.loads(row) for row in rows]
+        assert len(answered) == 4 and all(row["eval_set"] == "arith" for row in answered)  # data.eval_size
+        assert sum(row["reward"] for row in answered) / len(answered) == line["eval"]["arith"]
 
     db = sqlite3.connect(run_dir / "pool.sqlite")
     sources = dict(db.execute("SELECT source, COUNT(*) FROM trajectories GROUP BY source").fetchall())
@@ -110,10 +116,14 @@ def test_one_iteration_end_to_end(tiny_solver, twelves, twelves_dev, tmp_path, r
     assert driver.newest_checkpoint(run_dir) == str(checkpoint)
     # On the hf backend: a third vLLM engine start would prove nothing the handoff has not.
     scores = driver.evaluate_model(
-        load_config(run_dir / "config.yaml", [f"model.path={run_dir}", HF]), twelves, 4, None
+        load_config(run_dir / "config.yaml", [f"model.path={run_dir}", HF]), twelves, 4, None, tmp_path / "a.jsonl"
     )
     assert list(scores["accuracy"]) == [twelves] and 0.0 <= scores["accuracy"][twelves] <= 1.0
     assert 0.0 <= scores["executable"][twelves] <= 1.0
+    answered = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert [row["id"] for row in answered] == [f"t{i}" for i in range(4)]
+    assert [row["expected"] for row in answered] == ["13", "12", "12", "12"]  # write_twelves: every 4th is 13
+    assert sum(row["reward"] for row in answered) / 4 == scores["accuracy"][twelves]
 
 
 @pytest.mark.timeout(600)

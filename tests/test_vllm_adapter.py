@@ -139,7 +139,8 @@ def test_engine_args_size_the_kv_cache_by_gpu_share_or_by_cpu_gibibytes():
     gpu = GeneratorConfig(
         backend="vllm", num_gpus=1, tensor_parallel_size=2, gpu_memory_utilization=0.5, max_model_len=512, seed=7
     )
-    assert engine_args(gpu, "model-a", "bfloat16") == dict(
+    gpu = engine_args(gpu, "model-a", "bfloat16")
+    assert gpu == dict(
         model="model-a",
         dtype="bfloat16",
         seed=7,
@@ -151,8 +152,11 @@ def test_engine_args_size_the_kv_cache_by_gpu_share_or_by_cpu_gibibytes():
         distributed_executor_backend="mp",
         gpu_memory_utilization=0.5,
     )
-    cpu = engine_args(GeneratorConfig(backend="vllm", kv_cache_gib=1.5, enforce_eager=True), "model-a", "float32")
+    cpu = engine_args(
+        GeneratorConfig(backend="vllm", kv_cache_gib=1.5, kv_block_size=64, enforce_eager=True), "model-a", "float32"
+    )
     assert cpu["kv_cache_memory_bytes"] == 1.5 * 2**30 and "gpu_memory_utilization" not in cpu
+    assert cpu["block_size"] == 64 and "block_size" not in gpu  # GPUs keep vLLM's own
     assert cpu["enforce_eager"] and cpu["distributed_executor_backend"] is None
 
 

@@ -45,6 +45,10 @@ def reference(tiny_solver) -> HFBackend:
     return HFBackend(GeneratorConfig(backend="hf", stop=["\n\n"], num_cpus=1, top_p=1.0), tiny_solver, "float32")
 
 
+def engine_processes(actor_pid: int) -> list[psutil.Process]:
+    return [p for p in psutil.Process(actor_pid).children(recursive=True) if "EngineCore" in " ".join(p.cmdline())]
+
+
 def teacher_forced_mean(reference: HFBackend, prompt: str, text: str) -> tuple[float, int]:
     """Mean log-prob of `text`'s tokens after `prompt` under the hf model, and how many tokens."""
     prompt_ids = reference.tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -109,18 +113,44 @@ def test_a_grammar_that_allows_the_policys_answer_changes_nothing(ray_session, e
     assert held.self_reward == pytest.approx(free.self_reward, abs=TOLERANCE)
 
 
-def test_new_weights_load(ray_session, engine, tiny_model):
-    """After the checks on the solver's weights: the untrained model no longer writes its program."""
-    ray_session.get(engine.load.remote(tiny_model))
+@pytest.fixture(scope="module")
+def tied_models(tiny_model, tmp_path_factory) -> list[str]:
+    """Two tied models (the output layer shares the embedding's weight, as in SmolLM2): the tiny
+    model with its head tied, and that model with every weight moved by noise."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    model.config.tie_word_embeddings = True
+    model.lm_head.weight = model.model.embed_tokens.weight
+    paths = []
+    for name in ["tied", "tied-moved"]:
+        path = str(tmp_path_factory.mktemp(name))
+        model.save_pretrained(path, safe_serialization=True)
+        AutoTokenizer.from_pretrained(tiny_model).save_pretrained(path)
+        paths.append(path)
+        with torch.no_grad():
+            for weight in model.parameters():
+                weight.add_(torch.randn_like(weight) * weight.std() * 0.05)
+    return paths
+
+
+def test_new_weights_load_in_place_and_the_engine_computes_them(ray_session, engine, tied_models):
+    """After the checks on the solver's weights (untied): a tied model, then another tied one, as a
+    run hands SmolLM2's trained checkpoints over. Each time the engine's logprobs are the hf
+    backend's on that checkpoint; a head left stale by the reload would be far off."""
+    before = engine_processes(ray_session.get(engine.pid.remote()))
+    targets = [SOLVER_PROGRAM, "def solution():\n    return 13", "print('no')"]
+    for path in tied_models:
+        ray_session.get(engine.load.remote(path))
+        expected = HFBackend(GeneratorConfig(backend="hf", stop=["\n\n"], num_cpus=1, top_p=1.0), path, "float32")
+        assert ray_session.get(engine.logprob.remote([PROMPT] * 3, targets)) == pytest.approx(
+            expected.logprob([PROMPT] * 3, targets), abs=TOLERANCE
+        )
     [[untrained]] = ray_session.get(engine.sample.remote([PROMPT], 1, 0.0, 16, False))
     assert untrained.text != SOLVER_PROGRAM
-    # The old engine's processes are gone: one engine per actor at any time.
-    engines = [
-        p
-        for p in psutil.Process(ray_session.get(engine.pid.remote())).children(recursive=True)
-        if "EngineCore" in " ".join(p.cmdline())
-    ]
-    assert len(engines) == 1
+    # In place: the engine that served the solver still runs, and no other.
+    assert len(before) == 1 and engine_processes(ray_session.get(engine.pid.remote())) == before
 
 
 def test_a_killed_generator_leaves_no_engine_process(ray_session, engine):
