@@ -141,12 +141,13 @@ def test_new_weights_load_in_place_and_the_engine_computes_them(ray_session, eng
     backend's on that checkpoint; a head left stale by the reload would be far off."""
     before = engine_processes(ray_session.get(engine.pid.remote()))
     targets = [SOLVER_PROGRAM, "def solution():\n    return 13", "print('no')"]
-    for path in tied_models:
+    hf = GeneratorConfig(backend="hf", stop=["\n\n"], num_cpus=1, top_p=1.0)
+    expected = [HFBackend(hf, path, "float32").logprob([PROMPT] * 3, targets) for path in tied_models]
+    # The second load is a test only if an engine still on the first model would fail it.
+    assert expected[1] != pytest.approx(expected[0], abs=TOLERANCE)
+    for path, logprobs in zip(tied_models, expected):
         ray_session.get(engine.load.remote(path))
-        expected = HFBackend(GeneratorConfig(backend="hf", stop=["\n\n"], num_cpus=1, top_p=1.0), path, "float32")
-        assert ray_session.get(engine.logprob.remote([PROMPT] * 3, targets)) == pytest.approx(
-            expected.logprob([PROMPT] * 3, targets), abs=TOLERANCE
-        )
+        assert ray_session.get(engine.logprob.remote([PROMPT] * 3, targets)) == pytest.approx(logprobs, abs=TOLERANCE)
     [[untrained]] = ray_session.get(engine.sample.remote([PROMPT], 1, 0.0, 16, False))
     assert untrained.text != SOLVER_PROGRAM
     # In place: the engine that served the solver still runs, and no other.
