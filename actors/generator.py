@@ -21,13 +21,14 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from envisions_ray.actors.backend import Backend, Sample
 from envisions_ray.config import GeneratorConfig
-from envisions_ray.model import local_copy
+from envisions_ray.model import local_copy, resolve_dtype
 
 # The GPU generators' placement group, by name, so stopping them can release it.
 GENERATOR_GROUP = "envisions-generators"
 
 
 def make_backend(cfg: GeneratorConfig, model_path: str, dtype: str) -> Backend:
+    dtype = resolve_dtype(dtype)  # here, on the generator's own machine
     if cfg.backend == "hf":
         from envisions_ray.actors.hf_backend import HFBackend
 

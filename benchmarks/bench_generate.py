@@ -3,11 +3,12 @@
 All sample K solutions per prompt with the same settings and stop strings, in this process, one
 after another: the plain transformers loop (the baseline), our `hf` backend (the same loop, plus
 raw logits and self-rewards), and our `vllm` backend (vLLM's CPU build on a CPU machine), both
-with torch.compile and eager, at one or more KV-cache block sizes. The vllm rows also give the
-engine's start time.
+with torch.compile and eager, at one or more KV-cache block sizes and dtypes. The vllm rows also
+give the engine's start time. The baselines run as the `hf` backend does by default: float32,
+the quickstart's sequences per call (more made its loop slower); vLLM may take other chunk sizes.
 
-    python benchmarks/bench_generate.py [--model smollm2] [--prompts 16] [--k 4] [--dtype float32] [--chunk 32]
-        [--modes compiled,eager] [--kv-block-sizes 128,32] [--vllm-only]
+    python benchmarks/bench_generate.py [--model smollm2] [--prompts 16] [--k 4] [--chunks 32,64]
+        [--modes compiled,eager] [--kv-block-sizes 128,32] [--dtypes float32,bfloat16] [--vllm-only]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tqdm import tqdm
 from envisions_ray.actors.hf_backend import HFBackend
 from envisions_ray.actors.vllm_backend import VLLMBackend
 from envisions_ray.config import GeneratorConfig, load_config
+from envisions_ray.cpu import bf16_matmul_supported
 from envisions_ray.data import load_examples
 from envisions_ray.model import load_model_and_tokenizer, resolve_model_path
 from envisions_ray.prompts import PromptBook
@@ -68,13 +70,13 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--chunk", type=int, help="sequences per generate call (default: the quickstart's chunk_size)")
+    parser.add_argument("--chunks", help="vLLM's sequences per generate call to compare (default: the quickstart's)")
     parser.add_argument(
         "--vllm-only", action="store_true", help="skip hf and plain generate (to compare vLLM settings)"
     )
     parser.add_argument("--modes", default="compiled,eager", help="vLLM engines: compiled and/or eager")
     parser.add_argument("--kv-block-sizes", help="vLLM KV-cache block sizes to compare (default: the quickstart's)")
+    parser.add_argument("--dtypes", default="float32", help="vLLM engines' dtypes to compare")
     args = parser.parse_args()
     modes = args.modes.split(",")
     if not set(modes) <= {"compiled", "eager"}:
@@ -82,28 +84,36 @@ def main() -> None:
 
     quickstart = load_config("conf/math_quickstart.yaml", ["run_dir=unused"]).generator
     threads = torch.get_num_threads()
-    cfg = GeneratorConfig(
-        **{**quickstart.__dict__, "num_cpus": threads, "chunk_size": args.chunk or quickstart.chunk_size}
-    )
+    cfg = GeneratorConfig(**{**quickstart.__dict__, "num_cpus": threads})
     path = resolve_model_path(args.model, "~/.cache/envisions-ray")
     book = PromptBook.load("conf/prompts/math.yaml")
-    prompts = [book.explore(x.question, 3) for x in load_examples("builtin:arith:train", args.prompts)]
+    examples = load_examples("builtin:arith:train", args.prompts + 2)
+    prompts, warm_up = (
+        [book.explore(x.question, 3) for x in examples[:-2]],
+        [book.explore(x.question, 3) for x in examples[-2:]],
+    )
     print(
         f"{len(prompts)} prompts (3-shot) x K={args.k}, temperature {cfg.temperature}, "
         f"{cfg.max_new_tokens} new tokens, "
-        f"stops {cfg.stop!r}, {cfg.chunk_size} sequences per call, {threads} threads, {args.dtype}"
+        f"stops {cfg.stop!r}, {threads} threads; "
+        f"CPU has native bf16 matmul (AVX512-BF16 or AMX): {bf16_matmul_supported()}"
     )
 
     block_sizes = [int(size) for size in args.kv_block_sizes.split(",")] if args.kv_block_sizes else [cfg.kv_block_size]
     rows = []
-    for mode, block_size in [(mode, size) for mode in modes for size in block_sizes]:
+    chunks = [int(chunk) for chunk in args.chunks.split(",")] if args.chunks else [cfg.chunk_size]
+    for mode, block_size, dtype in [(m, b, d) for m in modes for b in block_sizes for d in args.dtypes.split(",")]:
         settings = {**cfg.__dict__, "enforce_eager": mode == "eager", "kv_block_size": block_size}
         start = time.perf_counter()
-        backend = VLLMBackend(GeneratorConfig(**settings), path, args.dtype)
+        backend = VLLMBackend(GeneratorConfig(**settings), path, dtype)
         started = time.perf_counter() - start
-        name = f"vllm backend, {mode}, KV blocks of {block_size}"
-        backend_tokens(backend, prompts[:2], cfg, args.k, "warm-up")  # first-call allocations, not steady state
-        rows.append((name, *timed(lambda: backend_tokens(backend, prompts, cfg, args.k, name)), started))
+        for chunk in chunks:
+            # Each row starts as a run does: the shared 3-shot prefix cached, none of its own prompts.
+            backend.llm.reset_prefix_cache()
+            backend_tokens(backend, warm_up, cfg, args.k, "warm-up")  # first-call allocations too
+            name = f"vllm backend, {mode}, KV blocks of {block_size}, {dtype}, {chunk} per call"
+            chunked = GeneratorConfig(**{**cfg.__dict__, "chunk_size": chunk})
+            rows.append((name, *timed(lambda: backend_tokens(backend, prompts, chunked, args.k, name)), started))
         backend.close()
 
     if args.vllm_only:
@@ -114,12 +124,18 @@ def main() -> None:
                 f"{tokens / seconds / first_rate:.2f}x the first row), engine start {started:.0f} s"
             )
         return
-    hf = HFBackend(cfg, path, args.dtype)
-    hf_name = "hf backend (+stop, +self-reward)"
+    hf = HFBackend(cfg, path, "float32")
+    hf_name = f"hf backend (+stop, +self-reward), float32, {cfg.chunk_size} per call"
     hf_row = (hf_name, *timed(lambda: backend_tokens(hf, prompts, cfg, args.k, "hf backend")))
     rows.append((*hf_row, None))
-    model, tokenizer = load_model_and_tokenizer(path, args.dtype)
-    rows.append(("plain batched generate", *timed(lambda: plain_loop(model, tokenizer, prompts, cfg, args.k)), None))
+    model, tokenizer = load_model_and_tokenizer(path, "float32")
+    rows.append(
+        (
+            f"plain batched generate, float32, {cfg.chunk_size} per call",
+            *timed(lambda: plain_loop(model, tokenizer, prompts, cfg, args.k)),
+            None,
+        )
+    )
 
     hf_rate = hf_row[1] / hf_row[2]
     print("| generator | tokens | seconds | tokens/s | × hf backend | engine start |")

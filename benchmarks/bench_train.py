@@ -1,22 +1,28 @@
-"""Training step time on CPU: bfloat16 autocast against float32, in one run, on the same batches.
+"""Training step time on CPU: bf16 against float32, in one run, on the same batches.
 
-A step is what the trainer does per optimizer step of the quickstart: forward, target-token loss,
-backward and AdamW on micro-batches of quickstart-sized (prompt, program) examples, float32
-master weights either way. The losses of the two are printed side by side: bf16 must follow
-float32's curve for the switch to be worth anything.
+A step is what a quickstart training worker does per optimizer step: forward, target-token loss,
+backward and AdamW on a micro-batch of quickstart-sized (prompt, program) examples. Each step runs
+two ways: plain PyTorch, and DeepSpeed ZeRO as the trainer configures it (`deepspeed_config`, one
+rank over gloo), each in float32, in bf16 autocast (float32 master weights, `train.cpu_bf16`) and,
+for DeepSpeed, with its bf16 mode (bf16 weights, float32 master copy in the optimizer). The losses
+are printed beside each other: bf16 must follow float32's curve for the switch to be worth anything.
 
-    python benchmarks/bench_train.py [--model smollm2] [--steps 6] [--batch 8]
+    python benchmarks/bench_train.py [--model smollm2] [--steps 6] [--batch 4] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import time
 from contextlib import nullcontext
 
 import torch
+import torch.distributed as dist
 
+from envisions_ray.actors.trainer import deepspeed_config
+from envisions_ray.config import TrainConfig, load_config
 from envisions_ray.cpu import bf16_matmul_supported
 from envisions_ray.losses import collate, target_token_loss, tokenize
 from envisions_ray.model import load_model_and_tokenizer, resolve_model_path
@@ -25,23 +31,43 @@ from envisions_ray.types import TrainExample
 from envisions_ray.word_problems import arithmetic_problem
 
 PROGRAM = "def solution():\n    apples = 12\n    apples = apples + 7\n    apples = apples - 5\n    return apples"
+# (engine, precision): precision is float32, autocast (bf16 forward) or weights (bf16 parameters).
+VARIANTS = [
+    ("torch", "float32"),
+    ("torch", "autocast"),
+    ("deepspeed", "float32"),
+    ("deepspeed", "autocast"),
+    ("deepspeed", "weights"),
+]
 
 
-def run_steps(path: str, batches: list[dict], bf16: bool) -> tuple[list[float], list[float]]:
+def run_steps(path: str, batches: list[dict], cfg: TrainConfig, engine: str, precision: str):
     """(seconds per step, loss per step), from the same initial weights and batches."""
     torch.manual_seed(0)
     model, _ = load_model_and_tokenizer(path)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    if engine == "deepspeed":
+        import deepspeed
+
+        config = deepspeed_config(cfg, 1, len(batches))
+        model, *_ = deepspeed.initialize(
+            model=model, optimizer=optimizer, config={**config, "bf16": {"enabled": precision == "weights"}}
+        )
     seconds, losses = [], []
     for batch in batches:
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
+        with torch.autocast("cpu", dtype=torch.bfloat16) if precision == "autocast" else nullcontext():
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss = target_token_loss(logits, batch["labels"])
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+        loss = target_token_loss(logits.float(), batch["labels"])
+        if engine == "deepspeed":
+            model.backward(loss)
+            model.step()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
         seconds.append(time.perf_counter() - start)
         losses.append(loss.item())
     return seconds, losses
@@ -51,9 +77,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=4, help="sequences per step (the quickstart's micro-batch)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (a quickstart worker has 1 CPU)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    # One rank, as torchrun would describe it: DeepSpeed reads these.
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=os.environ.get("MASTER_PORT", "29511"),
+        RANK="0",
+        LOCAL_RANK="0",
+        WORLD_SIZE="1",
+    )
+    dist.init_process_group("gloo", rank=0, world_size=1)
 
+    quickstart = load_config("conf/math_quickstart.yaml", ["run_dir=unused"]).train
+    cfg = TrainConfig(**{**quickstart.__dict__, "micro_batch_size": args.batch, "global_batch_size": args.batch})
     path = resolve_model_path(args.model, "~/.cache/envisions-ray")
     _, tokenizer = load_model_and_tokenizer(path)
     tokenizer.padding_side = "right"
@@ -61,22 +100,24 @@ def main() -> None:
     batches = []
     for _ in range(args.steps + 1):  # the first step warms up and is not timed
         rows = [
-            tokenize(tokenizer, TrainExample(book.explore(arithmetic_problem(rng)[0]), PROGRAM, "l1"), 512)
+            tokenize(tokenizer, TrainExample(book.explore(arithmetic_problem(rng)[0]), PROGRAM, "l1"), cfg.max_length)
             for _ in range(args.batch)
         ]
         batches.append(collate(rows, tokenizer.pad_token_id))
     print(
-        f"{torch.get_num_threads()} threads; CPU has native bf16 matmul (AVX512-BF16 or AMX): {bf16_matmul_supported()}"
+        f"{args.threads} threads, {args.batch} sequences per step, lr {cfg.lr}, ZeRO stage {cfg.zero_stage}; "
+        f"CPU has native bf16 matmul (AVX512-BF16 or AMX): {bf16_matmul_supported()}"
     )
-    f32_seconds, f32_losses = run_steps(path, batches, bf16=False)
-    bf16_seconds, bf16_losses = run_steps(path, batches, bf16=True)
-    f32_step, bf16_step = sum(f32_seconds[1:]) / args.steps, sum(bf16_seconds[1:]) / args.steps
-    print("| precision | seconds per step | × float32 |")
-    print("|---|---|---|")
-    print(f"| float32 | {f32_step:.2f} | 1.00 |")
-    print(f"| bf16 autocast | {bf16_step:.2f} | {f32_step / bf16_step:.2f} |")
-    print("losses, float32: " + " ".join(f"{x:.3f}" for x in f32_losses))
-    print("losses, bf16:    " + " ".join(f"{x:.3f}" for x in bf16_losses))
+    results = {variant: run_steps(path, batches, cfg, *variant) for variant in VARIANTS}
+    print("| engine | precision | seconds per step | × float32, same engine | × torch float32 |")
+    print("|---|---|---|---|---|")
+    step = {variant: sum(seconds[1:]) / args.steps for variant, (seconds, _) in results.items()}
+    for engine, precision in VARIANTS:
+        own, base = step[(engine, precision)], step[("torch", "float32")]
+        print(f"| {engine} | {precision} | {own:.2f} | {step[(engine, 'float32')] / own:.2f} | {base / own:.2f} |")
+    for (engine, precision), (_, losses) in results.items():
+        print(f"losses, {engine} {precision}: " + " ".join(f"{x:.3f}" for x in losses))
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 1. Self-reward. vLLM samples K programs per prompt (the quickstart's temperature and stops) with
    each token's raw logprob; a teacher-forced transformers pass over exactly the same token ids
    gives the reference. Printed: the largest and mean absolute difference of the per-sample mean.
+   Below float32 the same teacher-forced pass in float32 is printed too: the dtype's own rounding,
+   the scale against which the backends' difference is judged.
 2. Greedy eval. Both backends answer the quickstart's eval set (3-shot, greedy) and the math
    sandbox scores every program. Printed: both accuracies and the problems where they differ.
 
@@ -22,7 +24,7 @@ from envisions_ray.config import GeneratorConfig, load_config
 from envisions_ray.data import load_examples
 from envisions_ray.envs import make_env
 from envisions_ray.losses import encode_prompt
-from envisions_ray.model import resolve_model_path
+from envisions_ray.model import load_model_and_tokenizer, resolve_model_path
 from envisions_ray.prompts import PromptBook
 
 
@@ -37,12 +39,18 @@ def teacher_forced_means(model, prompt_ids: list[int], completions: list[list[in
 
 
 def self_reward_gap(
-    backend: VLLMBackend, hf: HFBackend, prompts: list[str], cfg: GeneratorConfig, k: int
-) -> list[float]:
+    backend: VLLMBackend,
+    hf: HFBackend,
+    prompts: list[str],
+    cfg: GeneratorConfig,
+    k: int,
+    float32_model=None,
+) -> tuple[list[float], list[float]]:
+    """|vLLM - teacher-forced| per sample, and |teacher-forced - the same in float32| when given."""
     params = backend.vllm.SamplingParams(
         n=k, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens, stop=cfg.stop, logprobs=0
     )
-    gaps = []
+    gaps, rounding = [], []
     for prompt in tqdm(prompts, desc="self-reward against teacher forcing"):
         prompt_ids = encode_prompt(backend.tokenizer, prompt)  # as the backends condition on it
         [output] = backend.llm.generate(
@@ -53,7 +61,10 @@ def self_reward_gap(
         kept = [(sample, ids) for sample, ids in zip(samples, counted) if ids]
         reference = teacher_forced_means(hf.model, prompt_ids, [ids for _, ids in kept])
         gaps += [abs(sample.self_reward - ref) for (sample, _), ref in zip(kept, reference)]
-    return gaps
+        if float32_model is not None:
+            exact = teacher_forced_means(float32_model, prompt_ids, [ids for _, ids in kept])
+            rounding += [abs(ref - value) for ref, value in zip(reference, exact)]
+    return gaps, rounding
 
 
 def greedy_rewards(
@@ -88,7 +99,8 @@ def main() -> None:
 
     vllm = VLLMBackend(cfg, path, args.dtype)
     hf = HFBackend(GeneratorConfig(**{**cfg.__dict__, "backend": "hf"}), path, args.dtype)
-    gaps = self_reward_gap(vllm, hf, train, cfg, args.k)
+    float32_model = None if args.dtype == "float32" else load_model_and_tokenizer(path, "float32")[0]
+    gaps, rounding = self_reward_gap(vllm, hf, train, cfg, args.k, float32_model)
     vllm_texts, vllm_rewards = greedy_rewards(vllm, eval_prompts, examples, env, cfg, "vllm")
     vllm.close()
     hf_texts, hf_rewards = greedy_rewards(hf, eval_prompts, examples, env, cfg, "hf")
@@ -98,6 +110,11 @@ def main() -> None:
         f"self-reward, {len(gaps)} samples ({args.dtype}): |vllm - teacher-forced| "
         f"max {max(gaps):.2e}, mean {sum(gaps) / len(gaps):.2e}"
     )
+    if rounding:
+        print(
+            f"the dtype's own rounding: |teacher-forced {args.dtype} - teacher-forced float32| "
+            f"max {max(rounding):.2e}, mean {sum(rounding) / len(rounding):.2e}"
+        )
     differ = [i for i, (a, b) in enumerate(zip(vllm_rewards, hf_rewards)) if a != b]
     other_text = sum(a != b for a, b in zip(vllm_texts, hf_texts))
     print(

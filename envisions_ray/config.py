@@ -26,6 +26,9 @@ class ModelConfig:
     path: str = "smollm2"
     # Where the one-time GGUF -> safetensors conversion is kept.
     cache_dir: str = "~/.cache/envisions-ray"
+    # The generators' weights. auto: bfloat16 where the generator's machine multiplies it natively
+    # (a GPU with bf16, a CPU with AVX512-BF16 or AMX), float32 elsewhere; the CPU varies between
+    # machines of one kind, and bf16 on a CPU without it is several times slower (README).
     dtype: str = "float32"
 
 
@@ -149,7 +152,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     # CPU workers: forward in bf16 autocast, float32 master weights. Only where the CPU multiplies
     # bf16 natively (AVX512-BF16 or AMX, envisions_ray/cpu.py); elsewhere the step stays float32.
-    # benchmarks/bench_train.py measures the step against float32.
+    # Off: on an AVX512-BF16 EPYC it made the step 1.99x as fast alone (benchmarks/bench_train.py)
+    # but 1.7x in the quickstart's two workers, under the 2x that would justify the rounding.
     cpu_bf16: bool = False
     # DeepSpeed ZeRO when deepspeed is importable, else DDP. On GPUs the step runs in bf16.
     deepspeed: bool = True
@@ -225,8 +229,8 @@ class RunConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
 
 
-# Weights' dtypes both backends and the trainer load.
-DTYPES = ("float32", "bfloat16", "float16")
+# Weights' dtypes both backends load.
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 CHOICES = {
     "method": tuple(METHODS),

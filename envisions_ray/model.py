@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from envisions_ray.config import DTYPES
+from envisions_ray.cpu import bf16_matmul_supported
 from envisions_ray.errors import UserError
 
 # Written into every checkpoint the trainer saves: such a model is prompted zero-shot.
@@ -88,13 +89,25 @@ def _packaged_gguf_dir(name: str) -> Path:
     return package_dir
 
 
+def resolve_dtype(dtype: str) -> str:
+    """`model.dtype` for this machine: "auto" becomes bfloat16 where it is multiplied natively."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise UserError(f"model.dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+    if dtype != "auto":
+        return dtype
+    if torch.cuda.is_available():
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if bf16_matmul_supported() else "float32"
+
+
 def load_model_and_tokenizer(path: str, dtype: str = "float32", attn_implementation: str | None = None):
     """(model, tokenizer) from a resolved path, with left padding for batched generation."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if dtype not in DTYPES:
-        raise UserError(f"model.dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+    dtype = resolve_dtype(dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(

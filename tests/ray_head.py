@@ -236,7 +236,7 @@ def write_tiny_config(path: Path, model: str, dataset: str, dev: str, run_dir: P
     cfg = yaml.safe_load((REPO / "conf" / "math_quickstart.yaml").read_text())
     tiny = {
         "run_dir": str(run_dir),
-        "model": {"path": model},
+        "model": {"path": model, "dtype": "float32"},  # the tiny models' answers on any CPU
         # hf starts at once; tests/test_vllm_engine.py and test_integration.py run the vLLM engine.
         "generator": {"backend": "hf", "num_actors": 1, "num_cpus": 0.5, "max_new_tokens": 32},
         "env": {"num_executors": 1},

@@ -158,6 +158,28 @@ def test_cpu_bf16_autocasts_only_where_the_cpu_multiplies_bf16(monkeypatch, aske
     assert product.dtype == (expected or torch.float32)
 
 
+@pytest.mark.parametrize(
+    "asked, cuda, cuda_bf16, cpu_bf16, expected",
+    [
+        ("auto", False, False, True, "bfloat16"),
+        ("auto", False, False, False, "float32"),
+        ("auto", True, True, False, "bfloat16"),
+        ("auto", True, False, True, "float32"),  # the generator's device decides, not the host CPU
+        ("float32", False, False, True, "float32"),
+        ("bfloat16", False, False, False, "bfloat16"),
+    ],
+)
+def test_auto_dtype_is_bf16_only_where_the_generators_device_multiplies_it(
+    monkeypatch, asked, cuda, cuda_bf16, cpu_bf16, expected
+):
+    import envisions_ray.model
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: cuda_bf16)
+    monkeypatch.setattr(envisions_ray.model, "bf16_matmul_supported", lambda: cpu_bf16)
+    assert envisions_ray.model.resolve_dtype(asked) == expected
+
+
 def test_cpu_flags_are_read_from_the_kernel():
     from envisions_ray.cpu import BF16_MATMUL_FLAGS, bf16_matmul_supported, cpu_flags
 
@@ -176,7 +198,7 @@ def test_dpo_epochs_follow_train_epochs_unless_set():
 @pytest.mark.parametrize(
     "override, needle",
     [
-        ("model.dtype=bf16", "'model.dtype' must be one of float32, bfloat16, float16"),
+        ("model.dtype=bf16", "'model.dtype' must be one of auto, float32, bfloat16, float16"),
         ("algorithm.k=0", "'algorithm.k' must be 1 or more, got 0"),
         ("algorithm.iterations=-1", "'algorithm.iterations' must be 0 or more"),
         ("data.train_size=-5", "'data.train_size' must be 1 or more"),

@@ -44,6 +44,7 @@ def tiny_run_config(tiny_model, run_dir, *extra):
         [
             f"run_dir={run_dir}",
             f"model.path={tiny_model}",
+            "model.dtype=float32",  # the tiny models' answers on any CPU, with or without native bf16
             "generator.num_cpus=1",
             "generator.max_new_tokens=32",
             "eval.max_new_tokens=32",

@@ -29,6 +29,7 @@ def web_config(tiny_model, run_dir, *extra):
         [
             f"run_dir={run_dir}",
             f"model.path={tiny_model}",
+            "model.dtype=float32",  # the tiny model's answers on any CPU, with or without native bf16
             "generator.num_cpus=1",
             "generator.max_new_tokens=16",
             "eval.max_new_tokens=16",
