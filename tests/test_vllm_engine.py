@@ -8,6 +8,10 @@ both run in float32, so they agree to float32 rounding (the kernels differ, the 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import psutil
 import pytest
@@ -16,7 +20,9 @@ from conftest import SOLVER_PROGRAM
 
 from envisions_ray.actors.generator import Generator
 from envisions_ray.actors.hf_backend import HFBackend
+from envisions_ray.actors.vllm_backend import UNTIED_PREFIX, ServedWeights
 from envisions_ray.config import GeneratorConfig
+from envisions_ray.model import is_tied
 from envisions_ray.prompts import PromptBook
 
 PROMPT = PromptBook.load("conf/prompts/math.yaml").explore(
@@ -133,6 +139,22 @@ def tied_models(tiny_model, tmp_path_factory) -> list[str]:
             for weight in model.parameters():
                 weight.add_(torch.randn_like(weight) * weight.std() * 0.05)
     return paths
+
+
+def test_a_killed_generators_untied_copy_is_removed_by_the_next_one(tied_models, tmp_path, monkeypatch):
+    """A SIGKILLed generator cannot remove its copy; the next copy made on the machine does."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    orphan = tmp_path / f"{UNTIED_PREFIX}{gone.pid}-x"
+    orphan.mkdir()
+    (orphan / "model.safetensors").write_bytes(b"weights")
+    served = ServedWeights(tied_models[0])
+    assert not orphan.exists() and Path(served.path).parent == tmp_path
+    assert not is_tied(served.path)
+    served.close()
+    assert not any(tmp_path.iterdir())
 
 
 def test_new_weights_load_in_place_and_the_engine_computes_them(ray_session, engine, tied_models):
