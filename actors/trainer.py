@@ -13,6 +13,7 @@ reference.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import math
 import tempfile
@@ -119,24 +120,38 @@ def train_loop_per_worker(config: dict) -> None:
     sampler = DistributedSampler(rows, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed)
     loader = DataLoader(rows, batch_size=cfg.micro_batch_size, sampler=sampler, collate_fn=collate_rows)
     accumulation = accumulation_steps(cfg, world_size)
-    total_steps = cfg.epochs * math.ceil(len(loader) / accumulation)
+    plan = step_plan(len(loader), accumulation, cfg.epochs, cfg.steps)
     step = _deepspeed_step if cfg.deepspeed and deepspeed_available() else _ddp_step
-    model, advance = step(model, cfg, accumulation, total_steps)
+    model, advance = step(model, cfg, accumulation, sum(plan))
 
     losses = []
-    progress = tqdm(total=cfg.epochs * len(loader), desc="train", disable=rank != 0, unit="batch")
-    for epoch in range(cfg.epochs):
-        sampler.set_epoch(epoch)
-        for index, batch in enumerate(loader):
-            with _precision(cfg):
-                loss = batch_loss(model, batch)
-            boundary = (index + 1) % accumulation == 0 or index + 1 == len(loader)
-            advance(loss, boundary)
-            losses.append(loss.item())
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.3f}")
+    progress = tqdm(total=len(plan), desc="train", disable=rank != 0, unit="batch")
+    for boundary, batch in zip(plan, _passes(loader, sampler)):
+        with _precision(cfg):
+            loss = batch_loss(model, batch)
+        advance(loss, boundary)
+        losses.append(loss.item())
+        progress.update(1)
+        progress.set_postfix(loss=f"{loss.item():.3f}")
     progress.close()
     _save_and_report(model, tokenizer, cfg, rank, sum(losses) / max(1, len(losses)))
+
+
+def step_plan(batches_per_pass: int, accumulation: int, epochs: int, steps: int | None) -> list[bool]:
+    """One entry per micro-batch: whether an optimizer step follows it. By epochs, each pass over
+    the data ends with a step, a short last one included. By `steps`, the data is cycled and every
+    step takes `accumulation` micro-batches, so methods with more or fewer examples train as long."""
+    if steps:
+        return [(index + 1) % accumulation == 0 for index in range(steps * accumulation)]
+    one_pass = [(index + 1) % accumulation == 0 or index + 1 == batches_per_pass for index in range(batches_per_pass)]
+    return one_pass * epochs
+
+
+def _passes(loader: DataLoader, sampler: DistributedSampler):
+    """The loader's micro-batches, pass after pass, each pass in a new order."""
+    for epoch in itertools.count():
+        sampler.set_epoch(epoch)
+        yield from loader
 
 
 def _precision(cfg: TrainConfig):

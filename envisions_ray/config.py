@@ -142,6 +142,9 @@ class TrainConfig:
     cpus_per_worker: float = 1.0
     use_gpu: bool = False
     epochs: int = 1
+    # Optimizer steps per training job, the data cycled as often as that takes; empty: `epochs`
+    # passes. Fixed, it gives methods with more or fewer examples the same training budget.
+    steps: Optional[int] = None
     lr: float = 2e-5
     lr_schedule: str = "linear"  # linear | cosine | constant
     warmup_ratio: float = 0.03
@@ -314,6 +317,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
         value = OmegaConf.select(cfg, key)
         if value < smallest:
             raise UserError(f"config: '{key}' must be {smallest} or more, got {value}")
+    if cfg.train.steps is not None and cfg.train.steps < 1:
+        raise UserError(f"config: 'train.steps' must be 1 or more, or empty for train.epochs, got {cfg.train.steps}")
     if 0 < cfg.data.seed_stride < cfg.data.train_size:
         raise UserError(
             f"config: data.seed_stride ({cfg.data.seed_stride}) is below data.train_size ({cfg.data.train_size}), "

@@ -398,8 +398,9 @@ def plan(cfg: RunConfig) -> str:
             f"  actors     {gen.num_actors} x {gen.backend} generator (grammar {grammar}), "
             f"{executors} x {cfg.env.name} executor, "
             f"{cfg.train.num_workers} train workers",
-            f"  training   from {algo.train_from}, {cfg.train.epochs} epoch(s), "
-            f"lr {cfg.train.lr} {cfg.train.lr_schedule}",
+            f"  training   from {algo.train_from}, "
+            + (f"{cfg.train.steps} steps, " if cfg.train.steps else f"{cfg.train.epochs} epoch(s), ")
+            + f"lr {cfg.train.lr} {cfg.train.lr_schedule}",
             f"  run_dir    {run.run_dir}",
         ]
     )

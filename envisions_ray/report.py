@@ -19,6 +19,8 @@ import yaml
 
 from envisions_ray.errors import UserError
 
+# Horizontal distance, in iterations, between runs' points in the accuracy plot.
+RUN_SPACING = 0.06
 PLOTS = ("accuracy.png", "explored.png", "ea_stb.png", "delta_logp.png", "unique_correct.png")
 
 
@@ -196,6 +198,19 @@ def _number(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
+def accuracy_points(run: RunRecord, name: str) -> tuple[list[int], list[float], list[list[float]] | None]:
+    """Policy, accuracy (%) and the distances down and up to its 95 % interval, for one eval set;
+    no distances when a line has no interval (metrics written before intervals were)."""
+    lines = [line for line in run.lines if name in line["eval"]]
+    accuracies = [100 * line["eval"][name] for line in lines]
+    intervals = [line.get("ci95", {}).get(name) for line in lines]
+    if None in intervals:
+        return [line["policy"] for line in lines], accuracies, None
+    down = [accuracy - 100 * low for accuracy, (low, _) in zip(accuracies, intervals)]
+    up = [100 * high - accuracy for accuracy, (_, high) in zip(accuracies, intervals)]
+    return [line["policy"] for line in lines], accuracies, [down, up]
+
+
 def _plot_all(runs: list[RunRecord], out_dir: Path) -> None:
     import matplotlib
 
@@ -226,10 +241,12 @@ def _plot_all(runs: list[RunRecord], out_dir: Path) -> None:
     sets = sorted({name for run in runs for line in run.lines for name in line["eval"]})
     figure, grid = plt.subplots(1, max(1, len(sets)), figsize=(5 * max(1, len(sets)), 4), squeeze=False)
     for axes, name in zip(grid[0], sets):
-        for run in runs:
-            points = [(line["policy"], 100 * line["eval"][name]) for line in run.lines if name in line["eval"]]
-            axes.plot(*zip(*points), marker="o", label=run.name)
-        axes.set_title(name)
+        drawn = [accuracy_points(run, name) for run in runs]
+        for index, (run, (policies, accuracies, errors)) in enumerate(zip(runs, drawn)):
+            shift = RUN_SPACING * (index - (len(runs) - 1) / 2)  # side by side, so the bars do not overlap
+            x = [policy + shift for policy in policies]
+            axes.errorbar(x, accuracies, yerr=errors, marker="o", capsize=3, label=run.name)
+        axes.set_title(name + (" (bars: 95 % interval)" if any(errors for *_, errors in drawn) else ""))
         style(axes, "eval accuracy (%)")
     save(figure, "accuracy.png")
 

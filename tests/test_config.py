@@ -127,6 +127,22 @@ def test_the_math_paper_config_gives_deepspeed_the_paper_s_8_gpu_step():
     )
 
 
+def test_epochs_step_at_the_end_of_every_pass_and_steps_cycle_the_data():
+    from envisions_ray.actors.trainer import step_plan
+
+    # 5 micro-batches a pass, 2 per step: steps after batches 2, 4 and the short 5th, twice.
+    assert step_plan(5, 2, epochs=2, steps=None) == [False, True, False, True, True] * 2
+    # 3 steps of 2 micro-batches whatever the data: the 6th micro-batch starts a second pass.
+    assert step_plan(5, 2, epochs=2, steps=3) == [False, True] * 3
+    # A method with few examples trains as long as one with many.
+    assert sum(step_plan(1, 4, epochs=1, steps=7)) == sum(step_plan(40, 4, epochs=1, steps=7)) == 7
+
+
+def test_train_steps_must_be_positive():
+    with pytest.raises(UserError, match="'train.steps' must be 1 or more"):
+        load_config("conf/math_quickstart.yaml", ["train.steps=0"])
+
+
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
 @pytest.mark.parametrize("total_steps", [1, 2, 5, 33])  # fewer than 1 / warmup_ratio: no warm-up
 def test_the_first_optimizer_step_of_a_short_run_moves_the_weights(schedule, total_steps):

@@ -3,6 +3,7 @@
 import json
 
 import matplotlib.image
+import pytest
 
 from envisions_ray.cli import main
 from envisions_ray.driver import format_summary
@@ -124,3 +125,18 @@ def test_report_sets_runs_with_and_without_the_grammar_side_by_side(tmp_path, ca
     )
     assert "| free | off | 10.0% | 0.0% | 10.0% | 10.0% | 30.0% |" in out
     assert "| held | on | 100.0% | 95.0% | 10.0% | 100.0% | 30.0% |" in out
+
+
+def test_the_accuracy_plot_draws_each_policys_95_percent_interval():
+    from envisions_ray.report import RunRecord, accuracy_points
+
+    lines = [
+        {"policy": 0, "eval": {"dev": 0.10}, "ci95": {"dev": [0.05, 0.20]}},
+        {"iteration": 1, "policy": 1, "eval": {"dev": 0.30}, "ci95": {"dev": [0.25, 0.40]}},
+    ]
+    policies, accuracies, errors = accuracy_points(RunRecord("r", "envisions", frozenset(), lines), "dev")
+    assert policies == [0, 1] and accuracies == pytest.approx([10.0, 30.0])
+    assert errors == [pytest.approx([5.0, 5.0]), pytest.approx([10.0, 10.0])]  # down, up in points
+    # Metrics from before the intervals: the points, no bars.
+    older = [{key: value for key, value in line.items() if key != "ci95"} for line in lines]
+    assert accuracy_points(RunRecord("r", "envisions", frozenset(), older), "dev")[2] is None
