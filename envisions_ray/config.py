@@ -262,6 +262,7 @@ MINIMUMS = {
     "train.num_workers": 1,
     "train.max_failures": 0,
     "train.epochs": 1,
+    "train.steps": 1,
     "train.global_batch_size": 1,
     "train.micro_batch_size": 1,
     "eval.max_new_tokens": 1,
@@ -280,6 +281,25 @@ def _is_known(schema, key: str) -> bool:
     return True
 
 
+def _read_config_files(path: Path, extended_by: tuple[Path, ...] = ()) -> list[DictConfig]:
+    """The file's mapping, after those of the files it extends, the first of them first.
+    `extends: FILE` (relative to the file) lets a recipe scaled up or cut down state only what differs."""
+    if not path.is_file():
+        raise UserError(f"config: no such file: {path}")
+    if path.resolve() in extended_by:
+        raise UserError(f"config: {path} extends itself through {' -> '.join(p.name for p in extended_by)}")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as err:  # YAML syntax: keep the parser's first line only
+        raise UserError(f"config: {path} is not valid YAML: {str(err).splitlines()[0]}")
+    if not isinstance(loaded, DictConfig):
+        raise UserError(f"config: {path} must be a YAML mapping of keys (like conf/math_quickstart.yaml)")
+    base = loaded.pop("extends", None)
+    if base is None:
+        return [loaded]
+    return [*_read_config_files(path.parent / str(base), (*extended_by, path.resolve())), loaded]
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
     """YAML file (optional) + `key=value` overrides -> validated RunConfig. Every check that needs
     neither data nor files is here, so `run --dry-run` refuses all that a run would."""
@@ -287,16 +307,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
     cfg = schema.copy()
     try:
         if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise UserError(f"config: no such file: {path}")
-            try:
-                loaded = OmegaConf.load(path)
-            except Exception as err:  # YAML syntax: keep the parser's first line only
-                raise UserError(f"config: {path} is not valid YAML: {str(err).splitlines()[0]}")
-            if not isinstance(loaded, DictConfig):
-                raise UserError(f"config: {path} must be a YAML mapping of keys (like conf/math_quickstart.yaml)")
-            cfg = OmegaConf.merge(cfg, loaded)
+            cfg = OmegaConf.merge(cfg, *_read_config_files(Path(path)))
         for item in overrides:
             if "=" not in item:
                 raise UserError(f"config: override '{item}' is not key=value")
@@ -315,10 +326,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
             raise UserError(f"config: '{key}' must be one of {', '.join(allowed)}, got '{value}'")
     for key, smallest in MINIMUMS.items():
         value = OmegaConf.select(cfg, key)
-        if value < smallest:
+        if value is not None and value < smallest:  # None: an optional setting left empty
             raise UserError(f"config: '{key}' must be {smallest} or more, got {value}")
-    if cfg.train.steps is not None and cfg.train.steps < 1:
-        raise UserError(f"config: 'train.steps' must be 1 or more, or empty for train.epochs, got {cfg.train.steps}")
     if 0 < cfg.data.seed_stride < cfg.data.train_size:
         raise UserError(
             f"config: data.seed_stride ({cfg.data.seed_stride}) is below data.train_size ({cfg.data.train_size}), "

@@ -138,6 +138,21 @@ def test_epochs_step_at_the_end_of_every_pass_and_steps_cycle_the_data():
     assert sum(step_plan(1, 4, epochs=1, steps=7)) == sum(step_plan(40, 4, epochs=1, steps=7)) == 7
 
 
+def test_the_cpu_recipe_is_the_quick_recipe_scaled_up():
+    scaled = ["data.train_size=384", "data.eval_size=500", "algorithm.iterations=3", "train.steps=24"]
+    quick = load_config("conf/math_gsm8k_quick.yaml", ["run_dir=runs/math_gsm8k_cpu", *scaled])
+    assert load_config("conf/math_gsm8k_cpu.yaml") == quick
+
+
+def test_a_config_that_extends_a_missing_file_or_itself_is_refused_in_one_line(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\nrun_dir: x\n")
+    with pytest.raises(UserError, match="no such file: .*b.yaml"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(UserError, match="a.yaml extends itself through a.yaml -> b.yaml"):
+        load_config(tmp_path / "a.yaml")
+
+
 def test_train_steps_must_be_positive():
     with pytest.raises(UserError, match="'train.steps' must be 1 or more"):
         load_config("conf/math_quickstart.yaml", ["train.steps=0"])
