@@ -21,6 +21,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
+from envisions_ray import ray_workers
 from envisions_ray.actors.backend import Sample
 from envisions_ray.actors.executor import ExecutorPool
 from envisions_ray.actors.generator import start_generators, stop_generators
@@ -428,6 +429,7 @@ def connect_ray(cfg: RunConfig) -> None:
         resources=resources,
         include_dashboard=False,
         logging_level="WARNING",
+        runtime_env={"worker_process_setup_hook": f"{ray_workers.__name__}.{ray_workers.setup.__name__}"},
     )
 
 

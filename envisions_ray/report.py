@@ -40,6 +40,14 @@ class RunRecord:
         return self.lines[-1]
 
 
+def _runs_in(directory: Path) -> list[Path]:
+    """The directory itself if it is a run; else the runs directly in it (a sweep's parent), by name."""
+    if (directory / "metrics.jsonl").is_file():
+        return [directory]
+    runs = sorted(child for child in directory.glob("*") if (child / "metrics.jsonl").is_file())
+    return runs or [directory]  # not a run and holding none: read_metrics says so
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
@@ -59,7 +67,9 @@ def read_run(run_dir: Path) -> RunRecord:
 
 
 def report(run_dirs: list[Path], out_dir: Path | None = None) -> str:
-    """The Markdown report; also written, with the plots, to `out_dir`."""
+    """The Markdown report; also written, with the plots, to `out_dir`. A sweep's parent directory
+    stands for the runs in it."""
+    run_dirs = [run for given in run_dirs for run in _runs_in(given)]
     runs = [read_run(run_dir) for run_dir in run_dirs]
     out_dir = out_dir or Path(os.path.commonpath([run_dir.resolve() for run_dir in run_dirs]))
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -67,6 +67,16 @@ def test_report_of_one_run_goes_beside_it(tmp_path, capsys):
     assert (tmp_path / "a" / "accuracy.png").is_file() and (tmp_path / "a" / "report.md").is_file()
 
 
+def test_a_sweeps_parent_directory_stands_for_its_runs(tmp_path, capsys):
+    write_run(tmp_path / "sweep" / "star", "star_env", [0.2, 0.25])
+    write_run(tmp_path / "sweep" / "ours", "envisions", [0.2, 0.3])
+    (tmp_path / "sweep" / "notes").mkdir()  # not a run: left out
+    assert main(["report", str(tmp_path / "sweep")]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| ours |", "| star |"))]
+    assert [row.split(" | ")[1] for row in rows[:2]] == ["envisions", "star_env"]  # the runs, by name
+    assert (tmp_path / "sweep" / "report.md").is_file()
+
+
 def test_report_on_a_non_run_is_a_one_line_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "has no metrics.jsonl" in capsys.readouterr().err
