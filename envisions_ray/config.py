@@ -134,9 +134,6 @@ class AlgorithmConfig:
     pool: str = "long_term"
     # Off: no U2 pairs, L1 only. `refine: false` turns L2 off as well, having no refined pairs.
     l2: bool = True
-    # Cut U1 and U2 to equal shares per executed output (selection.balance_outputs): for domains
-    # whose answer is a label. Not in the paper; off reproduces it.
-    balance_outputs: bool = False
 
 
 @dataclass

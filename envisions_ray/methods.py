@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from envisions_ray.judge import best_against_worst, parse_score
-from envisions_ray.selection import TrainingSet, balance_outputs
 from envisions_ray.types import PreferenceExample, Sampling, TrainExample, Trajectory
 
 if TYPE_CHECKING:
@@ -65,10 +64,6 @@ def preference_examples(run: Run, pairs: list[tuple[Trajectory, Trajectory]]) ->
     ]
 
 
-def _balanced(run: Run, training: TrainingSet, i: int) -> TrainingSet:
-    return balance_outputs(training, run.cfg.seed + i) if run.cfg.algorithm.balance_outputs else training
-
-
 def envisions_examples(run: Run, i: int) -> Examples:
     """U1 for L1 and U2 for L2 (ALGORITHM.md steps 5-6); without refinement or with l2 off, L1 only."""
     algo = run.cfg.algorithm
@@ -81,7 +76,6 @@ def envisions_examples(run: Run, i: int) -> Examples:
         seed=run.cfg.seed + i,
         iteration=run.pool_scope(i),
     )
-    training = _balanced(run, training, i)
     return Examples(l1_examples(run, training.u1) + l2_examples(run, training.u2), [])
 
 
@@ -96,7 +90,7 @@ def positives_examples(run: Run, i: int) -> Examples:
         seed=run.cfg.seed + i,
         iteration=run.pool_scope(i),
     )
-    return Examples(l1_examples(run, _balanced(run, training, i).u1), [])
+    return Examples(l1_examples(run, training.u1), [])
 
 
 def sft_dpo_examples(run: Run, i: int) -> Examples:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Callable
 
 from envisions_ray.types import Trajectory
 
@@ -79,31 +78,6 @@ def build_training_set(
                 break
             u2.append((positives[u1_size + m], negative))
     return TrainingSet(u1, u2)
-
-
-def balance_outputs(training: TrainingSet, seed: int = 0) -> TrainingSet:
-    """U1, and U2 by its positives, cut to as many examples per executed output as the rarest output
-    has; outputs no positive gives do not count. Where the answer is a label (logic: True, False or
-    Unknown) a weak model's positives lean to the label it already favours, and a policy trained on
-    them gives that label to every input; equal shares leave the label to the input. Not the paper's:
-    a switch, `algorithm.balance_outputs`, off by default."""
-    rng = random.Random(seed)
-    return TrainingSet(
-        _equal_shares(training.u1, lambda t: t.output, rng),
-        _equal_shares(training.u2, lambda pair: pair[0].output, rng),
-    )
-
-
-def _equal_shares(items: list, output_of: Callable[[Any], str], rng: random.Random) -> list:
-    """A seeded sample of each output's items, the rarest output's count of each; order kept."""
-    by_output: dict[str, list[int]] = defaultdict(list)
-    for index, item in enumerate(items):
-        by_output[output_of(item)].append(index)
-    if not by_output:
-        return []
-    share = min(len(indices) for indices in by_output.values())
-    kept = sorted(index for indices in by_output.values() for index in rng.sample(indices, share))
-    return [items[index] for index in kept]
 
 
 def preference_pairs(

@@ -101,25 +101,3 @@ def test_the_teacher_answers_once_per_input_greedily_and_the_policy_k_times():
         0.0,
     )
     assert METHODS["envisions"].explore_sampling(cfg).n == cfg.algorithm.k
-
-
-class LabelPool(HandPool):
-    """Two positives answering True for input a, one answering False for input b."""
-
-    POOL = [
-        Trajectory("a", RIGHT, 1, -0.1, 0, "explore", output="True"),
-        Trajectory("a", BETTER, 1, -0.3, 0, "explore", output="True"),
-        Trajectory("b", WRONG, 1, -0.2, 0, "explore", output="False"),
-    ]
-
-    def training_set(self, *, n1, n2, leave_positive_for_pair, rank_by, seed, iteration):
-        return build_training_set(self.POOL, n1, n2, leave_positive_for_pair, rank_by, seed)
-
-
-@pytest.mark.parametrize("balance, answers", [("false", ["True", "True", "False"]), ("true", ["True", "False"])])
-def test_balancing_outputs_gives_each_answer_an_equal_share_of_the_positives(balance, answers):
-    run = run_of("star_env", f"algorithm.balance_outputs={balance}")
-    run.pool, run.problems = LabelPool(), {"a": "Tom has 12 apples.", "b": "Ann has 13 pears."}
-    examples = METHODS["star_env"].examples(run, 0)
-    by_target = {t.solution: t.output for t in LabelPool.POOL}
-    assert [by_target[e.target] for e in examples.sft] == answers

@@ -1,14 +1,6 @@
 """Eq. 2 filter, per-input dedup, and U1/U2 construction on hand-built pools."""
 
-from envisions_ray.selection import (
-    TrainingSet,
-    balance_outputs,
-    build_training_set,
-    dedupe,
-    filter_pair,
-    normalise_solution,
-    preference_pairs,
-)
+from envisions_ray.selection import build_training_set, dedupe, filter_pair, normalise_solution, preference_pairs
 from envisions_ray.types import Trajectory
 
 
@@ -106,28 +98,3 @@ def test_an_empty_negative_ranks_last_despite_its_zero_self_reward():
             [empty, blank, real, *positives], n1=10, n2=1, leave_positive_for_pair=True, rank_by=rank_by
         )
         assert [negative.solution for _, negative in training.u2] == ["return 1"]
-
-
-def labelled(example_id, output, reward=1, self_reward=-1.0):
-    return Trajectory(example_id, f"{example_id}-{output}", reward, self_reward, 0, "explore", output=output)
-
-
-def test_balancing_cuts_every_output_to_the_rarest_outputs_share():
-    # U1: 4 True, 2 Unknown, 1 False positives -> one of each. U2: 2 True pairs, 1 Unknown -> one of each.
-    u1 = [labelled(f"t{i}", "True") for i in range(4)] + [labelled("u0", "Unknown"), labelled("u1", "Unknown")]
-    u1.append(labelled("f0", "False"))
-    negative = labelled("n", "True", reward=0)
-    u2 = [(labelled("t5", "True"), negative), (labelled("t6", "True"), negative), (labelled("u2", "Unknown"), negative)]
-    balanced = balance_outputs(TrainingSet(u1, u2), seed=3)
-    assert sorted(t.output for t in balanced.u1) == ["False", "True", "Unknown"]
-    assert sorted(p.output for p, _ in balanced.u2) == ["True", "Unknown"]
-    assert balanced.u1[-1].example_id == "f0"  # the order of the unbalanced set is kept
-    assert balance_outputs(TrainingSet(u1, u2), seed=3) == balanced  # seeded
-    sampled = {balance_outputs(TrainingSet(u1, u2), seed=seed).u1[0].example_id for seed in range(20)}
-    assert sampled > {"t0"}  # which True positive stays is drawn, not always the first
-
-
-def test_balancing_leaves_an_already_balanced_or_empty_set_alone():
-    even = TrainingSet([labelled("a", "True"), labelled("b", "False")], [])
-    assert balance_outputs(even) == even
-    assert balance_outputs(TrainingSet([], [])) == TrainingSet([], [])
