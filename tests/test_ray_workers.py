@@ -12,6 +12,7 @@ WARNING = "Failed to query Ray Train Controller actor state"
 # A training job of a few seconds: the cleaner asks once a second while it runs.
 SCRIPT = """
 import sys, time
+from pathlib import Path
 
 import ray
 from ray.train import ScalingConfig
@@ -31,18 +32,22 @@ if __name__ == "__main__":
     else:  # the same local Ray, without the setup hook
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     TorchTrainer(train_for_a_while, scaling_config=ScalingConfig(num_workers=1)).fit()
+    # Counted in the workers' own log files: Ray forwards them to this output late or not at all
+    # when the driver exits right after a job.
+    logs = Path(ray._private.worker.global_worker.node.get_logs_dir_path())
+    print("warnings:", sum(path.read_text(errors="replace").count(sys.argv[2]) for path in logs.glob("worker-*")))
 """
 
 
-def output_of(how: str, tmp_path: Path) -> str:
+def warnings_in(how: str, tmp_path: Path) -> int:
     script = tmp_path / "train_for_a_while.py"
     script.write_text(SCRIPT)
     done = subprocess.run(
-        [sys.executable, str(script), how], cwd=REPO, capture_output=True, text=True, timeout=240, check=True
+        [sys.executable, str(script), how, WARNING], cwd=REPO, capture_output=True, text=True, timeout=240, check=True
     )
-    return done.stdout + done.stderr
+    return int(done.stdout.split("warnings:")[-1])
 
 
 def test_a_local_runs_training_jobs_do_not_warn_about_the_missing_state_api(tmp_path):
-    assert WARNING in output_of("bare", tmp_path)  # what Ray prints without the hook
-    assert WARNING not in output_of("run", tmp_path)
+    assert warnings_in("bare", tmp_path) > 0  # what Ray's workers log without the hook
+    assert warnings_in("run", tmp_path) == 0
