@@ -31,7 +31,15 @@ if __name__ == "__main__":
         connect_ray(load_config("conf/math_quickstart.yaml", []))
     else:  # the same local Ray, without the setup hook
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    TorchTrainer(train_for_a_while, scaling_config=ScalingConfig(num_workers=1)).fit()
+    # The State API finds its cluster by RAY_ADDRESS, else by looking for Ray on this machine; with
+    # another Ray there (the suite's own), it would fail some other way than the one this is about.
+    own_cluster = {"env_vars": {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}}
+
+    @ray.remote(num_cpus=0, runtime_env=own_cluster)
+    def fit():
+        TorchTrainer(train_for_a_while, scaling_config=ScalingConfig(num_workers=1)).fit()
+
+    ray.get(fit.remote())
     # Counted in the workers' own log files: Ray forwards them to this output late or not at all
     # when the driver exits right after a job.
     logs = Path(ray._private.worker.global_worker.node.get_logs_dir_path())
