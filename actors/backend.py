@@ -12,6 +12,10 @@ class Sample:
     text: str  # the solution, cut at the first stop string
     self_reward: float  # mean token log-prob under the policy at temperature 1
     num_tokens: int  # tokens generated for it, up to the stop string or EOS
+    # Its prompt's length, and how much of it the engine took from its prefix cache (the same for
+    # a request's n samples: count them once per request).
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
 
 
 class Backend(Protocol):

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 
 import ray
 
 from envisions_ray.config import EnvConfig
 from envisions_ray.envs import make_env
+from envisions_ray.envs.leftovers import processes_under
 from envisions_ray.types import Example, Outcome
 
 
@@ -41,9 +42,15 @@ class Executor:
         """The worker process id, so a crash can be provoked and watched."""
         return os.getpid()
 
-    def close(self) -> None:
-        """Free what the environment holds (a browser, a worker process) before the actor goes."""
+    def events(self) -> dict[str, int]:
+        """What the environment counts of its own life (web: browser starts, crashes, restarts)."""
+        return dict(getattr(self.env, "events", {}))
+
+    def close(self) -> dict[str, int]:
+        """Free what the environment holds (a browser, a worker process) before the actor goes;
+        its last `events`."""
         self.env.close()
+        return self.events()
 
 
 def start_executor(cfg: EnvConfig):
@@ -97,6 +104,8 @@ class ExecutorPool:
         self.queue: deque[_Call] = deque()
         self.running: dict = {}  # ObjectRef -> (seat, call)
         self.peak = len(self.seats)
+        self.retired: list = []  # the `close` calls of retired executors: their last events
+        self.peak_processes, self.counted_at = 0, 0.0  # of cfg.count_processes
 
     @property
     def actors(self) -> list:
@@ -126,6 +135,9 @@ class ExecutorPool:
         """Hand queued calls to idle executors, then grow or shrink."""
         self._dispatch()
         now = time.monotonic()
+        if self.cfg.count_processes and now - self.counted_at > self.cfg.count_every_s:
+            self.counted_at = now
+            self.peak_processes = max(self.peak_processes, len(processes_under(self.cfg.count_processes)))
         oldest_wait = now - self.queue[0].queued_at if self.queue else 0.0
         idle = sorted((s for s in self.seats if s.idle_since is not None), key=lambda s: s.idle_since)
         change = scaling_step(
@@ -144,7 +156,7 @@ class ExecutorPool:
             self._dispatch()
         for seat in idle[: -change if change < 0 else 0]:
             self.seats.remove(seat)
-            seat.actor.close.remote()
+            self.retired.append(seat.actor.close.remote())
             seat.actor.__ray_terminate__.remote()  # runs after close: the actor exits once its browser is gone
 
     def map(self, method: str, batches: list[tuple], affinities: list[str] | None = None) -> list:
@@ -160,6 +172,17 @@ class ExecutorPool:
             else:
                 self.tick()
         return results
+
+    def events(self) -> dict[str, int]:
+        """The environments' event counts, summed over every executor this pool has had (one that
+        Ray restarted counts from its restart). Waits for the executors' calls in hand."""
+        total: Counter[str] = Counter()
+        for call in self.retired + [actor.events.remote() for actor in self.actors]:
+            try:
+                total.update(ray.get(call))
+            except ray.exceptions.RayError:  # an executor that died before it answered counted nothing we can read
+                continue
+        return dict(total)
 
     def close(self) -> None:
         """Close every executor's environment, then end the actors. ray.kill alone would leave

@@ -143,7 +143,10 @@ class HFBackend:
         else:
             rewards = [0.0] * len(texts)
         lengths = sampled_mask(new_tokens, end_ids).sum(dim=1).tolist()
-        samples = [Sample(text, reward, length) for text, reward, length in zip(texts, rewards, lengths)]
+        samples = [  # row j // n is sample j's prompt; hf keeps no prefix cache
+            Sample(text, reward, length, prompt_tokens=len(rows[j // n]))
+            for j, (text, reward, length) in enumerate(zip(texts, rewards, lengths))
+        ]
         return [samples[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     @torch.inference_mode()

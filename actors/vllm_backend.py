@@ -97,7 +97,15 @@ def samples_from_outputs(outputs, stops: list[str], with_self_reward: bool) -> l
             if with_self_reward and count:
                 picked = zip(completion.token_ids[:count], completion.logprobs)
                 reward = sum(position[token].logprob for token, position in picked) / count
-            samples.append(Sample(cut_at_stop(completion.text, stops), reward, count))
+            samples.append(
+                Sample(
+                    cut_at_stop(completion.text, stops),
+                    reward,
+                    count,
+                    len(output.prompt_token_ids),
+                    output.num_cached_tokens or 0,
+                )
+            )
         groups.append(samples)
     return groups
 

@@ -129,7 +129,9 @@ def _eval(args) -> int:
         f"{name}: accuracy {value:.1%} [{low:.1%}, {high:.1%}] (95 % Wilson) on {scores['problems'][name]} problems; "
         f"parsed {scores['parsed'][name]:.1%}, ran {scores['executable'][name]:.1%}; "
         f"{scores['generated_tokens']} tokens in {scores['seconds']:.0f} s "
-        f"({scores['generated_tokens'] / scores['seconds']:.0f} tokens/s)"
+        f"({scores['generated_tokens'] / scores['seconds']:.0f} tokens/s); "
+        f"{scores['prompt_tokens']} prompt tokens ({scores['prompt_tokens'] / scores['seconds']:.0f}/s), "
+        f"{scores['cached_prompt_tokens'] / max(1, scores['prompt_tokens']):.0%} from the prefix cache"
     )
     print(json.dumps(scores))
     return 0

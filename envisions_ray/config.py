@@ -88,6 +88,11 @@ class EnvConfig:
     resources: dict[str, float] = field(default_factory=dict)
     # Retries of one solution after its executor actor died.
     max_retries: int = 2
+    # Processes whose command line or environment holds this (web: the browsers' directory prefix)
+    # are counted on the driver's node, at most every count_every_s, and their peak reported; empty:
+    # nothing is counted.
+    count_processes: str = ""
+    count_every_s: float = 1.0
     prompt_file: str = "conf/prompts/math.yaml"
     # The environment's own settings. Their schema is the `Settings` dataclass of the env's module
     # in envs/, so a new domain brings its settings without touching this file.

@@ -46,6 +46,7 @@ from envisions_ray.model import TRAINED_MARKER, check_model_path, resolve_model_
 from envisions_ray.prompts import PromptBook
 from envisions_ray.run_state import (
     Explorer,
+    Generated,
     PoolClient,
     Request,
     Run,
@@ -102,8 +103,17 @@ def run_experiment(cfg: RunConfig, resume: bool = False) -> None:
             run.restarts_seen = actor_restarts()  # this job's actors so far (a test session runs several runs)
             start_actors(run)
             if not run.pool.is_done(-1, "eval"):
-                scores, tokens = evaluate(run, shots=cfg.algorithm.few_shot, answers=_answers_file(run, 0))
-                base = {"policy": 0, "grammar": bool(run.grammar), **scores, "tokens": {"eval": tokens}}
+                with _timed(run, -1, "eval"):
+                    scores, generated = evaluate(run, shots=cfg.algorithm.few_shot, answers=_answers_file(run, 0))
+                base = {
+                    "policy": 0,
+                    "grammar": bool(run.grammar),
+                    **scores,
+                    "tokens": {"eval": generated.tokens},
+                    "generation": {"eval": asdict(generated)},
+                    "seconds": run.pool.seconds(-1),
+                    "env_events": _env_events(run),
+                }
                 _record(run, {**base, "restarts": _new_restarts(run)})
                 run.pool.mark_done(-1, "eval")
             for iteration in range(cfg.algorithm.iterations):
@@ -119,16 +129,16 @@ def run_iteration(run: Run, i: int) -> None:
         return
     inputs = run.inputs(i)
     _describe(run, [x for j in range(i + 1) for x in run.inputs(j)])  # the pool may train on any of them
-    tokens: dict[str, int] = {}  # generated per stage
+    generation: dict[str, Generated] = {}  # what the policy did, per stage
     shots = algo.few_shot if run.policy == run.base_model else 0  # few-shot only for pi_0
 
     # 1. K solutions per input from pi_i (or the teacher's one), executed, self-rewarded
     with _timed(run, i, "explore"):
         done = {t.example_id for t in run.pool.trajectories(i, "explore")}
         todo = [Request(x, _explore_prompt(run, x, shots)) for x in inputs if x.id not in done]
-        tokens["explore"] = stream(
+        generation["explore"] = stream(
             run, todo, method.explore_sampling(cfg), recording(run, i, "explore"), run.explorer
-        ).tokens
+        ).generated
 
     if algo.refine and i >= algo.refine_from_iteration:
         with _timed(run, i, "refine"):  # 2. one refined solution per explored one
@@ -140,7 +150,7 @@ def run_iteration(run: Run, i: int) -> None:
                 for t in parents
             ]
             sampling = Sampling(1, cfg.generator.temperature, cfg.generator.max_new_tokens)
-            tokens["refine"] = stream(run, todo, sampling, recording(run, i, "refine")).tokens
+            generation["refine"] = stream(run, todo, sampling, recording(run, i, "refine")).generated
 
     with _timed(run, i, "select"):  # 3-4. eq. 2 filter, pool with dedup
         if not run.pool.is_done(i, "select"):
@@ -149,7 +159,6 @@ def run_iteration(run: Run, i: int) -> None:
 
     with _timed(run, i, method.stage):  # 5. U1 and U2, or a baseline's own training data
         examples = method.examples(run, i)
-    tokens.update(examples.tokens)
     _export(run.run_dir / f"iter-{i}" / "train.jsonl", examples.sft + examples.pairs)
 
     with _timed(run, i, "train"):  # 6. from the base model (or pi_i), L1 + L2 (or a baseline's SFT / DPO)
@@ -165,7 +174,7 @@ def run_iteration(run: Run, i: int) -> None:
 
     with _timed(run, i, "eval"):
         eval_shots = algo.few_shot if run.policy == run.base_model else 0  # pi_{i+1} may be the base model
-        scores, tokens["eval"] = evaluate(run, eval_shots, answers=_answers_file(run, i + 1))
+        scores, generation["eval"] = evaluate(run, eval_shots, answers=_answers_file(run, i + 1))
         margin = _logprob_margin(run, i)
 
     generated = run.pool.trajectories(i)  # explored and refined
@@ -195,8 +204,10 @@ def run_iteration(run: Run, i: int) -> None:
         "ea": exploratory_ability(solved),
         "stb": stability(solved),
         "seconds": run.pool.seconds(i),  # of every driver that worked on it: a resumed one adds its own
-        "tokens": tokens,
+        "tokens": {**{stage: used.tokens for stage, used in generation.items()}, **examples.tokens},
+        "generation": {stage: asdict(used) for stage, used in generation.items()},
         "executors": {"now": len(run.executors.seats), "peak": run.executors.peak},  # the pool's size, as it scaled
+        "env_events": _env_events(run),
         "restarts": {**_new_restarts(run), "train_worker_group": (trained or {}).get("restarts", 0)},
     }
     _record(run, summary)
@@ -259,7 +270,8 @@ def stream(
     for c, start in enumerate(range(0, len(requests), chunk)):
         part = requests[start : start + chunk]
         pending_generation[explore(part, sampling, sink.with_self_reward, c)] = (start, part)
-    result = Streamed([""] * (len(requests) * n), [None] * (len(requests) * n), 0)
+    result = Streamed([""] * (len(requests) * n), [None] * (len(requests) * n))
+    started, generated_by = time.perf_counter(), result.generated
     generated = tqdm(total=len(requests), desc=f"{sink.label}: generate", unit="prompt", position=0)
     executed = tqdm(total=len(requests) * n, desc=f"{sink.label}: execute", unit="solution", position=1)
     executors = run.executors
@@ -270,7 +282,11 @@ def stream(
         elif ready[0] in pending_generation:
             start, part = pending_generation.pop(ready[0])
             samples: list[list[Sample]] = ray.get(ready[0])
-            result.tokens += sum(sample.num_tokens for per_request in samples for sample in per_request)
+            generated_by.tokens += sum(sample.num_tokens for per_request in samples for sample in per_request)
+            generated_by.prompt_tokens += sum(per_request[0].prompt_tokens for per_request in samples)
+            generated_by.cached_prompt_tokens += sum(per_request[0].cached_prompt_tokens for per_request in samples)
+            generated_by.answers += sum(len(per_request) for per_request in samples)
+            generated_by.seconds = time.perf_counter() - started
             # One call per input: its n solutions land in the pool together, never half an input.
             for r, (request, per_request) in enumerate(zip(part, samples)):
                 batch = [((start + r) * n + k, request, sample) for k, sample in enumerate(per_request)]
@@ -301,18 +317,18 @@ def recording(run: Run, i: int, source: str) -> Sink:
     return Sink(source, with_self_reward=True, keep=keep)
 
 
-def evaluate(run: Run, shots: int, answers: Path | None = None) -> tuple[dict[str, dict[str, float]], int]:
+def evaluate(run: Run, shots: int, answers: Path | None = None) -> tuple[dict[str, dict[str, float]], Generated]:
     """Greedy accuracy of the current policy per eval set ("eval") with its 95 % interval ("ci95"),
     the share of its solutions that parsed ("parsed") and that ran ("executable"), for task inputs the accuracy per task
-    ("per_task"), with eval.refine the accuracy after one refine pass ("eval_refine"); and the
-    tokens generated. Each answer, with the expected one, goes to the JSONL file `answers` if given."""
-    scores, tokens, rows = {"eval": {}, "ci95": {}, "parsed": {}, "executable": {}}, 0, []
+    ("per_task"), with eval.refine the accuracy after one refine pass ("eval_refine"); and what the
+    policy generated. Each answer, with the expected one, goes to the JSONL file `answers` if given."""
+    scores, generated, rows = {"eval": {}, "ci95": {}, "parsed": {}, "executable": {}}, Generated(), []
     for name, examples in run.eval_sets.items():
         problems = _describe(run, examples)
         requests = [Request(x, run.prompts.explore(p, shots, x.task)) for x, p in zip(examples, problems)]
         greedy = Sampling(1, run.cfg.eval.temperature, run.cfg.eval.max_new_tokens)
         answered = stream(run, requests, greedy, Sink("eval"))
-        tokens += answered.tokens
+        generated += answered.generated
         rows += [
             {"eval_set": name, "id": x.id, "expected": x.answer, "solution": solution, **asdict(outcome)}
             for x, solution, outcome in zip(examples, answered.solutions, answered.outcomes)
@@ -326,11 +342,11 @@ def evaluate(run: Run, shots: int, answers: Path | None = None) -> tuple[dict[st
         if run.cfg.eval.refine:  # paper table 8: one refine pass at inference
             again = [Request(x, run.prompts.refine(p, a)) for x, p, a in zip(examples, problems, answered.solutions)]
             refined = stream(run, again, greedy, Sink("eval"))
-            tokens += refined.tokens
+            generated += refined.generated
             scores.setdefault("eval_refine", {})[name] = accuracy([o.reward for o in refined.outcomes])
     if answers is not None:
         _write_jsonl(answers, rows)
-    return scores, tokens
+    return scores, generated
 
 
 def evaluate_model(
@@ -349,13 +365,15 @@ def evaluate_model(
     try:
         start_actors(run)
         start = time.perf_counter()
-        scores, tokens = evaluate(run, shots, answers)
+        scores, generated = evaluate(run, shots, answers)
         seconds = time.perf_counter() - start
         return {
             "accuracy": scores.pop("eval"),
             "problems": {dataset: len(examples)},
             **scores,
-            "generated_tokens": tokens,
+            "generated_tokens": generated.tokens,
+            "prompt_tokens": generated.prompt_tokens,
+            "cached_prompt_tokens": generated.cached_prompt_tokens,
             "seconds": seconds,
         }
     finally:
@@ -620,6 +638,12 @@ def format_summary(line: dict) -> str:
 
 def _interval(bounds: list[float] | None) -> str:
     return "" if bounds is None else f" [{bounds[0]:.1%}, {bounds[1]:.1%}]"
+
+
+def _env_events(run: Run) -> dict[str, int]:
+    """Since this driver started: the environments' own counts (web: browser starts, crashes,
+    restarts), and the peak count of env.count_processes on this node (web: Chromium processes)."""
+    return {**run.executors.events(), "peak_processes": run.executors.peak_processes}
 
 
 @contextmanager

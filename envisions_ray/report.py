@@ -3,15 +3,17 @@
 It writes, into the output directory (by default the runs' common parent, or the run itself):
 - `report.md`: final accuracy per run and eval set, held-in and held-out sets marked, their
   average, EA, STB and unique correct trajectories; for web eval sets, success per task for each
-  run's base model and final policy (paper table 11); then each run's iterations;
+  run's base model and every iteration (paper table 11), and why the final policy failed on its
+  weakest tasks; then each run's iterations, and its speed and environment events;
 - `accuracy.png` (per eval set, per iteration), `explored.png`, `ea_stb.png` (one point per run),
-  `delta_logp.png` and `unique_correct.png`.
+  `delta_logp.png`, `unique_correct.png` and `wall_time.png` (where each iteration's time went).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,11 @@ from envisions_ray.errors import UserError
 
 # Horizontal distance, in iterations, between runs' points in the accuracy plot.
 RUN_SPACING = 0.06
-PLOTS = ("accuracy.png", "explored.png", "ea_stb.png", "delta_logp.png", "unique_correct.png")
+PLOTS = ("accuracy.png", "explored.png", "ea_stb.png", "delta_logp.png", "unique_correct.png", "wall_time.png")
+# The weakest tasks whose failures are grouped by cause.
+FAILURE_TASKS = 10
+# Where an iteration's wall time went, in the order the stacked bars draw it.
+TIME_PARTS = ("generate", "execute", "train", "eval", "other")
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,7 @@ class RunRecord:
     method: str
     held_out: frozenset[str]
     lines: list[dict]  # metrics.jsonl: the base model's line, then one per iteration
+    directory: Path | None = None
 
     @property
     def iterations(self) -> list[dict]:
@@ -63,7 +70,8 @@ def read_run(run_dir: Path) -> RunRecord:
     config_path = run_dir / "config.yaml"
     config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
     data = config.get("data") or {}
-    return RunRecord(run_dir.name, config.get("method", "envisions"), frozenset(data.get("held_out") or []), lines)
+    held_out = frozenset(data.get("held_out") or [])
+    return RunRecord(run_dir.name, config.get("method", "envisions"), held_out, lines, run_dir)
 
 
 def report(run_dirs: list[Path], out_dir: Path | None = None) -> str:
@@ -73,8 +81,9 @@ def report(run_dirs: list[Path], out_dir: Path | None = None) -> str:
     runs = [read_run(run_dir) for run_dir in run_dirs]
     out_dir = out_dir or Path(os.path.commonpath([run_dir.resolve() for run_dir in run_dirs]))
     out_dir.mkdir(parents=True, exist_ok=True)
-    tables = [comparison_table(runs), *grammar_tables(runs), *per_task_tables(runs)]
-    text = "\n\n".join([*tables, *(iteration_table(run) for run in runs)])
+    tables = [comparison_table(runs), *grammar_tables(runs), *per_task_tables(runs), *failure_tables(runs)]
+    per_run = [table for run in runs for table in (iteration_table(run), speed_table(run))]
+    text = "\n\n".join([*tables, *per_run])
     (out_dir / "report.md").write_text(text + "\n")
     _plot_all(runs, out_dir)
     return text + f"\n\nwritten: {out_dir / 'report.md'}, plots {', '.join(PLOTS)}"
@@ -142,17 +151,15 @@ def grammar_tables(runs: list[RunRecord]) -> list[str]:
 
 
 def per_task_tables(runs: list[RunRecord]) -> list[str]:
-    """Per eval set with tasks: success per task, base model and final policy of every run."""
+    """Per eval set with tasks: success per task, base model and every iteration of every run."""
     sets = sorted({name for run in runs for line in run.lines for name in line.get("per_task", {})})
     tables = []
     for name in sets:
         columns = {}
         for run in runs:
-            scored = [line for line in run.lines if name in line.get("per_task", {})]
-            if scored:
-                columns[f"{run.name} base"] = scored[0]["per_task"][name]
-                if len(scored) > 1:
-                    columns[f"{run.name} iter {scored[-1]['policy']}"] = scored[-1]["per_task"][name]
+            for line in run.lines:
+                if name in line.get("per_task", {}):
+                    columns[f"{run.name} {_policy_name(line)}"] = line["per_task"][name]
         tables.append(f"## Success per task: {name}\n\n" + per_task_table(columns))
     return tables
 
@@ -179,7 +186,7 @@ def iteration_table(run: RunRecord) -> str:
     ]
     rows = [
         [
-            "base" if line["policy"] == 0 else f"iter {line['policy']}",
+            _policy_name(line),
             *(_percent(line["eval"].get(name)) for name in names),
             *(_percent(line.get("parsed", {}).get(name), digits=0) for name in names),
             *(_percent(line.get("executable", {}).get(name), digits=0) for name in names),
@@ -192,6 +199,117 @@ def iteration_table(run: RunRecord) -> str:
         for line in run.lines
     ]
     return f"## {run.name} ({run.method})\n\n" + _markdown(header, rows)
+
+
+def failure_tables(runs: list[RunRecord]) -> list[str]:
+    """Per run with web eval answers: the final policy's FAILURE_TASKS weakest tasks, their failed
+    episodes by cause (envs/web_failures.py), and one example of each cause."""
+    from envisions_ray.envs.web_failures import CAUSES, failure_cause
+
+    tables = []
+    for run in runs:
+        answers = run.directory / "answers" / f"policy-{run.final['policy']}.jsonl" if run.directory else None
+        if not run.final.get("per_task") or answers is None or not answers.is_file():
+            continue
+        rows = [json.loads(line) for line in answers.read_text().splitlines() if line.strip()]
+        for name, scores in run.final["per_task"].items():
+            weakest = sorted(scores, key=lambda task: (scores[task], task))[:FAILURE_TASKS]
+            failed = [
+                (row["id"].split("@")[0], failure_cause(row["reward"], row["error"]), row)
+                for row in rows
+                if row["eval_set"] == name and row["reward"] <= 0 and row["id"].split("@")[0] in weakest
+            ]
+            counts = Counter((task, cause) for task, cause, _ in failed)
+            by_task = [[task, *(str(counts[task, cause]) for cause in CAUSES)] for task in weakest]
+            by_task.append(["**all**", *(str(sum(counts[task, cause] for task in weakest)) for cause in CAUSES)])
+            first_of = {cause: row for _, cause, row in reversed(failed)}  # the first failure of each cause
+            examples = [
+                [
+                    cause,
+                    row["id"],
+                    f"`{_one_line(row['solution'])}`",
+                    _one_line(row["error"] or f"task reward {row['output']}"),
+                ]
+                for cause in CAUSES
+                if (row := first_of.get(cause)) is not None
+            ]
+            tables.append(
+                f"## Why {run.name} {_policy_name(run.final)} failed on its {len(weakest)} weakest tasks: {name}\n\n"
+                + _markdown(["task", *CAUSES], by_task)
+                + "\n\n"
+                + _markdown(["cause", "input", "program", "what happened"], examples)
+            )
+    return tables
+
+
+def wall_time_parts(line: dict) -> dict[str, float]:
+    """Where a metrics line's wall time went: generation and the executions that outlasted it (in
+    exploring and refining), training, evaluation, and the rest (selection, hand-off, ...)."""
+    seconds, generation = line.get("seconds", {}), line.get("generation", {})
+    generate = sum(generation.get(stage, {}).get("seconds", 0.0) for stage in ("explore", "refine"))
+    searched = sum(seconds.get(stage, 0.0) for stage in ("explore", "refine"))
+    parts = {
+        "generate": generate,
+        "execute": max(0.0, searched - generate),
+        "train": seconds.get("train", 0.0),
+        "eval": seconds.get("eval", 0.0),
+    }
+    parts["other"] = max(0.0, sum(seconds.values()) - sum(parts.values()))
+    return parts
+
+
+def speed_table(run: RunRecord) -> str:
+    """Per metrics line: episodes and their rate, generated and prompt tokens per second of
+    generation (the prefix cache's share of the prompts), where the time went, and the
+    environments' events (web: browsers started, crashed, restarted; peak Chromium processes)."""
+    header = [
+        "policy",
+        "episodes",
+        "episodes/s",
+        "tokens/s",
+        "prompt tokens/s",
+        "cached",
+        *(f"{part} s" for part in TIME_PARTS),
+        "env events",
+    ]
+    rows = []
+    for line in run.lines:
+        generation = list(line.get("generation", {}).values())
+        if not generation:
+            continue
+        episodes = sum(used["answers"] for used in generation)
+        busy = sum(line["seconds"].get(stage, 0.0) for stage in line["generation"])
+        generating = sum(used["seconds"] for used in generation)
+        prompt = sum(used["prompt_tokens"] for used in generation)
+        events = ", ".join(f"{key} {value}" for key, value in sorted(line.get("env_events", {}).items()))
+        rows.append(
+            [
+                _policy_name(line),
+                str(episodes),
+                _rate(episodes, busy),
+                _rate(sum(used["tokens"] for used in generation), generating),
+                _rate(prompt, generating),
+                _percent(
+                    sum(used["cached_prompt_tokens"] for used in generation) / prompt if prompt else None, digits=0
+                ),
+                *(f"{value:.0f}" for value in wall_time_parts(line).values()),
+                events,
+            ]
+        )
+    return f"## {run.name}: speed\n\n" + _markdown(header, rows)
+
+
+def _rate(count: float, seconds: float) -> str:
+    return f"{count / seconds:.1f}" if seconds else "–"
+
+
+def _one_line(text: str) -> str:
+    """Text for a Markdown table cell: its lines joined, its pipes escaped."""
+    return " ⏎ ".join(text.splitlines()).replace("|", "\\|")
+
+
+def _policy_name(line: dict) -> str:
+    return "base" if line["policy"] == 0 else f"iter {line['policy']}"
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -281,6 +399,18 @@ def _plot_all(runs: list[RunRecord], out_dir: Path) -> None:
     axes.set_ylabel("stability (STB)")
     axes.grid(alpha=0.3)
     save(figure, "ea_stb.png")
+
+    figure, axes = plt.subplots(figsize=(max(6, 0.5 * sum(len(run.lines) for run in runs)), 4))
+    bars = [(f"{run.name}\n{_policy_name(line)}", wall_time_parts(line)) for run in runs for line in run.lines]
+    bottoms = [0.0] * len(bars)
+    for part in TIME_PARTS:
+        minutes = [parts[part] / 60 for _, parts in bars]
+        axes.bar([label for label, _ in bars], minutes, bottom=bottoms, label=part)
+        bottoms = [bottom + value for bottom, value in zip(bottoms, minutes)]
+    axes.set_ylabel("wall time (min)")
+    axes.tick_params(axis="x", labelrotation=90, labelsize="small")
+    axes.legend(fontsize="small")
+    save(figure, "wall_time.png")
 
     figure, axes = plt.subplots(figsize=(max(6, 1.2 * len(runs)), 4))
     counts = [(run.iterations[-1] if run.iterations else {}).get("unique_correct", 0) for run in runs]

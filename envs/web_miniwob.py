@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import gymnasium
@@ -28,10 +29,10 @@ from envisions_ray.envs.leftovers import sweep_orphans
 from envisions_ray.envs.web_actions import ActionError, Step, matches, parse_program
 from envisions_ray.envs.web_browser import DIRECTORY_PREFIX, Browser
 from envisions_ray.envs.web_dom import Element, page_elements, render
+from envisions_ray.envs.web_failures import BROWSER_CRASHED, NO_ELEMENT, NO_OPTION, NOT_A_SELECT, NOT_FINISHED
 from envisions_ray.errors import UserError
 from envisions_ray.types import PARSE_ERROR, Example, Outcome
 
-NOT_FINISHED = "the program ended before the task did"
 # What a dead Chromium or chromedriver looks like from here: WebDriver's errors, or no connection.
 BROWSER_LOST = (WebDriverException, HTTPError, ConnectionError)
 
@@ -94,6 +95,9 @@ class WebEnvironment:
                     "run scripts/setup.sh (apt-get install chromium chromium-driver)"
                 )
         self.browser: Browser | None = None
+        # Browsers started, crashes caught, and browsers started to replace a crashed one; the
+        # executor actor reports them (`Executor.events`).
+        self.events: Counter[str] = Counter()
 
     def describe(self, example: Example) -> str:
         observation = self._with_browser(lambda: self._reset(example))
@@ -116,7 +120,7 @@ class WebEnvironment:
         try:
             return self._with_browser(lambda: self._episode(steps, example))
         except BROWSER_LOST as err:
-            return Outcome(reward=0, error=f"the browser crashed twice: {type(err).__name__}")
+            return Outcome(reward=0, error=f"{BROWSER_CRASHED}: {type(err).__name__}")
 
     def close(self) -> None:
         self._close_browser()
@@ -135,10 +139,13 @@ class WebEnvironment:
         try:
             return work()
         except BROWSER_LOST:
+            self.events["crashes"] += 1
             self._close_browser()  # the next reset starts a new one
+        self.events["restarts"] += 1
         try:
             return work()
         except BROWSER_LOST:
+            self.events["crashes"] += 1
             self._close_browser()
             raise
 
@@ -173,12 +180,12 @@ class WebEnvironment:
             return browser.step(ActionTypes.CLICK_COORDS, coords=centre)
         # select: a <select>'s options are not on miniwob's page list, so WebDriver picks by text.
         if not element.tag.startswith("select"):
-            raise ActionError(f"line {step.line}: select needs a <select>, and [{element.ref}] is {element.tag}")
+            raise ActionError(f"line {step.line}: {NOT_A_SELECT}, and [{element.ref}] is {element.tag}")
         menu = Select(browser.driver.find_element(By.CSS_SELECTOR, f'[data-wob_ref="{element.ref}"]'))
         try:
             menu.select_by_visible_text(step.text)
         except NoSuchElementException:
-            raise ActionError(f"line {step.line}: [{element.ref}] has no option '{step.text}'") from None
+            raise ActionError(f"line {step.line}: [{element.ref}] {NO_OPTION} '{step.text}'") from None
         return browser.step(ActionTypes.NONE)
 
     def _find(self, step: Step, observation: dict) -> tuple[Element, dict]:
@@ -192,7 +199,7 @@ class WebEnvironment:
             if len(found) >= step.target.nth:
                 return found[step.target.nth - 1], observation
             if time.monotonic() > deadline:
-                raise ActionError(f"line {step.line}: no element on the page matches {step.target}")
+                raise ActionError(f"line {step.line}: {NO_ELEMENT} {step.target}")
             time.sleep(self.cfg.poll_s)
             observation, done, _ = self.browser.step(ActionTypes.NONE)
             if done:
@@ -208,6 +215,7 @@ class WebEnvironment:
             raise UserError(f"web input '{example.id}': miniwob has no task '{task}'")
         if self.browser is None or self.browser.task != task:
             self._close_browser()
+            self.events["starts"] += 1
             self.browser = Browser(
                 task,
                 self.cfg.chrome_binary,

@@ -55,7 +55,7 @@ def test_report_compares_runs_side_by_side_and_draws_every_figure(tmp_path, caps
     assert "| iter 2 | 45.0% | 10.0% | – | – | 70% | – | 4 | – | 5 | 20 | 3 | 1 | 0.250 | +3.00 |" in out
     assert "## Grammar" not in out  # runs from before generator.grammar
     assert (tmp_path / "sweep" / "report.md").read_text().strip() in out
-    for name in ("accuracy.png", "explored.png", "ea_stb.png", "delta_logp.png", "unique_correct.png"):
+    for name in ("accuracy.png", "explored.png", "ea_stb.png", "delta_logp.png", "unique_correct.png", "wall_time.png"):
         image = matplotlib.image.imread(tmp_path / "sweep" / name)
         assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0, name  # not a blank canvas
 
@@ -150,3 +150,96 @@ def test_the_accuracy_plot_draws_each_policys_95_percent_interval():
     # Metrics from before the intervals: the points, no bars.
     older = [{key: value for key, value in line.items() if key != "ci95"} for line in lines]
     assert accuracy_points(RunRecord("r", "envisions", frozenset(), older), "dev")[2] is None
+
+
+ITERATION_TIMES = {
+    "policy": 1,
+    "iteration": 1,
+    "seconds": {"explore": 100.0, "refine": 50.0, "select": 2.0, "envisions": 3.0, "train": 200.0, "eval": 300.0},
+    "generation": {
+        "explore": {"tokens": 800, "prompt_tokens": 4000, "cached_prompt_tokens": 1000, "seconds": 60.0, "answers": 40},
+        "refine": {"tokens": 400, "prompt_tokens": 2000, "cached_prompt_tokens": 0, "seconds": 30.0, "answers": 40},
+        "eval": {"tokens": 300, "prompt_tokens": 2000, "cached_prompt_tokens": 1000, "seconds": 210.0, "answers": 20},
+    },
+    "env_events": {"starts": 3, "crashes": 1, "restarts": 1, "peak_processes": 12},
+}
+
+
+def test_wall_time_splits_into_generation_execution_training_eval_and_the_rest():
+    from envisions_ray.report import wall_time_parts
+
+    # Exploring and refining took 150 s, 90 of them generating: executions outlasted it by 60.
+    assert wall_time_parts(ITERATION_TIMES) == {
+        "generate": 90.0,
+        "execute": 60.0,
+        "train": 200.0,
+        "eval": 300.0,
+        "other": 5.0,  # select and the method's examples
+    }
+    assert wall_time_parts({"policy": 0, "seconds": {"eval": 42.0}})["eval"] == 42.0  # the base model's line
+
+
+def test_speed_table_gives_rates_per_iteration_and_the_environment_events(tmp_path):
+    from envisions_ray.report import RunRecord, speed_table
+
+    table = speed_table(RunRecord("web", "envisions", frozenset(), [ITERATION_TIMES]))
+    # 100 episodes in the 450 s of explore, refine and eval; 1,500 tokens and 8,000 prompt tokens
+    # (2,000 of them cached) in 300 s of generation.
+    assert "| iter 1 | 100 | 0.2 | 5.0 | 26.7 | 25% | 90 | 60 | 200 | 300 | 5 |" in table
+    assert "crashes 1, peak_processes 12, restarts 1, starts 3 |" in table
+
+
+def test_report_gives_success_per_task_for_every_iteration_and_why_the_weakest_failed(tmp_path, capsys, monkeypatch):
+    import envisions_ray.report
+
+    run_dir = tmp_path / "web"
+    lines = write_run(run_dir, "envisions", [0.2, 0.3, 0.4])
+    scores = [{"a": 0.5, "b": 0.0, "c": 1.0}, {"a": 0.5, "b": 0.5, "c": 1.0}, {"a": 0.0, "b": 0.5, "c": 1.0}]
+    for line, per_task in zip(lines, scores):
+        line["per_task"] = {"miniwob": per_task}
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    answers = [
+        ("a@1", 0, "parse error: line 1: 'go' is not an action", "go"),
+        ("a@2", 0, "line 1: no element on the page matches text='OK'", 'click_text("OK")'),
+        ("b@1", 0, "the program ended before the task did", "click(ref=3)"),
+        ("b@2", 1, None, "click(ref=4)"),
+        ("c@1", 1, None, "click(ref=5)"),
+    ]
+    rows = [
+        {"eval_set": "miniwob", "id": i, "expected": "", "solution": s, "reward": r, "output": str(r), "error": e}
+        for i, r, e, s in answers
+    ]
+    (run_dir / "answers").mkdir()
+    (run_dir / "answers" / "policy-2.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    monkeypatch.setattr(envisions_ray.report, "FAILURE_TASKS", 2)  # the two weakest: a (0 %), b (50 %)
+    assert main(["report", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "| task | web base | web iter 1 | web iter 2 |" in out
+    assert "| b | 0.0% | 50.0% | 50.0% |" in out
+    assert "## Why web iter 2 failed on its 2 weakest tasks: miniwob" in out
+    assert "| a | 1 | 1 | 0 | 0 | 0 | 0 |" in out and "| b | 0 | 0 | 1 | 0 | 0 | 0 |" in out
+    assert "| **all** | 1 | 1 | 1 | 0 | 0 | 0 |" in out
+    assert "| no element | a@2 | `click_text(\"OK\")` | line 1: no element on the page matches text='OK' |" in out
+    assert "| c |" not in out.split("## Why")[1].split("##")[0]  # the strongest task is left out
+
+
+@pytest.mark.parametrize(
+    "reward, error, cause",
+    [
+        (1, None, None),
+        (0, "parse error: line 2: press takes one quoted string", "parse error"),
+        (0, "line 1: no element on the page matches text='Submit'", "no element"),
+        (0, "line 1: [4] has no option 'Mozambine'", "no element"),
+        (0, "line 2: select needs a <select>, and [3] is div", "no element"),
+        (0, "the program ended before the task did", "ended early"),
+        (0, None, "wrong answer"),  # the task ended, with no reward
+        (0, "line 3: the task ended before text='OK' appeared", "wrong answer"),
+        (0, "the browser crashed twice: WebDriverException", "browser error"),
+        (0, "the episode ran past 20.0s", "too long"),
+        (0, "the program types 2000 characters, more than 1000", "too long"),
+    ],
+)
+def test_each_web_failure_has_one_cause(reward, error, cause):
+    from envisions_ray.envs.web_failures import failure_cause
+
+    assert failure_cause(reward, error) == cause

@@ -8,8 +8,9 @@ The fakes hold exactly the fields the adapter reads, shaped as vLLM's source def
   (vllm/v1/engine/detokenizer.py); `logprobs`, one {token_id: Logprob} dict per token id holding
   the sampled token among the top ones (vllm/v1/engine/logprobs.py); `finish_reason` ("stop",
   "length") and `stop_reason` (the stop string, a stop token id, or None for EOS).
-- `RequestOutput` (vllm/outputs.py): `outputs`, `prompt_token_ids`, and `prompt_logprobs`, whose
-  first entry is None (vllm/logprobs.py `create_prompt_logprobs`).
+- `RequestOutput` (vllm/outputs.py): `outputs`, `prompt_token_ids`, `prompt_logprobs`, whose
+  first entry is None (vllm/logprobs.py `create_prompt_logprobs`), and `num_cached_tokens`, the
+  prompt tokens found in the prefix cache (None when not reported).
 - `Logprob` (vllm/logprobs.py; vllm/sequence.py before it moved): `.logprob`.
 """
 
@@ -58,6 +59,7 @@ class RequestOutput:
     outputs: list[CompletionOutput] = field(default_factory=list)
     prompt_token_ids: list[int] = field(default_factory=list)
     prompt_logprobs: list[dict[int, Logprob] | None] | None = None
+    num_cached_tokens: int | None = None
 
 
 def completion(
@@ -77,6 +79,14 @@ def test_n_samples_per_prompt_in_order_with_their_mean_logprob():
         [Sample("a", -2.0, 2), Sample("b", -0.5, 1)],
         [Sample("c", -3.0, 3), Sample("d", -0.25, 1)],
     ]
+
+
+def test_each_sample_carries_its_prompts_length_and_the_prefix_caches_share():
+    cached = RequestOutput([completion("a", [(5, -1.0)])] * 2, prompt_token_ids=[1, 2, 3, 4], num_cached_tokens=3)
+    unreported = RequestOutput([completion("b", [(6, -1.0)])], prompt_token_ids=[1, 2])
+    [[first, second], [third]] = samples_from_outputs([cached, unreported], STOPS, True)
+    assert (first.prompt_tokens, first.cached_prompt_tokens) == (4, 3) and second == first
+    assert (third.prompt_tokens, third.cached_prompt_tokens) == (2, 0)
 
 
 def test_a_stop_string_cuts_the_text_but_its_tokens_count():

@@ -19,11 +19,12 @@ from envisions_ray.actors.executor import ExecutorPool
 from envisions_ray.config import EnvConfig
 from envisions_ray.data import task_input
 from envisions_ray.envs.leftovers import processes_under
-from envisions_ray.envs.web_browser import DIRECTORY_PREFIX
+from envisions_ray.envs.web_browser import DIRECTORY_PREFIX, wrapper_script
 from envisions_ray.envs.web_miniwob import NOT_FINISHED, WebEnvironment, WebSettings
 from envisions_ray.types import Outcome
 
 CLICK_ONE = 'click_text("ONE")'  # click-test-2: right on every seed
+CAP_SYS_NICE = 23  # linux/capability.h
 
 
 def browser_processes() -> list[int]:
@@ -152,6 +153,53 @@ def test_a_killed_browser_is_replaced_and_its_episode_retried(web):
     os.kill(browser, signal.SIGKILL)
     assert web.execute(CLICK_ONE, x).reward == 1
     assert browser not in web.browser_pids
+    assert web.events == {"starts": 2, "crashes": 1, "restarts": 1}
+
+
+def test_chromium_runs_at_the_executors_priority_and_cannot_raise_it(tmp_path, web):
+    # The wrapper with a stand-in for Chromium that reports its niceness and capabilities.
+    stand_in = tmp_path / "report"
+    stand_in.write_text("#!/bin/sh\nnice\ngrep CapBnd /proc/self/status\n")
+    stand_in.chmod(0o700)
+    wrapper = tmp_path / "chrome"
+    wrapper.write_text(wrapper_script(str(stand_in), [], os.getpriority(os.PRIO_PROCESS, 0) + 3))
+    wrapper.chmod(0o700)
+    niceness, capabilities = subprocess.run([str(wrapper)], capture_output=True, text=True, check=True).stdout.split(
+        "\n"
+    )[:2]
+    assert int(niceness) == os.getpriority(os.PRIO_PROCESS, 0) + 3
+    assert not int(capabilities.split()[1], 16) & (1 << CAP_SYS_NICE)
+    # The real browser: as root Chromium lifted its display threads to nice -8 before the wrapper.
+    assert web.execute(CLICK_ONE, task_input("click-test-2", 0)).reward == 1
+    threads = [task for pid in web.browser_pids for task in Path(f"/proc/{pid}/task").iterdir()]
+    assert threads and all(
+        os.getpriority(os.PRIO_PROCESS, int(task.name)) >= os.getpriority(os.PRIO_PROCESS, 0) for task in threads
+    )
+
+
+def test_the_pool_counts_the_browsers_of_retired_executors_and_its_peak_processes(ray_session):
+    cfg = EnvConfig(
+        name="web",
+        num_executors=1,
+        max_executors=2,
+        grow_after_s=0.0,
+        shrink_after_s=0.5,
+        poll_s=0.05,
+        count_processes=DIRECTORY_PREFIX,
+        count_every_s=0.0,
+    )
+    pool = ExecutorPool(cfg)
+    batches = [([(CLICK_ONE, task_input("click-test-2", seed))],) for seed in range(60)]
+    assert [o.reward for [o] in pool.map("execute", batches, ["click-test-2"] * 60)] == [1] * 60
+    assert pool.peak == 2
+    counted = pool.events()  # one browser per executor that got work: a task never switched
+    assert counted["starts"] in (1, 2) and set(counted) == {"starts"}
+    time.sleep(0.6)
+    pool.tick()
+    assert len(pool.seats) == 1  # one retired, with its browser ...
+    assert pool.events() == counted  # ... and its count stays
+    assert pool.peak_processes >= 3  # chromedriver, Chromium and its helpers
+    pool.close()
 
 
 def test_killing_the_browser_mid_run_loses_no_episode(ray_session):

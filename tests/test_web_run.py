@@ -101,6 +101,16 @@ def test_each_iteration_meets_new_seeds_and_eval_scores_every_task(tiny_model, t
     assert all(error for *_, error in rows)  # the random model writes no valid program; each says why
     metrics = read_metrics(run_dir)
     assert [line["policy"] for line in metrics] == [0, 1, 2]
+    # Every episode counted once, each prompt's tokens once (the hf backend keeps no prefix cache).
+    assert [line["generation"]["explore"]["answers"] for line in metrics[1:]] == [8, 8]
+    assert all(line["generation"]["eval"]["answers"] == 4 for line in metrics)
+    assert all(line["generation"]["eval"]["prompt_tokens"] > 0 for line in metrics)
+    assert all(used["cached_prompt_tokens"] == 0 for line in metrics for used in line["generation"].values())
+    # Browsers: at least one per task, the killed one replaced; the peak saw chromedriver,
+    # Chromium and its helpers at once.
+    events = metrics[-1]["env_events"]
+    assert events["starts"] >= 2 and events.get("restarts", 0) <= events.get("crashes", 0)
+    assert events["peak_processes"] >= 3
     assert all(set(line["per_task"]["miniwob"]) == {"click-test-2", "click-button"} for line in metrics)
     text = report([run_dir])
     assert (
@@ -123,7 +133,7 @@ def test_web_inputs_are_checked_before_a_run_starts(tiny_model, tmp_path):
         driver.prepare(web_config(tiny_model, tmp_path / "c", "algorithm.few_shot=2"), convert_model=False)
 
 
-@pytest.mark.parametrize("config", ["conf/web_quickstart.yaml", "conf/web_miniwob.yaml"])
+@pytest.mark.parametrize("config", ["conf/web_quickstart.yaml", "conf/web_miniwob_cpu.yaml", "conf/web_miniwob.yaml"])
 def test_shipped_web_configs_pass_the_input_checks(config, tmp_path):
     run = driver.prepare(load_config(config, [f"run_dir={tmp_path / 'run'}"]), convert_model=False)
     assert {x.meta["task"] for x in run.train_set} == {x.meta["task"] for x in run.eval_sets["miniwob"]}
@@ -161,6 +171,7 @@ def test_envisions_eval_prints_success_per_task(tiny_model, ray_session, capsys)
     ]
     # 0 of 4: the Wilson interval's upper end is z^2 / (n + z^2) = 3.8415 / 7.8415.
     assert out[-2].startswith(f"tasks:{TASKS}:100000: accuracy 0.0% [0.0%, 49.0%] (95 % Wilson) on 4 problems;")
+    assert out[-2].endswith("0% from the prefix cache")  # hf keeps none
     assert json.loads(out[-1])["per_task"] == {f"tasks:{TASKS}:100000": {"click-test-2": 0.0, "click-button": 0.0}}
 
 
