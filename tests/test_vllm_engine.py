@@ -18,7 +18,7 @@ import pytest
 import torch
 from conftest import SOLVER_PROGRAM
 
-from envisions_ray.actors.generator import Generator, stop_generators
+from envisions_ray.actors.generator import Generator
 from envisions_ray.actors.hf_backend import HFBackend
 from envisions_ray.actors.vllm_backend import UNTIED_PREFIX, ServedWeights
 from envisions_ray.config import GeneratorConfig
@@ -155,18 +155,6 @@ def test_a_killed_generators_untied_copy_is_removed_by_the_next_one(tied_models,
     assert not is_tied(served.path)
     served.close()
     assert not any(tmp_path.iterdir())
-
-
-def test_a_stopped_generator_leaves_no_untied_copy(ray_session, tied_models):
-    actor = ray_session.remote(Generator).options(num_cpus=1).remote(engine_config(), tied_models[0], "float32")
-    pid = ray_session.get(actor.pid.remote())
-
-    def copies() -> list[Path]:
-        return list(Path(tempfile.gettempdir()).glob(f"{UNTIED_PREFIX}{pid}-*"))
-
-    assert copies()  # served untied, from /tmp
-    stop_generators([actor])
-    assert not copies()
 
 
 def test_new_weights_load_in_place_and_the_engine_computes_them(ray_session, engine, tied_models):

@@ -44,17 +44,23 @@ def test_the_demonstration_succeeds_on_its_seed(web, shot):
     assert (outcome.reward, outcome.output, outcome.error) == (1, "1", "")
 
 
-@pytest.mark.parametrize("config", sorted(str(path) for path in Path("conf").glob("web_*.yaml")))
-def test_every_demonstration_fits_in_the_configs_token_limits(config):
-    """A model that writes its task's demonstration must not be cut off: a cut program does not
-    parse. (At 128 tokens every guess-number answer was cut: its demonstration is 306 tokens.)"""
+@pytest.fixture(scope="module")
+def smollm2_tokenizer():
     from transformers import AutoTokenizer
 
-    from envisions_ray.config import load_config
     from envisions_ray.model import PACKAGED_MODELS, _packaged_gguf_dir
 
+    return AutoTokenizer.from_pretrained(_packaged_gguf_dir("smollm2"), gguf_file=PACKAGED_MODELS["smollm2"][1])
+
+
+@pytest.mark.parametrize("config", sorted(str(path) for path in Path("conf").glob("web_*.yaml")))
+def test_every_demonstration_fits_in_the_configs_token_limits(config, smollm2_tokenizer):
+    """A model that writes its task's demonstration must not be cut off: a cut program does not
+    parse. (At 128 tokens every guess-number answer was cut: its demonstration is 306 tokens.)"""
+    from envisions_ray.config import load_config
+
     cfg = load_config(config)
-    tokenizer = AutoTokenizer.from_pretrained(_packaged_gguf_dir("smollm2"), gguf_file=PACKAGED_MODELS["smollm2"][1])
+    tokenizer = smollm2_tokenizer
     tasks = {x.meta["task"] for spec in [cfg.data.train, *cfg.data.eval.values()] for x in load_examples(spec, 1)}
     longest = max(len(tokenizer(shot["solution"])["input_ids"]) for shot in SHOTS if shot["task"] in tasks)
     assert cfg.generator.max_new_tokens >= longest and cfg.eval.max_new_tokens >= longest
