@@ -189,11 +189,13 @@ def test_the_pool_counts_the_browsers_of_retired_executors_and_its_peak_processe
         count_every_s=0.0,
     )
     pool = ExecutorPool(cfg)
-    batches = [([(CLICK_ONE, task_input("click-test-2", seed))],) for seed in range(60)]
-    assert [o.reward for [o] in pool.map("execute", batches, ["click-test-2"] * 60)] == [1] * 60
+    # Each episode waits settle_s (1 s) for an element that never comes: long enough that the
+    # second executor gets work and starts a browser of its own.
+    batches = [([('click_text("NOPE")', task_input("click-test-2", seed))],) for seed in range(10)]
+    assert [o.reward for [o] in pool.map("execute", batches, ["click-test-2"] * 10)] == [0] * 10
     assert pool.peak == 2
-    counted = pool.events()  # one browser per executor that got work: a task never switched
-    assert counted["starts"] in (1, 2) and set(counted) == {"starts"}
+    counted = pool.events()  # one browser per executor: the task never switched
+    assert counted == {"starts": 2}
     time.sleep(0.6)
     pool.tick()
     assert len(pool.seats) == 1  # one retired, with its browser ...
