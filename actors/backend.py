@@ -27,9 +27,15 @@ class Backend(Protocol):
         max_new_tokens: int,
         with_self_reward: bool,
         grammar: str = "",
+        seeds: list[int] | None = None,
     ) -> list[list[Sample]]:
         """n samples per prompt; temperature 0 means greedy. A grammar (xgrammar EBNF) constrains
-        every sample to its language; the self-reward stays the policy's, before the grammar's mask."""
+        every sample to its language; the self-reward stays the policy's, before the grammar's mask.
+        `seeds`, one per prompt (envisions_ray/seeds.py): sample k of prompt i is drawn from seed
+        seeds[i] + k alone, so a prompt gets the same samples with the same seed whatever else is
+        in the call (up to float rounding: other prompts in a batch may move a logit in its last
+        bits). None: the backend's own stream of randomness, seeded once when it starts. Greedy
+        sampling ignores them."""
 
     def logprob(self, prompts: list[str], targets: list[str]) -> list[float]:
         """log p(target | prompt) under the policy at temperature 1, summed over the target's tokens."""

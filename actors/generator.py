@@ -49,8 +49,11 @@ class Generator:
             model_path = Path(policy_file).read_text()
         self.backend = make_backend(cfg, local_copy(model_path), dtype)
 
-    def sample(self, prompts, n, temperature, max_new_tokens, with_self_reward=True, grammar="") -> list[list[Sample]]:
-        return self.backend.sample(prompts, n, temperature, max_new_tokens, with_self_reward, grammar)
+    def sample(
+        self, prompts, n, temperature, max_new_tokens, with_self_reward=True, grammar="", seeds=None
+    ) -> list[list[Sample]]:
+        """`seeds`: one per prompt, or None (actors/backend.py `Backend.sample`)."""
+        return self.backend.sample(prompts, n, temperature, max_new_tokens, with_self_reward, grammar, seeds)
 
     def logprob(self, prompts: list[str], targets: list[str]) -> list[float]:
         return self.backend.logprob(prompts, targets)

@@ -11,13 +11,29 @@ A grammar constrains sampling through `GrammarMask`, a logits processor that tra
 before temperature and top-p, as vLLM applies its grammar bitmask before sampling; both use
 xgrammar. `output_logits` are taken before any processor, so the self-reward of a constrained
 sample is still the unmasked policy's.
+
+Seeded requests (`seeds`, see actors/backend.py) cannot use transformers' own sampling: it draws
+every row of the batch from torch's one global generator at once, so a row's draw depends on the
+rows beside it. A seeded call instead decodes "greedily" over `SeededDraw`, a last logits
+processor that draws each row's token from that row's own `torch.Generator` (seed + k for sample
+k, as vLLM seeds a request's n children) and leaves only that token possible. It samples what vLLM
+samples, temperature then top-p; transformers' unseeded path also applies its default top-k of 50.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import xgrammar
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from envisions_ray.actors.backend import Sample, cut_at_stop
 from envisions_ray.config import GeneratorConfig
@@ -70,6 +86,24 @@ class GrammarMask(LogitsProcessor):
         return masked.to(scores.device, scores.dtype)
 
 
+class SeededDraw(LogitsProcessor):
+    """Draws each row's next token from the row's own generator, seeded with `seeds[row]`, and
+    returns scores that are -inf everywhere but there: greedy decoding then takes the drawn token.
+    A row draws once per step whatever the other rows do, so its tokens depend on its seed and its
+    own probabilities only. Run it last, on the scores temperature and top-p have shaped."""
+
+    def __init__(self, seeds: list[int]):
+        self.seeds = seeds
+        self.generators: list[torch.Generator] | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.generators is None:
+            self.generators = [torch.Generator(scores.device).manual_seed(seed) for seed in self.seeds]
+        probs = torch.softmax(scores.float(), dim=-1)
+        drawn = torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, self.generators)])
+        return torch.full_like(scores, -math.inf).scatter_(1, drawn.unsqueeze(1), 0.0)
+
+
 def sampled_mask(tokens: torch.Tensor, end_ids: list[int]) -> torch.Tensor:
     """1 for every generated token before the first EOS or pad: the tokens a sample's self-reward
     averages and its length counts. EOS is left out, as vllm_backend.counted_tokens leaves it out,
@@ -109,26 +143,33 @@ class HFBackend:
         return [GrammarMask(self.grammars.compile_grammar(grammar), rows)] if grammar else []
 
     @torch.inference_mode()
-    def sample(self, prompts, n, temperature, max_new_tokens, with_self_reward, grammar="") -> list[list[Sample]]:
+    def sample(
+        self, prompts, n, temperature, max_new_tokens, with_self_reward, grammar="", seeds=None
+    ) -> list[list[Sample]]:
         if temperature == 0 and n > 1:  # transformers refuses n > 1 when greedy; the n copies are identical
             greedy = self.sample(prompts, 1, temperature, max_new_tokens, with_self_reward, grammar)
             return [group * n for group in greedy]
-        rows = [encode_prompt(self.tokenizer, prompt) for prompt in prompts]  # as vllm and the trainer see them
+        prompt_rows = [encode_prompt(self.tokenizer, prompt) for prompt in prompts]  # as vllm and the trainer see them
+        processors = self.grammar_mask(grammar, len(prompts) * n)
+        rows, copies, sampling = prompt_rows, n, {"do_sample": False}
+        if seeds is not None and temperature > 0:  # row i * n + k draws from seeds[i] + k (module docstring)
+            rows, copies = [row for row in prompt_rows for _ in range(n)], 1
+            processors.append(TemperatureLogitsWarper(temperature))
+            if self.cfg.top_p < 1.0:
+                processors.append(TopPLogitsWarper(self.cfg.top_p))
+            processors.append(SeededDraw([seed + k for seed in seeds for k in range(n)]))
+        elif temperature > 0:
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": self.cfg.top_p}
         batch = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(self.device)
-        sampling = (
-            {"do_sample": True, "temperature": temperature, "top_p": self.cfg.top_p}
-            if temperature > 0
-            else {"do_sample": False}
-        )
         output = self.model.generate(
             **batch,
             **sampling,
-            num_return_sequences=n,
+            num_return_sequences=copies,
             max_new_tokens=max_new_tokens,
             stopping_criteria=StoppingCriteriaList(
                 [StopInGeneratedText(self.tokenizer, self.cfg.stop, batch["input_ids"].shape[1])]
             ),
-            logits_processor=LogitsProcessorList(self.grammar_mask(grammar, len(rows) * n)),
+            logits_processor=LogitsProcessorList(processors),
             pad_token_id=self.tokenizer.pad_token_id,
             return_dict_in_generate=True,
             output_logits=with_self_reward,
@@ -144,7 +185,7 @@ class HFBackend:
             rewards = [0.0] * len(texts)
         lengths = sampled_mask(new_tokens, end_ids).sum(dim=1).tolist()
         samples = [  # row j // n is sample j's prompt; hf keeps no prefix cache
-            Sample(text, reward, length, prompt_tokens=len(rows[j // n]))
+            Sample(text, reward, length, prompt_tokens=len(prompt_rows[j // n]))
             for j, (text, reward, length) in enumerate(zip(texts, rewards, lengths))
         ]
         return [samples[i * n : (i + 1) * n] for i in range(len(prompts))]

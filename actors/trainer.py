@@ -33,7 +33,7 @@ from tqdm import tqdm
 from envisions_ray.actors.restarts import train_workers_started
 from envisions_ray.config import TrainConfig
 from envisions_ray.cpu import bf16_matmul_supported
-from envisions_ray.losses import collate, dpo_loss, sequence_logprobs, target_token_loss, tokenize
+from envisions_ray.losses import IGNORE, collate, dpo_loss, sequence_logprobs, target_token_loss, tokenize
 from envisions_ray.model import TRAINED_MARKER, load_model_and_tokenizer, local_copy
 from envisions_ray.types import PreferenceExample, TrainExample
 
@@ -178,10 +178,24 @@ def deepspeed_config(cfg: TrainConfig, accumulation: int, total_steps: int) -> d
 
 
 def _forward(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, labels) on the model's device."""
+    """(logits, labels) on the model's device, from the position before the batch's first target
+    token on: the prompt's logits add nothing to the loss, and with Qwen's 152k-word vocabulary the
+    output layer's logits and their gradient are most of a step's activations."""
     device = next(model.parameters()).device
-    logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
-    return logits, batch["labels"].to(device)
+    first = first_scored_position(batch["labels"])
+    keep = batch["labels"].size(1) - first
+    logits = model(
+        input_ids=batch["input_ids"].to(device),
+        attention_mask=batch["attention_mask"].to(device),
+        logits_to_keep=keep,
+    ).logits
+    return logits, batch["labels"][:, first:].to(device)
+
+
+def first_scored_position(labels: torch.Tensor) -> int:
+    """The first position whose logit predicts a target token: the one before the earliest label."""
+    targets = (labels != IGNORE).any(dim=0).nonzero()
+    return max(0, int(targets[0]) - 1) if len(targets) else 0
 
 
 def _target_loss(model, batch: dict) -> torch.Tensor:

@@ -19,6 +19,13 @@ On every platform:
   `apply_grammar_bitmask`), so the "raw" logprobs of a constrained sample are renormalised over
   the tokens the grammar allowed: not the policy's. A constrained sample's self-reward is
   therefore taken from a teacher-forced pass over its own token ids (`teacher_forced_means`).
+- A request's `SamplingParams(seed=...)` gives it a `torch.Generator` of its own in the worker
+  (vllm/v1/worker/gpu_model_runner.py `_update_states`, which the CPU runner inherits); the sampler
+  draws that request's noise from it alone (vllm/v1/sample/ops/topk_topp_sampler.py
+  `random_sample`, and `forward_cpu`, which takes the request's Gumbel seed from it each step).
+  With n > 1 the k-th child request is seeded `seed + k` (vllm/v1/engine/parallel_sampling.py
+  `ParentRequest._get_child_sampling_params`). Seeded requests are what envisions_ray/seeds.py
+  derives; the engine's own `seed` only drives requests without one.
 - New weights are loaded in place: `collective_rpc("reload_weights", kwargs={"weights_path": ...})`
   into `GPUModelRunner.reload_weights` (vllm/v1/worker/gpu_model_runner.py; the CPU runner inherits
   it; vllm/model_executor/model_loader/reload/inplace.py). The engine, its compiled graph and its
@@ -204,25 +211,34 @@ class VLLMBackend:
         self.weights.close()
         gc.collect()
 
-    def sample(self, prompts, n, temperature, max_new_tokens, with_self_reward, grammar="") -> list[list[Sample]]:
+    def sample(
+        self, prompts, n, temperature, max_new_tokens, with_self_reward, grammar="", seeds=None
+    ) -> list[list[Sample]]:
         # Token ids, not text: the same ids the hf backend conditions on and the trainer trains on.
         ids = [encode_prompt(self.tokenizer, prompt) for prompt in prompts]
         greedy = temperature < GREEDY_BELOW
         constrained = self.vllm.sampling_params.StructuredOutputsParams(grammar=grammar) if grammar else None
-        params = self.vllm.SamplingParams(
-            n=1 if greedy else n,  # vLLM refuses n > 1 when greedy; the n copies are identical anyway
-            temperature=temperature,
-            top_p=self.cfg.top_p,
-            max_tokens=max_new_tokens,
-            stop=self.cfg.stop,
-            # No per-request seed: a fixed one repeats the same samples on every call for a prompt.
-            # The engine's seed makes the run reproducible, as torch.manual_seed does for hf.
-            # 0: the sampled token's logprob only; under a grammar it is not the policy's (see above).
-            logprobs=0 if with_self_reward and not grammar else None,
-            structured_outputs=constrained,
-        )
+
+        def params(seed: int | None):
+            return self.vllm.SamplingParams(
+                n=1 if greedy else n,  # vLLM refuses n > 1 when greedy; the n copies are identical anyway
+                temperature=temperature,
+                top_p=self.cfg.top_p,
+                max_tokens=max_new_tokens,
+                stop=self.cfg.stop,
+                # A request's own seed: vLLM draws its k-th sample from seed + k, with a generator of
+                # its own, whatever else the engine runs. None: the engine's stream, seeded once by
+                # generator.seed, so a prompt's samples depend on what the engine drew before.
+                seed=seed,
+                # 0: the sampled token's logprob only; under a grammar it is not the policy's (see above).
+                logprobs=0 if with_self_reward and not grammar else None,
+                structured_outputs=constrained,
+            )
+
+        # One SamplingParams per prompt, with its prompt's seed: LLM.generate takes a list.
+        per_prompt = [params(seed) for seed in (seeds if seeds is not None and not greedy else [None] * len(ids))]
         outputs = self.llm.generate(
-            [self.vllm.TokensPrompt(prompt_token_ids=row) for row in ids], params, use_tqdm=False
+            [self.vllm.TokensPrompt(prompt_token_ids=row) for row in ids], per_prompt, use_tqdm=False
         )
         groups = samples_from_outputs(outputs, self.cfg.stop, with_self_reward and not grammar)
         if with_self_reward and grammar:

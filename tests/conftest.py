@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny random Llama with its own tokenizer, and one local Ray for the session."""
+"""Shared fixtures: a tiny random Llama and a tiny random Qwen2, each with its own tokenizer, and one
+local Ray for the session."""
 
 from __future__ import annotations
 
@@ -54,6 +55,62 @@ def tiny_model(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(path, safe_serialization=True)
     fast.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory) -> str:
+    """A random 2-layer Qwen2 with a byte-level BPE Qwen2Tokenizer, shaped as the converted
+    Qwen2.5-Coder-0.5B GGUF is: an output layer of its own (untied), and the special tokens its
+    tokenizer reports: EOS `<|im_end|>`, pad `<|endoftext|>` (not EOS), BOS `<|endoftext|>` too but
+    never added, no unk."""
+    import json
+    import random
+
+    import torch
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
+
+    rng = random.Random(0)
+    corpus = [arithmetic_problem(rng)[0] for _ in range(200)] + ["def solution():\n    return 3 * 4\n\n"] * 20
+    # Trained with Qwen2Tokenizer's own normalizer and pre-tokenizer, so its merges fit them.
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(corpus, trainer)
+    bpe = json.loads(tokenizer.to_str())["model"]
+    qwen = Qwen2Tokenizer(
+        vocab=bpe["vocab"],
+        merges=[tuple(merge) for merge in bpe["merges"]],
+        unk_token=None,
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+    )
+    config = Qwen2Config(
+        vocab_size=len(qwen),
+        eos_token_id=qwen.eos_token_id,
+        pad_token_id=qwen.pad_token_id,
+        bos_token_id=qwen.bos_token_id,
+        tie_word_embeddings=False,
+        **TINY_LLAMA,
+    )
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-qwen")
+    Qwen2ForCausalLM(config).save_pretrained(path, safe_serialization=True)
+    qwen.save_pretrained(path)
     return str(path)
 
 

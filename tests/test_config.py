@@ -138,10 +138,10 @@ def test_epochs_step_at_the_end_of_every_pass_and_steps_cycle_the_data():
     assert sum(step_plan(1, 4, epochs=1, steps=7)) == sum(step_plan(40, 4, epochs=1, steps=7)) == 7
 
 
-def test_the_cpu_recipe_is_the_quick_recipe_scaled_up():
-    scaled = ["data.train_size=384", "data.eval_size=500", "algorithm.iterations=3", "train.steps=24"]
-    quick = load_config("conf/math_gsm8k_quick.yaml", ["run_dir=runs/math_gsm8k_cpu", *scaled])
-    assert load_config("conf/math_gsm8k_cpu.yaml") == quick
+def test_the_two_hour_recipe_is_the_quick_recipe_scaled_up():
+    scaled = ["algorithm.iterations=3"]
+    quick = load_config("conf/math_gsm8k_qwen_quick.yaml", ["run_dir=runs/math_gsm8k_qwen", *scaled])
+    assert load_config("conf/math_gsm8k_qwen.yaml") == quick
 
 
 def test_a_config_that_extends_a_missing_file_or_itself_is_refused_in_one_line(tmp_path):

@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -11,6 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from envisions_ray import driver, methods
 from envisions_ray.actors.trainer import Trained
+from envisions_ray.best import best_policy, policy_name
+from envisions_ray.cli import main
 from envisions_ray.config import load_config
 from envisions_ray.errors import UserError
 from envisions_ray.model import TRAINED_MARKER
@@ -64,7 +67,7 @@ def tiny_run_config(tiny_model, run_dir, *extra):
 
 
 @pytest.mark.timeout(600)
-def test_one_iteration_end_to_end(tiny_solver, twelves, twelves_dev, tmp_path, ray_session):
+def test_one_iteration_end_to_end(tiny_solver, twelves, twelves_dev, tmp_path, ray_session, capsys):
     run_dir = tmp_path / "run"
     cfg = tiny_run_config(
         tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves_dev}", "eval.refine=true", *VLLM
@@ -113,12 +116,22 @@ def test_one_iteration_end_to_end(tiny_solver, twelves, twelves_dev, tmp_path, r
     exported = (run_dir / "iter-0" / "train.jsonl").read_text().splitlines()
     assert len(exported) == summary["u1"] + summary["u2"]
 
-    # `envisions eval RUN_DIR DATASET` evaluates the run's newest checkpoint, zero-shot.
+    # RUN_DIR/best: the policy, base model included, that scored highest on the first eval set.
+    best = summary["best"]
+    assert best == {**best_policy(metrics), "model": best["model"]} and best["eval_set"] == "arith"
+    assert best["model"] == (str(checkpoint) if best["policy"] == 1 else tiny_solver)
+    assert os.readlink(run_dir / "best") == best["model"]
     assert driver.newest_checkpoint(run_dir) == str(checkpoint)
-    # On the hf backend: a third vLLM engine start would prove nothing the handoff has not.
-    scores = driver.evaluate_model(
-        load_config(run_dir / "config.yaml", [f"model.path={run_dir}", HF]), twelves, 4, None, tmp_path / "a.jsonl"
-    )
+
+    # `envisions eval RUN_DIR DATASET` evaluates that policy, and says so. On the hf backend: a
+    # third vLLM engine start would prove nothing the handoff has not.
+    capsys.readouterr()
+    argv = ["eval", str(run_dir), twelves, "--size", "4", "--config", str(run_dir / "config.yaml"), HF]
+    assert main([*argv, "--answers", str(tmp_path / "a.jsonl")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert f"{run_dir}: evaluating its best policy, {policy_name(best['policy'])} (arith " in "\n".join(out)
+    scores = json.loads(next(line for line in reversed(out) if line.startswith("{")))
+    assert scores["policy"] == best
     assert list(scores["accuracy"]) == [twelves] and 0.0 <= scores["accuracy"][twelves] <= 1.0
     assert 0.0 <= scores["executable"][twelves] <= 1.0
     answered = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
@@ -149,6 +162,7 @@ def test_resume_after_a_crash_redoes_nothing_already_executed(
     monkeypatch.setattr(driver, "stream", stream_slowly)
     with pytest.raises(RuntimeError, match="node lost"):
         driver.run_experiment(cfg)
+    assert os.readlink(run_dir / "best") == tiny_solver  # only the base model evaluated so far
     db = sqlite3.connect(run_dir / "pool.sqlite")
     explored_before = db.execute("SELECT id, solution FROM trajectories ORDER BY id").fetchall()
     assert len(explored_before) == 6 * 2  # everything executed before the crash is kept
@@ -162,6 +176,8 @@ def test_resume_after_a_crash_redoes_nothing_already_executed(
     assert db.execute("SELECT id, solution FROM trajectories ORDER BY id").fetchall() == explored_before
     metrics = read_metrics(run_dir)
     assert [line["policy"] for line in metrics] == [0, 1]  # the base eval was not repeated
+    assert metrics[1]["best"] == {**best_policy(metrics), "model": tiny_solver}  # the stub trainer gave back the base
+    assert os.readlink(run_dir / "best") == tiny_solver
     assert metrics[1]["u1"] >= 1 and metrics[1]["train_loss"] is not None
     [(examples, _)] = jobs  # the resumed driver trained once, on U1 and U2 from the kept explorations
     assert len(examples) == metrics[1]["u1"] + metrics[1]["u2"]
@@ -174,12 +190,24 @@ def test_ablation_switches_shape_the_training_set(
     tiny_solver, twelves, twelves_dev, tmp_path, ray_session, monkeypatch
 ):
     jobs = record_training(monkeypatch)
+    stopped_before_training = []  # generator.stop_while_training rides along: the generators give way to the trainer
+    stop = driver._stop_generators
+    monkeypatch.setattr(driver, "_stop_generators", lambda run: (stopped_before_training.append(len(jobs)), stop(run)))
     run_dir = tmp_path / "ablated"
     switches = ["algorithm.l2=false", "algorithm.rank=random", "algorithm.pool=current_iteration"]
     driver.run_experiment(
-        tiny_run_config(tiny_solver, run_dir, f"data.train={twelves}", f"data.eval.arith={twelves_dev}", *switches)
+        tiny_run_config(
+            tiny_solver,
+            run_dir,
+            f"data.train={twelves}",
+            f"data.eval.arith={twelves_dev}",
+            "generator.stop_while_training=true",
+            *switches,
+        )
     )
     summary = read_metrics(run_dir)[1]
+    # Stopped once before the one training job (and again at the run's end); evaluated after it on a new one.
+    assert stopped_before_training[0] == 0 and len(jobs) == 1 and "arith" in summary["eval"]
     exported = [json.loads(line) for line in (run_dir / "iter-0" / "train.jsonl").read_text().splitlines()]
     assert summary["u2"] == 0 and exported and {e["kind"] for e in exported} == {"l1"}
     # No pair is built, so no positive is held back for one: every pooled positive is in U1 (N1 = 10).

@@ -11,6 +11,7 @@ from envisions_ray.actors.backend import Sample
 from envisions_ray.config import load_config
 from envisions_ray.methods import METHODS
 from envisions_ray.prompts import PromptBook
+from envisions_ray.run_state import Run
 from envisions_ray.selection import build_training_set, preference_pairs
 from envisions_ray.types import Trajectory
 
@@ -45,6 +46,11 @@ class HandRun:
 
     def pool_scope(self, i):
         return None
+
+    def training_prompt(self, example_id):
+        return Run.training_prompt(self, example_id)  # the real one, on this run's prompts and problems
+
+    tasks = {}
 
     def greedy_replies(self, prompts, max_new_tokens):
         self.judged += prompts
@@ -101,3 +107,12 @@ def test_the_teacher_answers_once_per_input_greedily_and_the_policy_k_times():
         0.0,
     )
     assert METHODS["envisions"].explore_sampling(cfg).n == cfg.algorithm.k
+
+
+def test_a_trained_policy_is_trained_on_the_prompt_it_is_asked_under():
+    zero_shot = METHODS["envisions"].examples(run_of("envisions"), 0).sft[0].prompt
+    assert zero_shot == PromptBook.load("conf/prompts/math.yaml").explore("Tom has 12 apples.")
+    two_shots = METHODS["envisions"].examples(run_of("envisions", "algorithm.trained_shots=2"), 0).sft[0].prompt
+    demonstrations = PromptBook.load("conf/prompts/math.yaml").shots
+    assert two_shots.count("Question:") == 3 and demonstrations[1].problem in two_shots
+    assert demonstrations[2].problem not in two_shots and two_shots.endswith("Question: Tom has 12 apples.\n")

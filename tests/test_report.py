@@ -51,6 +51,9 @@ def test_report_compares_runs_side_by_side_and_draws_every_figure(tmp_path, caps
     assert "| run | method | arith (held-in) | gsm8k (held-out) | average | EA | STB | unique correct |" in out
     assert "| ours | envisions | 45.0% | 10.0% | 27.5% | 0.20 | 0.90 | 8 |" in out
     assert "| star | star_env | 25.0% | – | 25.0% | 0.10 | 0.90 | 4 |" in out
+    # The policy each run keeps as RUN_DIR/best, chosen on its first eval set, on every set.
+    assert "| run | best | chosen on | arith (held-in) | gsm8k (held-out) |" in out
+    assert "| ours | iter 2 | arith | 45.0% | 10.0% |" in out and "| star | iter 1 | arith | 25.0% | – |" in out
     # Then each run's iterations.
     assert "| iter 2 | 45.0% | 10.0% | – | – | 70% | – | 4 | – | 5 | 20 | 3 | 1 | 0.250 | +3.00 |" in out
     assert "## Grammar" not in out  # runs from before generator.grammar
@@ -75,6 +78,16 @@ def test_a_sweeps_parent_directory_stands_for_its_runs(tmp_path, capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| ours |", "| star |"))]
     assert [row.split(" | ")[1] for row in rows[:2]] == ["envisions", "star_env"]  # the runs, by name
     assert (tmp_path / "sweep" / "report.md").is_file()
+
+
+def test_report_names_the_best_policy_never_one_worse_than_the_base_model(tmp_path, capsys):
+    write_run(tmp_path / "worse", "envisions", [0.4, 0.3, 0.35])  # from before `best` was recorded
+    lines = write_run(tmp_path / "peak", "envisions", [0.2, 0.5, 0.3])
+    lines[-1]["best"] = {"policy": 1, "eval_set": "arith", "accuracy": 0.5, "model": "/ck/iter-0"}
+    (tmp_path / "peak" / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert main(["report", str(tmp_path / "worse"), str(tmp_path / "peak")]) == 0
+    out = capsys.readouterr().out
+    assert "| worse | base | arith | 40.0% |" in out and "| peak | iter 1 | arith | 50.0% |" in out
 
 
 def test_report_on_a_non_run_is_a_one_line_error(tmp_path, capsys):
@@ -102,6 +115,7 @@ def test_summary_line_names_every_quantity():
         "eval_refine": {"arith": 0.4},
         "delta_logp": 2.345,
         "seconds": {"explore": 61.2, "train": 90.0},
+        "best": {"policy": 1, "eval_set": "arith", "accuracy": 0.4, "model": "/ck/iter-0"},
     }
     text = format_summary(summary)
     for part in [
@@ -115,6 +129,7 @@ def test_summary_line_names_every_quantity():
         "loss 0.432 dpo-loss 0.690",
         "Δlogp +2.35",
         "arith=37.5% [20.0%, 60.0%] (parsed 90% ran 80%) refined arith=40.0%",
+        "best iter 1 (arith=40.0%)",
         "explore=61s",
         "train=90s",
     ]:

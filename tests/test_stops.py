@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import AutoTokenizer, StoppingCriteria
 from transformers.generation.stopping_criteria import StopStringCriteria
 
 from envisions_ray.actors.hf_backend import StopInGeneratedText
-from envisions_ray.model import PACKAGED_MODELS, _packaged_gguf_dir
+from envisions_ray.model import packaged_gguf
 from envisions_ray.prompts import PromptBook
 
 PROMPT = PromptBook.load("conf/prompts/logic.yaml").explore("Bob is big.", 0)  # ends in ":\n", as every logic prompt
@@ -16,7 +18,8 @@ PROMPT = PromptBook.load("conf/prompts/logic.yaml").explore("Bob is big.", 0)  #
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return AutoTokenizer.from_pretrained(_packaged_gguf_dir("smollm2"), gguf_file=PACKAGED_MODELS["smollm2"][1])
+    gguf = packaged_gguf("smollm2", Path("~/.cache/envisions-ray").expanduser())  # in its package: nothing written
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
 
 
 def rows(tokenizer, *generated: str) -> torch.Tensor:

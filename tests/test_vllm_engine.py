@@ -24,6 +24,7 @@ from envisions_ray.actors.vllm_backend import UNTIED_PREFIX, ServedWeights
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.model import is_tied
 from envisions_ray.prompts import PromptBook
+from envisions_ray.seeds import request_seed
 
 PROMPT = PromptBook.load("conf/prompts/math.yaml").explore(
     "Tom has 5 apples and buys 7 more. How many apples does he have?"
@@ -117,6 +118,19 @@ def test_a_grammar_that_allows_the_policys_answer_changes_nothing(ray_session, e
     [[held]] = ray_session.get(engine.sample.remote([PROMPT], 1, 0.0, 32, True, exact))
     assert held.text == free.text == SOLVER_PROGRAM and held.num_tokens == free.num_tokens
     assert held.self_reward == pytest.approx(free.self_reward, abs=TOLERANCE)
+
+
+def test_a_seeded_request_gets_the_same_samples_whatever_else_the_engine_runs(ray_session, engine):
+    """Per-request seeds (envisions_ray/seeds.py): the second request alone, after its prompt was
+    cached by the first call, draws what it drew beside the first; two inputs with one prompt
+    draw differently; and sample k is vLLM's child k, seeded seed + k."""
+    seeds = [request_seed(0, 0, "explore", "a"), request_seed(0, 0, "explore", "b")]
+    together = ray_session.get(engine.sample.remote([PROMPT, PROMPT], 4, 1.0, 16, True, "", seeds))
+    [alone] = ray_session.get(engine.sample.remote([PROMPT], 4, 1.0, 16, True, "", seeds[1:]))
+    assert [s.text for s in alone] == [s.text for s in together[1]]
+    assert [s.text for s in together[0]] != [s.text for s in together[1]]
+    [[third]] = ray_session.get(engine.sample.remote([PROMPT], 1, 1.0, 16, True, "", [seeds[0] + 2]))
+    assert third.text == together[0][2].text
 
 
 @pytest.fixture(scope="module")
