@@ -105,12 +105,11 @@ def report(run_dirs: list[Path], out_dir: Path | None = None) -> str:
 
 def comparison_table(runs: list[RunRecord]) -> str:
     """One row per run: its final accuracy per eval set (sets line up across runs), and the average."""
-    sets = sorted({name for run in runs for name in run.final["eval"]})
-    held_out = set().union(*(run.held_out for run in runs))
+    sets, columns = _eval_set_columns(runs)
     header = [
         "run",
         "method",
-        *(f"{name} ({'held-out' if name in held_out else 'held-in'})" for name in sets),
+        *columns,
         "average",
         "EA",
         "STB",
@@ -138,14 +137,8 @@ def comparison_table(runs: list[RunRecord]) -> str:
 def best_table(runs: list[RunRecord]) -> str:
     """One row per run: the policy it keeps as RUN_DIR/best, the set that chose it, and that
     policy's accuracy on every eval set (its last line, should it have been evaluated twice)."""
-    sets = sorted({name for run in runs for name in run.final["eval"]})
-    held_out = set().union(*(run.held_out for run in runs))
-    header = [
-        "run",
-        "best",
-        "chosen on",
-        *(f"{name} ({'held-out' if name in held_out else 'held-in'})" for name in sets),
-    ]
+    sets, columns = _eval_set_columns(runs)
+    header = ["run", "best", "chosen on", *columns]
     rows = []
     for run in runs:
         best = run.best
@@ -157,6 +150,14 @@ def best_table(runs: list[RunRecord]) -> str:
             [run.name, policy_name(best["policy"]), best["eval_set"], *(_percent(scores.get(name)) for name in sets)]
         )
     return "## Best policy (kept as RUN_DIR/best; `envisions eval RUN_DIR` evaluates it)\n\n" + _markdown(header, rows)
+
+
+def _eval_set_columns(runs: list[RunRecord]) -> tuple[list[str], list[str]]:
+    """Every run's final eval sets, sorted so that they line up across runs, and their column
+    headers marked held-in or held-out."""
+    sets = sorted({name for run in runs for name in run.final["eval"]})
+    held_out = set().union(*(run.held_out for run in runs))
+    return sets, [f"{name} ({'held-out' if name in held_out else 'held-in'})" for name in sets]
 
 
 def grammar_tables(runs: list[RunRecord]) -> list[str]:
@@ -197,7 +198,7 @@ def per_task_tables(runs: list[RunRecord]) -> list[str]:
         for run in runs:
             for line in run.lines:
                 if name in line.get("per_task", {}):
-                    columns[f"{run.name} {_policy_name(line)}"] = line["per_task"][name]
+                    columns[f"{run.name} {policy_name(line['policy'])}"] = line["per_task"][name]
         tables.append(f"## Success per task: {name}\n\n" + per_task_table(columns))
     return tables
 
@@ -224,7 +225,7 @@ def iteration_table(run: RunRecord) -> str:
     ]
     rows = [
         [
-            _policy_name(line),
+            policy_name(line["policy"]),
             *(_percent(line["eval"].get(name)) for name in names),
             *(_percent(line.get("parsed", {}).get(name), digits=0) for name in names),
             *(_percent(line.get("executable", {}).get(name), digits=0) for name in names),
@@ -272,7 +273,8 @@ def failure_tables(runs: list[RunRecord]) -> list[str]:
                 if (row := first_of.get(cause)) is not None
             ]
             tables.append(
-                f"## Why {run.name} {_policy_name(run.final)} failed on its {len(weakest)} weakest tasks: {name}\n\n"
+                f"## Why {run.name} {policy_name(run.final['policy'])} failed on its {len(weakest)} "
+                f"weakest tasks: {name}\n\n"
                 + _markdown(["task", *CAUSES], by_task)
                 + "\n\n"
                 + _markdown(["cause", "input", "program", "what happened"], examples)
@@ -322,7 +324,7 @@ def speed_table(run: RunRecord) -> str:
         events = ", ".join(f"{key} {value}" for key, value in sorted(line.get("env_events", {}).items()))
         rows.append(
             [
-                _policy_name(line),
+                policy_name(line["policy"]),
                 str(episodes),
                 _rate(episodes, busy),
                 _rate(sum(used["tokens"] for used in generation), generating),
@@ -344,10 +346,6 @@ def _rate(count: float, seconds: float) -> str:
 def _one_line(text: str) -> str:
     """Text for a Markdown table cell: its lines joined, its pipes escaped."""
     return " ⏎ ".join(text.splitlines()).replace("|", "\\|")
-
-
-def _policy_name(line: dict) -> str:
-    return policy_name(line["policy"])
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -439,7 +437,7 @@ def _plot_all(runs: list[RunRecord], out_dir: Path) -> None:
     save(figure, "ea_stb.png")
 
     figure, axes = plt.subplots(figsize=(max(6, 0.5 * sum(len(run.lines) for run in runs)), 4))
-    bars = [(f"{run.name}\n{_policy_name(line)}", wall_time_parts(line)) for run in runs for line in run.lines]
+    bars = [(f"{run.name}\n{policy_name(line['policy'])}", wall_time_parts(line)) for run in runs for line in run.lines]
     bottoms = [0.0] * len(bars)
     for part in TIME_PARTS:
         minutes = [parts[part] / 60 for _, parts in bars]
