@@ -182,9 +182,8 @@ def run_iteration(run: Run, i: int) -> None:
         _use_policy(run, trained["checkpoint"] if trained else run.policy)
 
     with _timed(run, i, "eval"):
-        scores, generation["eval"] = evaluate(
-            run, run.shots(), answers=_answers_file(run, i + 1)
-        )  # pi_{i+1} may be the base model
+        # run.shots(): pi_{i+1} may be the base model, when nothing was trained
+        scores, generation["eval"] = evaluate(run, run.shots(), answers=_answers_file(run, i + 1))
         margin = _logprob_margin(run, i)
 
     generated = run.pool.trajectories(i)  # explored and refined
@@ -419,18 +418,6 @@ def best_model(run_dir: Path) -> dict | None:
     if best is None:
         raise UserError(f"run {run_dir} has not evaluated a policy yet")
     return best
-
-
-def newest_checkpoint(run_dir: Path) -> str | None:
-    """The last checkpoint a run directory's training wrote; None when `run_dir` is no run."""
-    if not (run_dir / "pool.sqlite").is_file():
-        return None
-    pool = CandidatePool(str(run_dir / "pool.sqlite"))
-    checkpoint = pool.newest_checkpoint()
-    pool.close()
-    if checkpoint is None:
-        raise UserError(f"run {run_dir} has not finished training an iteration yet")
-    return checkpoint
 
 
 def plan(cfg: RunConfig) -> str:

@@ -11,6 +11,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from envisions_ray import driver, methods
+from envisions_ray.actors.pool import CandidatePool
 from envisions_ray.actors.trainer import Trained
 from envisions_ray.best import best_policy, policy_name
 from envisions_ray.cli import main
@@ -24,6 +25,14 @@ from envisions_ray.report import read_metrics
 HF = "generator.backend=hf"
 VLLM = ("generator.backend=vllm", "generator.enforce_eager=true", "generator.kv_cache_gib=0.25")
 EXPLORE_DELAY_S = 3.0
+
+
+def newest_checkpoint(run_dir: Path) -> str | None:
+    """The last checkpoint the run's training wrote, as its pool records it."""
+    pool = CandidatePool(str(run_dir / "pool.sqlite"))
+    checkpoint = pool.newest_checkpoint()
+    pool.close()
+    return checkpoint
 
 
 def record_training(monkeypatch) -> list[tuple[list, float | None]]:
@@ -121,7 +130,7 @@ def test_one_iteration_end_to_end(tiny_solver, twelves, twelves_dev, tmp_path, r
     assert best == {**best_policy(metrics), "model": best["model"]} and best["eval_set"] == "arith"
     assert best["model"] == (str(checkpoint) if best["policy"] == 1 else tiny_solver)
     assert os.readlink(run_dir / "best") == best["model"]
-    assert driver.newest_checkpoint(run_dir) == str(checkpoint)
+    assert newest_checkpoint(run_dir) == str(checkpoint)
 
     # `envisions eval RUN_DIR DATASET` evaluates that policy, and says so. On the hf backend: a
     # third vLLM engine start would prove nothing the handoff has not.
@@ -244,7 +253,7 @@ def test_sft_dpo_trains_sft_then_dpo_on_pairs_from_the_pool(tiny_solver, twelves
         and sum("target" in e for e in exported) == summary["u1"]
     )
     # DPO started from the SFT checkpoint; the policy the run continues with is DPO's.
-    assert Path(driver.newest_checkpoint(run_dir)).parent.name == "iter-0-dpo"
+    assert Path(newest_checkpoint(run_dir)).parent.name == "iter-0-dpo"
     assert list((run_dir / "checkpoints").glob("iter-0/*/model.safetensors"))
 
 
