@@ -25,6 +25,7 @@ from pathlib import Path
 from envisions_ray.config import RunConfig
 from envisions_ray.cpu import bf16_matmul_supported
 from envisions_ray.errors import UserError
+from envisions_ray.methods import METHODS
 from envisions_ray.model import PACKAGED_MODELS  # imports no torch at load time
 
 GIB = 1 << 30
@@ -85,9 +86,6 @@ UNACCOUNTED_WEIGHT_COPIES = 1.25
 # A run is refused when its estimate exceeds this share of the machine's memory: the kernel, page
 # cache and the estimate's own error need the rest.
 FIT_SHARE = 0.9
-# Methods whose training data includes preference pairs (methods.py): their DPO job holds a frozen
-# float32 reference model per worker, and a batch of pairs is twice as many sequences.
-DPO_METHODS = ("sft_dpo", "self_rewarding")
 # The packaged models' shapes, read from their GGUF headers, for a dry run before the first run has
 # converted them (model.py). qwen2.5-coder-0.5b's GGUF has its own output.weight: 630,167,424
 # parameters, where the hub's tied model has 494M.
@@ -229,7 +227,9 @@ def estimate(
         autocast = train.cpu_bf16 and not train.use_gpu and bf16_matmul_supported()
     stage = train.zero_stage if zero else 0
     n = train.num_workers
-    dpo = cfg.method in DPO_METHODS
+    # A DPO job holds a frozen float32 reference model per worker, and a batch of pairs is twice as
+    # many sequences.
+    dpo = METHODS[cfg.method].dpo
     sequences = train.micro_batch_size * (2 if dpo else 1)  # a pair's chosen and rejected rows
     tokens = sequences * train.max_length
     per_hidden, per_mlp = ACTIVATION_BYTES["bf16" if autocast else "float32"]

@@ -38,6 +38,8 @@ class Method:
     examples: Callable[[Run, int], Examples]
     explorer: str = "policy"  # or "teacher": the distill teacher answers each input once
     stage: str = "select"  # the stage its examples are timed under in metrics.jsonl
+    # Trains DPO on preference pairs: the job holds a frozen reference model (envisions_ray/memory.py).
+    dpo: bool = False
 
     def explore_sampling(self, cfg: RunConfig) -> Sampling:
         """K samples per input from the policy; the teacher's one answer, greedily."""
@@ -118,9 +120,9 @@ def no_examples(run: Run, i: int) -> Examples:
 METHODS: dict[str, Method] = {
     "envisions": Method({}, envisions_examples),
     "star_env": Method({"algorithm.refine": False, "algorithm.train_from": "base"}, positives_examples),
-    "sft_dpo": Method({"algorithm.refine": False, "algorithm.train_from": "last"}, sft_dpo_examples),
+    "sft_dpo": Method({"algorithm.refine": False, "algorithm.train_from": "last"}, sft_dpo_examples, dpo=True),
     "self_rewarding": Method(
-        {"algorithm.refine": False, "algorithm.train_from": "last"}, self_rewarding_examples, stage="judge"
+        {"algorithm.refine": False, "algorithm.train_from": "last"}, self_rewarding_examples, stage="judge", dpo=True
     ),
     # The teacher answers each input once, so a second iteration would train on the same data.
     "distill": Method(
