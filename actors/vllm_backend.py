@@ -14,11 +14,10 @@ On every platform:
   (vllm/v1/engine/logprobs.py). Stop strings are looked for in the generated text only.
 - `RequestOutput.prompt_logprobs` starts with None: the first prompt token has no logprob
   (vllm/logprobs.py `create_prompt_logprobs`). Prompt logprobs come from raw logits too.
-- A grammar (`StructuredOutputsParams(grammar=...)`) is applied as a bitmask to the logits in
-  place before the sampler runs (vllm/v1/worker/gpu_model_runner.py `sample_tokens`,
-  `apply_grammar_bitmask`), so the "raw" logprobs of a constrained sample are renormalised over
-  the tokens the grammar allowed: not the policy's. A constrained sample's self-reward is
-  therefore taken from a teacher-forced pass over its own token ids (`teacher_forced_means`).
+- A grammar is applied by our own logits processor (actors/vllm_grammar.py), which the sampler runs
+  after it has taken the raw logprobs; vLLM's structured outputs would mask the logits before, and
+  renormalise a constrained sample's logprobs over what the grammar allowed. So a constrained
+  sample's self-reward comes from its sampling pass as well.
 - A request's `SamplingParams(seed=...)` gives it a `torch.Generator` of its own in the worker
   (vllm/v1/worker/gpu_model_runner.py `_update_states`, which the CPU runner inherits); the sampler
   draws that request's noise from it alone (vllm/v1/sample/ops/topk_topp_sampler.py
@@ -52,6 +51,12 @@ What differs on CPU:
   scheduler process (vllm/utils/ompmultiprocessing.py `OMPProcessManager`): on a 2-vCPU machine that
   is one thread. We set `VLLM_CPU_OMP_THREADS_BIND=nobind`, so the worker runs the
   `OMP_NUM_THREADS` Ray gives the actor (its `num_cpus`), unpinned beside the executors.
+- Chunked prefill. When a step's token budget cuts a prompt, the request's sampled token is
+  discarded and its generator rewound with `set_offset` (vllm/v1/worker/gpu_model_runner.py
+  `_bookkeeping_sync`), which a CPU `torch.Generator` refuses: "CPU Generator does not use offset"
+  kills the engine, for every seeded request whose prompt a step cuts (a 2-hour GSM8K run died so
+  in its second iteration). So on CPU prefill is never chunked, and a step's budget is
+  `generator.max_model_len` tokens, room for any one whole prompt.
 - Compilation. The CPU platform compiles the model with torch.compile (inductor, a C++ compiler)
   unless `enforce_eager` (vllm/platforms/cpu.py `check_and_update_config`); `generator.enforce_eager`
   trades the faster decode for a quicker engine start.
@@ -66,7 +71,6 @@ from __future__ import annotations
 import gc
 import os
 import shutil
-from dataclasses import replace
 
 from envisions_ray.actors.backend import Sample, cut_at_stop
 from envisions_ray.config import GeneratorConfig
@@ -81,6 +85,10 @@ GREEDY_BELOW = 1e-5
 GIB = 1 << 30
 # Scratch directories holding a tied model's untied copy: envisions-untied-{pid}-XXXX.
 UNTIED_PREFIX = "envisions-untied-"
+# The grammar's logits processor, which the engine imports in its own process, and the request
+# argument that hands it a grammar (actors/vllm_grammar.py).
+LOGITS_PROCESSOR = "envisions_ray.actors.vllm_grammar:GrammarAfterLogprobs"
+GRAMMAR_ARG = "grammar"
 
 
 def counted_tokens(completion) -> int:
@@ -127,23 +135,18 @@ def target_logprob_sums(outputs, prompt_lengths: list[int]) -> list[float]:
     return sums
 
 
-def teacher_forced_means(outputs, prompt_lengths: list[int], counts: list[int]) -> list[float]:
-    """Mean prompt logprob of the `count` tokens after each prompt: the self-reward of a sample fed
-    back as prompt + its tokens, the raw policy at every position; 0.0 for a sample with none."""
-    means = []
-    for output, prompt_length, count in zip(outputs, prompt_lengths, counts):
-        ids, positions = output.prompt_token_ids, output.prompt_logprobs
-        scored = range(prompt_length, prompt_length + count)
-        means.append(sum(positions[i][ids[i]].logprob for i in scored) / count if count else 0.0)
-    return means
-
-
 def engine_args(cfg: GeneratorConfig, model_path: str, dtype: str) -> dict:
     """`vllm.LLM` keyword arguments: the KV cache by memory share on GPUs, by size and block size on CPUs."""
     memory = (
         {"gpu_memory_utilization": cfg.gpu_memory_utilization}
         if cfg.num_gpus > 0
-        else {"kv_cache_memory_bytes": int(cfg.kv_cache_gib * GIB), "block_size": cfg.kv_block_size}
+        else {
+            "kv_cache_memory_bytes": int(cfg.kv_cache_gib * GIB),
+            "block_size": cfg.kv_block_size,
+            # Whole prompts only: a seeded request cut mid-prompt kills the CPU engine (module docstring).
+            "enable_chunked_prefill": False,
+            "max_num_batched_tokens": cfg.max_model_len,
+        }
     )
     return dict(
         model=model_path,
@@ -153,7 +156,7 @@ def engine_args(cfg: GeneratorConfig, model_path: str, dtype: str) -> dict:
         max_model_len=cfg.max_model_len,
         enforce_eager=cfg.enforce_eager,
         logprobs_mode="raw_logprobs",  # the default, pinned: self-reward depends on it
-        structured_outputs_config={"backend": "xgrammar"},  # the grammar library the hf backend uses
+        logits_processors=[LOGITS_PROCESSOR],  # the grammar, after the raw logprobs (actors/vllm_grammar.py)
         # Inside our actor's placement group vLLM would pick its "ray" executor, which wants one
         # 1-GPU bundle per worker (vllm/v1/executor/ray_utils.py); the actor already holds all its
         # GPUs (actors/generator.py start_generators), so TP workers are its child processes.
@@ -217,7 +220,6 @@ class VLLMBackend:
         # Token ids, not text: the same ids the hf backend conditions on and the trainer trains on.
         ids = [encode_prompt(self.tokenizer, prompt) for prompt in prompts]
         greedy = temperature < GREEDY_BELOW
-        constrained = self.vllm.sampling_params.StructuredOutputsParams(grammar=grammar) if grammar else None
 
         def params(seed: int | None):
             return self.vllm.SamplingParams(
@@ -230,9 +232,9 @@ class VLLMBackend:
                 # its own, whatever else the engine runs. None: the engine's stream, seeded once by
                 # generator.seed, so a prompt's samples depend on what the engine drew before.
                 seed=seed,
-                # 0: the sampled token's logprob only; under a grammar it is not the policy's (see above).
-                logprobs=0 if with_self_reward and not grammar else None,
-                structured_outputs=constrained,
+                # 0: the sampled token's raw logprob only, taken before the grammar's mask.
+                logprobs=0 if with_self_reward else None,
+                extra_args={GRAMMAR_ARG: grammar} if grammar else None,
             )
 
         # One SamplingParams per prompt, with its prompt's seed: LLM.generate takes a list.
@@ -240,27 +242,8 @@ class VLLMBackend:
         outputs = self.llm.generate(
             [self.vllm.TokensPrompt(prompt_token_ids=row) for row in ids], per_prompt, use_tqdm=False
         )
-        groups = samples_from_outputs(outputs, self.cfg.stop, with_self_reward and not grammar)
-        if with_self_reward and grammar:
-            groups = self._self_rewarded(ids, outputs, groups)
+        groups = samples_from_outputs(outputs, self.cfg.stop, with_self_reward)
         return [group * n for group in groups] if greedy else groups
-
-    def _self_rewarded(self, prompt_ids: list[list[int]], outputs, groups: list[list[Sample]]) -> list[list[Sample]]:
-        """The samples with self-rewards from one teacher-forced pass over prompt + counted tokens.
-        A sequence vLLM cannot score whole (it needs room for one generated token) drops its last tokens."""
-        rows, counts = [], []
-        for prompt, output in zip(prompt_ids, outputs):
-            for completion in output.outputs:
-                row = (prompt + list(completion.token_ids[: counted_tokens(completion)]))[: self.cfg.max_model_len - 1]
-                rows.append(row)
-                counts.append(len(row) - len(prompt))
-        params = self.vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-        scored = self.llm.generate(
-            [self.vllm.TokensPrompt(prompt_token_ids=row) for row in rows], params, use_tqdm=False
-        )
-        lengths = [len(prompt) for prompt, output in zip(prompt_ids, outputs) for _ in output.outputs]
-        rewards = iter(teacher_forced_means(scored, lengths, counts))
-        return [[replace(sample, self_reward=next(rewards)) for sample in group] for group in groups]
 
     def logprob(self, prompts, targets) -> list[float]:
         """Teacher-forced, tokenised as the trainer tokenises (target + EOS), by one prompt-logprobs pass.

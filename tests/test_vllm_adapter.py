@@ -16,6 +16,7 @@ The fakes hold exactly the fields the adapter reads, shaped as vLLM's source def
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -26,11 +27,12 @@ import envisions_ray.actors.generator
 from envisions_ray.actors.backend import Sample
 from envisions_ray.actors.generator import make_backend, start_generators
 from envisions_ray.actors.vllm_backend import (
+    GRAMMAR_ARG,
+    LOGITS_PROCESSOR,
     VLLMBackend,
     engine_args,
     samples_from_outputs,
     target_logprob_sums,
-    teacher_forced_means,
 )
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.errors import UserError
@@ -133,16 +135,45 @@ def test_target_logprob_sum_skips_the_prompt_and_the_leading_none():
     assert target_logprob_sums(outputs, [2, 1, 0]) == [-1.25, -1.75, -1.75]
 
 
-def test_teacher_forced_self_reward_averages_the_samples_own_tokens_after_its_prompt():
-    positions = [
-        None,
-        {3: Logprob(-0.5)},
-        {4: Logprob(-1.0), 999: Logprob(-0.1)},
-        {999: Logprob(-0.2), 5: Logprob(-2.0)},
-    ]
-    outputs = [RequestOutput(prompt_token_ids=[2, 3, 4, 5], prompt_logprobs=positions)] * 3
-    # Prompt [2, 3] and sample [4, 5]; prompt [2, 3, 4] and sample [5]; a sample with no tokens.
-    assert teacher_forced_means(outputs, [2, 3, 4], [2, 1, 0]) == [-1.5, -2.0, 0.0]
+def test_the_grammar_masks_after_the_tokens_sampled_so_far_and_leaves_allowed_logits_alone(tiny_model):
+    """A sample's GrammarRow takes in what the live token list gained since its last call; the
+    allowed tokens keep their logits (so raw logprobs taken before it are untouched in any case),
+    the others become -inf, and after a complete program only EOS is left."""
+    import torch
+    import xgrammar
+    from transformers import AutoTokenizer
+
+    from envisions_ray.actors.vllm_grammar import GrammarRow
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    vocabulary = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=len(tokenizer))
+    row = GrammarRow(xgrammar.GrammarCompiler(vocabulary).compile_grammar('root ::= "ab"'))
+    [a] = tokenizer.encode("a", add_special_tokens=False)
+    [b] = tokenizer.encode("b", add_special_tokens=False)
+    sampled: list[int] = []
+    logits = torch.arange(len(tokenizer), dtype=torch.float32)
+    masked = row(sampled, logits.clone())
+    assert masked[a] == logits[a] and torch.isinf(masked).sum() == len(tokenizer) - 1
+    sampled += [a]  # vLLM appends to the very list the row was given
+    masked = row(sampled, logits.clone())
+    assert masked[b] == logits[b] and masked[a] == -math.inf
+    sampled += [b]
+    masked = row(sampled, logits.clone())
+    assert torch.isfinite(masked).nonzero().flatten().tolist() == [tokenizer.eos_token_id]
+
+
+def test_the_engine_finds_the_grammar_processor_by_name_and_only_grammar_requests_get_one(tiny_model):
+    from vllm.v1.sample.logits_processor import _load_logitsprocs_by_fqcns
+
+    from envisions_ray.actors.vllm_grammar import GrammarAfterLogprobs, GrammarRow
+
+    assert _load_logitsprocs_by_fqcns([LOGITS_PROCESSOR]) == [GrammarAfterLogprobs]
+    model = SimpleNamespace(tokenizer=tiny_model, get_vocab_size=lambda: 512)
+    processor = GrammarAfterLogprobs(SimpleNamespace(model_config=model), "cpu", False)
+    assert isinstance(
+        processor.new_req_logits_processor(SimpleNamespace(extra_args={GRAMMAR_ARG: "root ::= [0-9]"})), GrammarRow
+    )
+    assert processor.new_req_logits_processor(SimpleNamespace(extra_args=None)) is None
 
 
 def test_engine_args_size_the_kv_cache_by_gpu_share_or_by_cpu_gibibytes():
@@ -158,7 +189,7 @@ def test_engine_args_size_the_kv_cache_by_gpu_share_or_by_cpu_gibibytes():
         max_model_len=512,
         enforce_eager=False,
         logprobs_mode="raw_logprobs",
-        structured_outputs_config={"backend": "xgrammar"},
+        logits_processors=[LOGITS_PROCESSOR],
         distributed_executor_backend="mp",
         gpu_memory_utilization=0.5,
     )
@@ -168,6 +199,9 @@ def test_engine_args_size_the_kv_cache_by_gpu_share_or_by_cpu_gibibytes():
     assert cpu["kv_cache_memory_bytes"] == 1.5 * 2**30 and "gpu_memory_utilization" not in cpu
     assert cpu["block_size"] == 64 and "block_size" not in gpu  # GPUs keep vLLM's own
     assert cpu["enforce_eager"] and cpu["distributed_executor_backend"] is None
+    # Whole prompts a step on CPU: a cut prompt kills the engine for seeded requests (vllm_backend docstring).
+    assert cpu["enable_chunked_prefill"] is False and cpu["max_num_batched_tokens"] == 4096
+    assert "enable_chunked_prefill" not in gpu
 
 
 def test_without_vllm_the_backend_says_which_extra_to_install(monkeypatch):

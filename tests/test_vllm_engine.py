@@ -101,8 +101,9 @@ def test_the_logprob_pass_matches_the_hf_backend(ray_session, engine, reference)
 
 
 def test_a_constrained_sample_keeps_the_unmasked_policys_self_reward(ray_session, engine, reference):
-    """vLLM masks the logits before it takes logprobs; the backend scores a constrained sample by a
-    teacher-forced pass instead. One digit is one token, so the hf model's log p(digit) is the truth."""
+    """The grammar's mask comes after vLLM takes the raw logprobs (actors/vllm_grammar.py), so the
+    sampling pass gives the unmasked policy's. One digit is one token, so the hf model's log
+    p(digit) is the truth."""
     [samples] = ray_session.get(engine.sample.remote([PROMPT], 16, 1.0, 8, True, "root ::= [0-9]"))
     assert all(len(s.text) == 1 and s.text.isdigit() and s.num_tokens == 1 for s in samples)
     assert len({s.text for s in samples}) > 1
@@ -131,6 +132,17 @@ def test_a_seeded_request_gets_the_same_samples_whatever_else_the_engine_runs(ra
     assert [s.text for s in together[0]] != [s.text for s in together[1]]
     [[third]] = ray_session.get(engine.sample.remote([PROMPT], 1, 1.0, 16, True, "", [seeds[0] + 2]))
     assert third.text == together[0][2].text
+
+
+def test_seeded_requests_whose_prompts_overflow_a_step_keep_the_engine_alive(ray_session, engine):
+    """A prompt that a step's token budget cuts rewinds its request's generator, which a CPU
+    torch.Generator refuses ("Chunked prefill" in actors/vllm_backend.py): a 2-hour GSM8K run died
+    so. Forty seeded prompts of a hundred-odd tokens of their own overflow vLLM's default budget."""
+    book = PromptBook.load("conf/prompts/math.yaml")
+    prompts = [book.explore(f"Box {i}: " + ", ".join(f"{i * 97 + j} pears" for j in range(30))) for i in range(40)]
+    seeds = [request_seed(0, 1, "explore", str(i)) for i in range(len(prompts))]
+    groups = ray_session.get(engine.sample.remote(prompts, 2, 1.0, 4, True, "", seeds))
+    assert [len(group) for group in groups] == [2] * len(prompts)
 
 
 @pytest.fixture(scope="module")
