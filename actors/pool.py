@@ -8,12 +8,17 @@ batch already committed, stores nothing twice and returns the same ids.
 `select` applies the eq. 2 filter and per-input dedup to one iteration and adds the winners to the
 long-term pool; `training_set` builds U1 and U2 from that pool. The same database records which
 stages of which iteration have finished, which is what `--resume` reads.
+
+Durable against a kill: SQLite's rollback journal (its default; not WAL, whose shared memory does
+not work on the network filesystems a cluster's run directory may live on), synced at every commit
+(synchronous FULL). A killed writer's half-written transaction is rolled back at the next open.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import closing
 from dataclasses import astuple, fields
 from pathlib import Path
 
@@ -40,12 +45,15 @@ CREATE TABLE IF NOT EXISTS stage_seconds (
     iteration INTEGER, stage TEXT, session TEXT, seconds REAL, PRIMARY KEY (iteration, stage, session)
 );
 """
+TABLES = ("trajectories", "stages", "stage_seconds")
+RECOVERY = "restore it from a copy, or start the run again with another run_dir"
 
 
 class CandidatePool:
     def __init__(self, path: str):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path)
+        self.db.execute("PRAGMA synchronous = FULL")  # whatever this SQLite was built with
         try:
             self.db.executescript(SCHEMA)
         except sqlite3.OperationalError as err:  # a pool from before trajectories had a stable key
@@ -73,14 +81,18 @@ class CandidatePool:
     def trajectories(
         self, iteration: int | None = None, source: str | None = None, in_pool: bool | None = None
     ) -> list[Trajectory]:
-        clauses, params = [], []
-        for column, value in (("iteration", iteration), ("source", source), ("in_pool", in_pool)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(int(value) if isinstance(value, bool) else value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = _where(iteration=iteration, source=source, in_pool=in_pool)
         rows = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM trajectories {where} ORDER BY id", params)
         return [Trajectory(*row) for row in rows]
+
+    def inputs(self, iteration: int | None = None, source: str | None = None) -> set[str]:
+        """The inputs that have trajectories (of one iteration, one source, where given)."""
+        where, params = _where(iteration=iteration, source=source)
+        return {row[0] for row in self.db.execute(f"SELECT DISTINCT example_id FROM trajectories {where}", params)}
+
+    def count(self, iteration: int, source: str) -> int:
+        where, params = _where(iteration=iteration, source=source)
+        return self.db.execute(f"SELECT COUNT(*) FROM trajectories {where}", params).fetchone()[0]
 
     def select(self, iteration: int, long_term: bool = True) -> int:
         """Eq. 2 over this iteration's (explored, refined) pairs, deduped against the pool; returns how many joined.
@@ -168,3 +180,31 @@ class CandidatePool:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _where(**equal) -> tuple[str, list]:
+    """A WHERE clause that each column equals its value; columns whose value is None are left out."""
+    clauses, params = [], []
+    for column, value in equal.items():
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(int(value) if isinstance(value, bool) else value)
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
+
+
+def check_pool(path: Path) -> None:
+    """Refuse in one line a pool.sqlite that is no whole candidate pool: not SQLite, cut short or
+    damaged (SQLite's quick_check), or without the tables a run makes. Never creates the file; a
+    hot journal a killed writer left is rolled back, as any open does."""
+    tables = set()
+    try:
+        with closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=rw", uri=True)) as db:
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as err:  # "file is not a database", "database disk image is malformed"
+        verdict = str(err)
+    if verdict != "ok":
+        raise UserError(f"{path} is damaged ({verdict}): {RECOVERY}")
+    missing = [table for table in TABLES if table not in tables]
+    if missing:
+        raise UserError(f"{path} is not a candidate pool (it has no table '{missing[0]}'): {RECOVERY}")

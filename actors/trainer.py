@@ -27,7 +27,7 @@ import ray.train
 import torch
 from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from envisions_ray.actors.restarts import train_workers_started
@@ -116,17 +116,21 @@ def train_loop_per_worker(config: dict) -> None:
         def batch_loss(model, batch):
             return _dpo_loss(model, reference, batch, config["dpo_beta"])
 
-    # The sampler pads shards to equal length, so every rank takes the same number of steps.
-    sampler = DistributedSampler(rows, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed)
-    loader = DataLoader(rows, batch_size=cfg.micro_batch_size, sampler=sampler, collate_fn=collate_rows)
+    lengths = [len(row[0]) if config["dpo_beta"] is None else len(row[0][0]) + len(row[1][0]) for row in rows]
+
+    def one_pass(epoch: int) -> DataLoader:
+        batches = grouped_batches(lengths, cfg.micro_batch_size, world_size, cfg.length_group, cfg.seed + epoch)
+        return DataLoader(rows, batch_sampler=batches[rank::world_size], collate_fn=collate_rows)
+
     accumulation = accumulation_steps(cfg, world_size)
-    plan = step_plan(len(loader), accumulation, cfg.epochs, cfg.steps)
+    plan = step_plan(len(one_pass(0)), accumulation, cfg.epochs, cfg.steps)
     step = _deepspeed_step if cfg.deepspeed and deepspeed_available() else _ddp_step
     model, advance = step(model, cfg, accumulation, sum(plan))
 
     losses = []
     progress = tqdm(total=len(plan), desc="train", disable=rank != 0, unit="batch")
-    for boundary, batch in zip(plan, _passes(loader, sampler)):
+    passes = itertools.chain.from_iterable(one_pass(epoch) for epoch in itertools.count())
+    for boundary, batch in zip(plan, passes):
         with _precision(cfg):
             loss = batch_loss(model, batch)
         advance(loss, boundary)
@@ -147,11 +151,26 @@ def step_plan(batches_per_pass: int, accumulation: int, epochs: int, steps: int 
     return one_pass * epochs
 
 
-def _passes(loader: DataLoader, sampler: DistributedSampler):
-    """The loader's micro-batches, pass after pass, each pass in a new order."""
-    for epoch in itertools.count():
-        sampler.set_epoch(epoch)
-        yield from loader
+def grouped_batches(lengths: list[int], micro_batch: int, world_size: int, group: int, seed: int) -> list[list[int]]:
+    """One pass's micro-batches of row indices, rank r's being every world_size-th from r.
+
+    The rows are shuffled; every `group` micro-steps' worth of them (a micro-step is one micro-batch
+    on every rank) is sorted by length and cut into micro-steps, so a batch holds rows of about one
+    length and little of it is padding (README "Using it"); then the micro-steps are shuffled,
+    so the pass does not go from short rows to long ones. Rows are repeated from the start of the
+    shuffle until every rank has as many full batches as the others, as torch's DistributedSampler
+    pads."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    per_step = micro_batch * world_size
+    padded = math.ceil(len(order) / per_step) * per_step
+    order = list(itertools.islice(itertools.cycle(order), padded))
+    steps = []
+    for start in range(0, padded, group * per_step):
+        rows = sorted(order[start : start + group * per_step], key=lengths.__getitem__)
+        steps.extend(rows[i : i + per_step] for i in range(0, len(rows), per_step))
+    steps = [steps[i] for i in torch.randperm(len(steps), generator=generator).tolist()]
+    return [step[i : i + micro_batch] for step in steps for i in range(0, per_step, micro_batch)]
 
 
 def _precision(cfg: TrainConfig):

@@ -1,7 +1,8 @@
 """`envisions`: run, eval, exec, report and sweep.
 
 A mistake in what the user gave (config, data, model, run directory) prints one line and exits
-with code 2; `--debug` shows the traceback instead.
+with code 2; `--debug` shows the traceback instead. Anything else is a bug: its traceback, then one
+line that says where to report it, and exit code 1.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from envisions_ray.errors import UserError
 FAILED = 1
 USAGE_ERROR = 2
 INTERRUPTED = 130  # the shell's code for Ctrl-C
+# Where bugs go; setup.cfg names no project_urls to point at.
+BUG_REPORTS = "the project's issue tracker"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,21 +88,26 @@ def main(argv: list[str] | None = None) -> int:
         # Raised inside an actor, it arrives wrapped in Ray's error, the actor's traceback in its text.
         print(f"envisions: error: {getattr(err, 'cause', err)}", file=sys.stderr)
         return USAGE_ERROR
+    except Exception:  # not the input: a bug, whose traceback is what a report needs
+        traceback.print_exc()
+        print(f"envisions: this is a bug; please report it with the traceback above at {BUG_REPORTS}", file=sys.stderr)
+        return FAILED
 
 
 def _run(args) -> int:
     from envisions_ray import driver
+    from envisions_ray.paths import resumed_config
 
     if args.resume:
         if args.config or args.overrides:
             raise UserError("--resume takes the run's own config.yaml: give no config or overrides")
-        cfg = load_config(Path(args.resume) / "config.yaml")
+        cfg = resumed_config(Path(args.resume))
     else:
         if args.config is None:
             raise UserError("run needs a CONFIG (e.g. conf/math_quickstart.yaml) or --resume RUN_DIR")
         cfg = load_config(args.config, args.overrides)
     if args.dry_run:
-        print(driver.plan(cfg))
+        print(driver.plan(cfg, resume=bool(args.resume)))
         return 0
     try:
         driver.run_experiment(cfg, resume=bool(args.resume))
@@ -107,7 +115,8 @@ def _run(args) -> int:
         raise
     except (Exception, KeyboardInterrupt) as err:  # a bug or a lost cluster: the traceback, then what to do
         traceback.print_exc()
-        print(f"envisions: the run stopped; continue it with: envisions run --resume {cfg.run_dir}", file=sys.stderr)
+        resume = os.path.abspath(cfg.run_dir)  # from any directory
+        print(f"envisions: the run stopped; continue it with: envisions run --resume {resume}", file=sys.stderr)
         return INTERRUPTED if isinstance(err, KeyboardInterrupt) else FAILED
     return 0
 

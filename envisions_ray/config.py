@@ -6,11 +6,13 @@ recipe. Mistakes are reported as one-line `UserError`s that name the offending k
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -174,6 +176,9 @@ class TrainConfig:
     max_length: int = 2048
     global_batch_size: int = 128  # reached by gradient accumulation over workers and micro-batches
     micro_batch_size: int = 4
+    # Micro-batches per worker whose rows are sorted by length together after the shuffle, so
+    # that a micro-batch pads little (actors/trainer.py `grouped_batches`); 1: rows as shuffled.
+    length_group: int = 8
     max_grad_norm: float = 1.0
     # CPU workers: forward in bf16 autocast, float32 master weights. Only where the CPU multiplies
     # bf16 natively (AVX512-BF16 or AMX, envisions_ray/cpu.py); elsewhere the step stays float32.
@@ -254,6 +259,9 @@ class RunConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
 
 
+# Set in a Ray job's driver, whose working directory is a temporary copy of the job's working_dir.
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
 # Weights' dtypes both backends load.
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -268,27 +276,99 @@ CHOICES = {
 }
 
 
-# The smallest value each count may take: below it a run would fail part-way, or do nothing.
-MINIMUMS = {
-    "algorithm.k": 1,
-    "algorithm.n1": 1,
-    "algorithm.n2": 0,
-    "algorithm.iterations": 0,
-    "algorithm.few_shot": 0,
-    "algorithm.trained_shots": 0,
-    "data.train_size": 1,
-    "data.eval_size": 1,
-    "generator.num_actors": 1,
-    "generator.chunk_size": 1,
-    "generator.max_new_tokens": 1,
-    "env.num_executors": 1,
-    "train.num_workers": 1,
-    "train.max_failures": 0,
-    "train.epochs": 1,
-    "train.steps": 1,
-    "train.global_batch_size": 1,
-    "train.micro_batch_size": 1,
-    "eval.max_new_tokens": 1,
+@dataclass(frozen=True)
+class Domain:
+    """The values a number in the config may take: finite, from `low` to `high`, a bound itself
+    excluded where `above` (low) or `below` (high) says so. NaN is in no domain."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    above: bool = False
+    below: bool = False
+
+    def holds(self, value: float) -> bool:
+        over = value > self.low if self.above else value >= self.low
+        under = value < self.high if self.below else value <= self.high
+        return math.isfinite(value) and over and under
+
+    def __str__(self) -> str:
+        if self.high == math.inf:
+            if self.low == -math.inf:
+                return "a finite number"
+            return f"above {self.low}" if self.above else f"{self.low} or more"
+        return f"in {'(' if self.above else '['}{self.low}, {self.high}{')' if self.below else ']'}"
+
+
+COUNT = Domain(1)  # below it a run would fail part-way, or do nothing
+NONE_OR_MORE = Domain(0)
+POSITIVE = Domain(0, above=True)
+SHARE = Domain(0, 1, above=True)  # of a probability mass or a GPU's memory
+WARMUP_SHARE = Domain(0, 1, below=True)  # of a job's steps: all of them would leave none at the full rate
+# numpy's seed range, the narrowest of the libraries a seed reaches (transformers' set_seed seeds numpy).
+SEED = Domain(0, 2**32 - 1)
+
+# Every number a RunConfig holds, and what it may be; a key NAME.* covers a mapping's values, and a
+# number with no entry here (env.settings: its env's schema types it) need only be finite.
+DOMAINS = {
+    "seed": SEED,
+    "generator.num_actors": COUNT,
+    "generator.num_cpus": NONE_OR_MORE,
+    "generator.num_gpus": NONE_OR_MORE,
+    "generator.chunk_size": COUNT,
+    "generator.temperature": NONE_OR_MORE,
+    "generator.top_p": SHARE,
+    "generator.max_new_tokens": COUNT,
+    "generator.seed": SEED,
+    "generator.max_model_len": COUNT,
+    "generator.tensor_parallel_size": COUNT,
+    "generator.gpu_memory_utilization": SHARE,
+    "generator.kv_cache_gib": POSITIVE,
+    "generator.kv_block_size": COUNT,
+    "env.num_executors": COUNT,
+    "env.max_executors": COUNT,
+    "env.grow_after_s": NONE_OR_MORE,
+    "env.shrink_after_s": NONE_OR_MORE,
+    "env.poll_s": POSITIVE,
+    "env.close_timeout_s": NONE_OR_MORE,
+    "env.resources.*": NONE_OR_MORE,
+    "env.max_retries": NONE_OR_MORE,
+    "env.count_every_s": NONE_OR_MORE,
+    "data.train_size": COUNT,
+    "data.eval_size": COUNT,
+    "data.seed": SEED,
+    "data.seed_stride": NONE_OR_MORE,
+    "algorithm.k": COUNT,
+    "algorithm.n1": COUNT,
+    "algorithm.n2": NONE_OR_MORE,
+    "algorithm.iterations": NONE_OR_MORE,
+    "algorithm.few_shot": NONE_OR_MORE,
+    "algorithm.trained_shots": NONE_OR_MORE,
+    "algorithm.refine_from_iteration": NONE_OR_MORE,
+    "train.num_workers": COUNT,
+    "train.cpus_per_worker": NONE_OR_MORE,
+    "train.epochs": COUNT,
+    "train.steps": COUNT,
+    "train.lr": POSITIVE,
+    "train.warmup_ratio": WARMUP_SHARE,
+    "train.weight_decay": NONE_OR_MORE,
+    "train.max_length": COUNT,
+    "train.global_batch_size": COUNT,
+    "train.micro_batch_size": COUNT,
+    "train.length_group": COUNT,
+    "train.max_grad_norm": POSITIVE,  # 0 would clip every gradient to nothing
+    "train.zero_stage": Domain(0, 3),
+    "train.seed": SEED,
+    "train.max_failures": NONE_OR_MORE,
+    "eval.max_new_tokens": COUNT,
+    "eval.temperature": NONE_OR_MORE,
+    "dpo.beta": POSITIVE,
+    "dpo.lr": POSITIVE,
+    "dpo.warmup_ratio": WARMUP_SHARE,
+    "dpo.epochs": COUNT,
+    "self_rewarding.max_score": COUNT,
+    "self_rewarding.judge_max_new_tokens": COUNT,
+    "distill.max_tokens": COUNT,
+    "distill.timeout_s": POSITIVE,
 }
 
 
@@ -304,23 +384,84 @@ def _is_known(schema, key: str) -> bool:
     return True
 
 
+def read_mapping(path: Path, what: str) -> DictConfig:
+    """A YAML file's top-level mapping (a run config, a sweep file), in OmegaConf's YAML: `1e-4` is a
+    float and a key given twice is refused. A file that is missing, not UTF-8, not YAML, empty or not
+    a mapping is a one-line UserError that names it."""
+    if not path.is_file():
+        raise UserError(f"{what}: no such file: {path}")
+    try:
+        text = path.read_bytes().decode("utf-8")
+        loaded = yaml.safe_load(text)  # what the file holds; OmegaConf would take a lone word for a key
+        mapping = OmegaConf.create(text) if isinstance(loaded, dict) else None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{what}: {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except (yaml.YAMLError, ValueError) as err:  # ValueError: a value YAML cannot build (a 5,000-digit int)
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UserError(f"{what}: {where}: not valid YAML ({_yaml_problem(err)})") from None
+    except OmegaConfBaseException as err:  # a mapping OmegaConf cannot hold: a date, a list as a key
+        raise UserError(f"{what}: {path}: {str(err).splitlines()[0]}") from None
+    if loaded is None:
+        raise UserError(f"{what}: {path} is empty")
+    if mapping is None:
+        raise UserError(
+            f"{what}: {path} must be a YAML mapping of keys (key: value lines), not a {type(loaded).__name__}"
+        )
+    return mapping
+
+
 def _read_config_files(path: Path, extended_by: tuple[Path, ...] = ()) -> list[DictConfig]:
     """The file's mapping, after those of the files it extends, the first of them first.
     `extends: FILE` (relative to the file) lets a recipe scaled up or cut down state only what differs."""
-    if not path.is_file():
-        raise UserError(f"config: no such file: {path}")
-    if path.resolve() in extended_by:
+    if path.is_file() and path.resolve() in extended_by:
         raise UserError(f"config: {path} extends itself through {' -> '.join(p.name for p in extended_by)}")
-    try:
-        loaded = OmegaConf.load(path)
-    except Exception as err:  # YAML syntax: keep the parser's first line only
-        raise UserError(f"config: {path} is not valid YAML: {str(err).splitlines()[0]}")
-    if not isinstance(loaded, DictConfig):
-        raise UserError(f"config: {path} must be a YAML mapping of keys (like conf/math_quickstart.yaml)")
+    loaded = read_mapping(path, "config")
     base = loaded.pop("extends", None)
     if base is None:
         return [loaded]
     return [*_read_config_files(path.parent / str(base), (*extended_by, path.resolve())), loaded]
+
+
+def _merge(cfg: DictConfig, layers: list[DictConfig], what: str) -> DictConfig:
+    """OmegaConf.merge, whose TypeError is a mistake in the input: a list where a mapping belongs, or the reverse."""
+    try:
+        return OmegaConf.merge(cfg, *layers)
+    except TypeError as err:
+        raise UserError(f"config: {what}: {err} (a list where a mapping belongs, or the reverse)") from None
+
+
+def _override(key: str, value: str) -> DictConfig:
+    """One `key=value` override as a config, its value read as YAML."""
+    try:
+        return OmegaConf.from_dotlist([f"{key}={value}"])
+    except (yaml.YAMLError, ValueError) as err:
+        raise UserError(f"config: override '{key}={value}' is not valid YAML ({_yaml_problem(err)})") from None
+
+
+def _yaml_problem(err: yaml.YAMLError | ValueError) -> str:
+    """The parser's own words for what is wrong, in one line."""
+    return getattr(err, "problem", None) or str(err).splitlines()[0]
+
+
+def _check_types(schema: DictConfig, cfg: DictConfig) -> None:
+    """OmegaConf's merge lets a list or a mapping into a list's or a mapping's typed items
+    (`data.eval.NAME=[1]`, `generator.stop=[[1]]`) where assignment refuses it, so each list and
+    mapping is assigned once more."""
+    typed = schema.copy()
+    for section, settings in OmegaConf.to_container(cfg).items():
+        for name, value in settings.items() if isinstance(settings, dict) else ():
+            if isinstance(value, (list, dict)):
+                OmegaConf.update(typed, f"{section}.{name}", value, merge=False)
+
+
+def _leaves(node: object, key: str = ""):
+    """(dotted key, value) of every value in a config's container that is not a mapping, however deep."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            yield from _leaves(value, f"{key}.{name}" if key else str(name))
+    else:
+        yield key, node
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
@@ -330,14 +471,16 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
     cfg = schema.copy()
     try:
         if path is not None:
-            cfg = OmegaConf.merge(cfg, *_read_config_files(Path(path)))
+            cfg = _merge(cfg, _read_config_files(Path(path)), str(path))
         for item in overrides:
-            if "=" not in item:
+            key, equals, value = item.partition("=")
+            if not equals or "" in key.split("."):
                 raise UserError(f"config: override '{item}' is not key=value")
-            key, value = item.split("=", 1)
             if not _is_known(schema, key):
                 raise unknown_key_error(key, schema)
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"]))
+            cfg = _merge(cfg, [_override(key, value)], f"override '{item}'")
+        OmegaConf.resolve(cfg)  # an interpolation that cannot be resolved is refused now, naming its key
+        _check_types(schema, cfg)
     except OmegaConfBaseException as err:
         raise explain(err, schema) from None
     cfg.env.settings = OmegaConf.to_container(env_settings(cfg.env.name, cfg.env.settings))
@@ -347,16 +490,20 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
             raise UserError(f"config: '{key}' must be one of {', '.join(allowed)}, got '{value}'")
-    for key, smallest in MINIMUMS.items():
-        value = OmegaConf.select(cfg, key)
-        if value is not None and value < smallest:  # None: an optional setting left empty
-            raise UserError(f"config: '{key}' must be {smallest} or more, got {value}")
+    for key, value in _leaves(OmegaConf.to_container(cfg)):
+        if isinstance(value, str) and "\0" in value:  # no path, URL or name holds one
+            raise UserError(f"config: '{key}' holds a NUL character")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        domain = DOMAINS.get(key) or DOMAINS.get(key.rpartition(".")[0] + ".*", Domain())
+        if not domain.holds(value):
+            raise UserError(f"config: '{key}' must be {domain}, got {value}")
     if 0 < cfg.data.seed_stride < cfg.data.train_size:
         raise UserError(
             f"config: data.seed_stride ({cfg.data.seed_stride}) is below data.train_size ({cfg.data.train_size}), "
             "so iterations would share seeds"
         )
-    if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") and not Path(cfg.run_dir).is_absolute():
+    if os.environ.get(RAY_JOB_ENV) and not Path(cfg.run_dir).is_absolute():
         # A Ray job's cwd is its unpacked working_dir copy in the Ray session dir, deleted later.
         raise UserError(
             f"run_dir '{cfg.run_dir}' is relative, and a Ray job runs in a temporary copy of its working_dir: "

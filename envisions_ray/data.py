@@ -4,7 +4,8 @@ A dataset is named by a spec string:
 - `builtin:arith:train` / `builtin:arith:eval`: seeded arithmetic word problems (1-3 operations)
   generated here, so the quickstart downloads nothing. The two splits are disjoint by construction.
   `builtin:story:SPLIT`: multi-step problems of many shapes (`word_problems.py`), a curriculum.
-- a path to JSONL with `question` and `answer` (GSM8K's `... #### 72` answers are reduced to `72`).
+- a path to JSONL with `question` and `answer` (GSM8K's `... #### 72` answers are reduced to `72`),
+  and an `id`: by default the file's path and line, `PATH:LINE`, so that two files never share one.
   Other fields stay with the example for its environment: ProofWriter's `context` (the theory)
   is read by the logic environment.
 - `ruletaker:PATH`: AllenAI's RuleTaker / ProofWriter release format (`meta-*.jsonl`), one theory
@@ -21,6 +22,9 @@ is `gsm8k_train.jsonl[-500:]` and the training set that never meets it `gsm8k_tr
 
 Specs joined by ` + ` are a mix (a curriculum): their examples interleave one by one, so the first
 `size` take every part in an equal share.
+
+Within one set (the training set, each eval set) every id is unique: the candidate pool keeps an
+input's samples under its id, so a second input with that id would lose its samples to the first.
 """
 
 from __future__ import annotations
@@ -28,7 +32,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
+import os
 import random
+from dataclasses import replace
 from pathlib import Path
 
 from envisions_ray.errors import UserError
@@ -48,10 +55,36 @@ def normalise_answer(raw: str) -> str:
     return answer.strip().replace(",", "")
 
 
+def finite_answer(answer: str, where: str) -> str:
+    """The expected answer, unless it is a number that is not finite: nan or inf, which no solution
+    can be scored against (math compares numbers within a tolerance)."""
+    try:
+        number = float(answer)
+    except ValueError:  # text (logic's True / False / Unknown): compared as it is
+        return answer
+    if not math.isfinite(number):
+        raise UserError(f"{where}: the answer {answer!r} is not a finite number")
+    return answer
+
+
 def load_examples(spec: str, size: int | None = None, seed: int = 0) -> list[Example]:
-    """Resolve a dataset spec. `size` keeps the first `size` examples (all when None)."""
+    """Resolve a dataset spec. `size` keeps the first `size` examples (all when None); an id
+    given twice among them is refused, naming both places."""
+    examples = _examples(spec, size, seed)
+    first_of: dict[str, Example] = {}
+    for example in examples:
+        first = first_of.setdefault(example.id, example)
+        if first is not example:
+            raise UserError(
+                f"dataset '{spec}': id '{example.id}' is given twice, at {first.origin} and at {example.origin}; "
+                "every input needs an id of its own"
+            )
+    return examples
+
+
+def _examples(spec: str, size: int | None, seed: int) -> list[Example]:
     if MIX in spec:
-        parts = [load_examples(part.strip(), size, seed) for part in spec.split(MIX)]
+        parts = [_examples(part.strip(), size, seed) for part in spec.split(MIX)]
         mixed = [x for group in itertools.zip_longest(*parts) for x in group if x is not None]
         return mixed if size is None else mixed[:size]
     if spec.startswith("tasks:"):
@@ -102,7 +135,8 @@ def _task_seeds(spec: str, seeds_per_task: int | None) -> list[Example]:
         tasks = [task.strip() for task in parts[1].split(",") if task.strip()]
     if not tasks or seeds_per_task is None or seeds_per_task < 1:
         raise UserError(f"dataset '{spec}' needs at least one task and a size (seeds per task) of 1 or more")
-    return [task_input(task, seed) for task in tasks for seed in range(first_seed, first_seed + seeds_per_task)]
+    seeds = range(first_seed, first_seed + seeds_per_task)
+    return [replace(task_input(task, seed), origin=spec) for task in tasks for seed in seeds]
 
 
 def task_input(task: str, seed: int) -> Example:
@@ -128,10 +162,33 @@ def seeded_training_ids(examples: list[Example], iterations: int, seed_stride: i
     return {x.id for i in range(iterations) for x in for_iteration(examples, i, seed_stride) if "seed" in x.meta}
 
 
+def absolute_spec(spec: str, start: Path) -> str:
+    """The spec with each file it names as an absolute path, relative ones taken from `start`;
+    builtin:, hf: and task names stay as they are."""
+    if MIX in spec:
+        return MIX.join(absolute_spec(part.strip(), start) for part in spec.split(MIX))
+    if spec.startswith(("builtin:", "hf:")):
+        return spec
+    if spec.startswith("tasks:"):
+        parts = spec.split(":")
+        # TASKS is a file only where one exists; otherwise a comma list of task names.
+        if len(parts) == 3 and (start / parts[1]).is_file():
+            parts[1] = os.path.join(start, parts[1])
+        return ":".join(parts)
+    base, _ = split_slice(spec)
+    kind = "ruletaker:" if base.startswith("ruletaker:") else ""
+    return kind + os.path.normpath(os.path.join(start, base.removeprefix(kind))) + spec[len(base) :]
+
+
 def _records(path: Path):
-    """(line number, JSON object) for each non-blank line; errors name the file and line."""
+    """(line number, JSON object) for each non-blank line of a dataset; errors name the file and line."""
     if not path.is_file():
         raise UserError(f"dataset not found: {path}")
+    yield from json_records(path)
+
+
+def json_records(path: Path):
+    """(line number, JSON object) for each non-blank line of a JSONL file; errors name the file and line."""
     with path.open("rb") as lines:  # decoded line by line, so a bad byte is reported at its line
         for number, raw in enumerate(lines, start=1):
             try:
@@ -173,9 +230,9 @@ def load_jsonl(path: Path) -> list[Example]:
     for number, record in _records(path):
         where = f"{path}:{number}"
         question, answer = text_field(record, "question", where), text_field(record, "answer", where)
-        example_id = text_field(record, "id", where, default=f"{path.stem}-{number}")
+        example_id = text_field(record, "id", where, default=where)
         meta = {k: v for k, v in record.items() if k not in ("id", "question", "answer")}
-        examples.append(Example(example_id, question, normalise_answer(answer), meta))
+        examples.append(Example(example_id, question, finite_answer(normalise_answer(answer), where), meta, where))
     if not examples:
         raise UserError(f"dataset is empty: {path}")
     return examples
@@ -203,7 +260,9 @@ def load_ruletaker(path: Path) -> list[Example]:
                     f"{path}:{number}: question {key} has answer {question['answer']!r}, not true, false or Unknown"
                 )
             meta = {"context": record["theory"], "depth": question.get("QDep")}
-            examples.append(Example(f"{record.get('id', number)}-{key}", question["question"], label, meta))
+            where = f"{path}:{number}"
+            example_id = f"{record.get('id', where)}-{key}"
+            examples.append(Example(example_id, question["question"], label, meta, where))
     if not examples:
         raise UserError(f"dataset is empty: {path}")
     return examples
@@ -220,8 +279,16 @@ def _hugging_face(spec: str) -> list[Example]:
         rows = datasets.load_dataset(name, config, split=split)
     except Exception as err:  # offline, unknown name or split: the library's own message
         raise UserError(f"dataset '{spec}' could not be loaded: {str(err).splitlines()[0]}") from None
+    # The config is in the id where there is one: two configs of a dataset share row numbers.
+    prefix = "-".join(part for part in (name, config, split) if part)
     return [
-        Example(f"{name}-{split}-{i}", r["question"], normalise_answer(str(r["answer"]))) for i, r in enumerate(rows)
+        Example(
+            f"{prefix}-{i}",
+            r["question"],
+            finite_answer(normalise_answer(str(r["answer"])), f"{spec} row {i}"),
+            origin=f"{spec} row {i}",
+        )
+        for i, r in enumerate(rows)
     ]
 
 
@@ -240,7 +307,7 @@ def _builtin(spec: str, size: int, seed: int) -> list[Example]:
         if question in seen or problem_split(question) != split:
             continue
         seen.add(question)
-        examples.append(Example(f"{kind}-{split}-{len(examples)}", question, str(answer)))
+        examples.append(Example(f"{kind}-{split}-{len(examples)}", question, str(answer), origin=spec))
     return examples
 
 

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import socket
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, replace
@@ -26,12 +27,20 @@ from envisions_ray import ray_workers
 from envisions_ray.actors.backend import Sample
 from envisions_ray.actors.executor import ExecutorPool
 from envisions_ray.actors.generator import start_generators, stop_generators
-from envisions_ray.actors.pool import CandidatePool
+from envisions_ray.actors.pool import CandidatePool, check_pool
 from envisions_ray.actors.restarts import actor_restarts
-from envisions_ray.best import best_policy, model_location, point_best, policy_model, policy_name, read_lines
+from envisions_ray.best import (
+    METRICS_FILE,
+    best_policy,
+    model_location,
+    point_best,
+    policy_model,
+    policy_name,
+    read_lines,
+)
 from envisions_ray.config import RunConfig, to_yaml
 from envisions_ray.data import load_examples, problem_key, seeded_training_ids
-from envisions_ray.envs import make_env
+from envisions_ray.envs import make_env, offline_describe
 from envisions_ray.errors import UserError
 from envisions_ray.methods import METHODS, Examples
 from envisions_ray.metrics import (
@@ -44,7 +53,15 @@ from envisions_ray.metrics import (
     per_task_accuracy,
     stability,
 )
-from envisions_ray.model import TRAINED_MARKER, check_model_path, resolve_model_path
+from envisions_ray.model import (
+    TRAINED_MARKER,
+    check_model_path,
+    max_positions,
+    model_directory,
+    resolve_model_path,
+    token_counts,
+)
+from envisions_ray.paths import CONFIG_FILE, absolute_paths
 from envisions_ray.prompts import PromptBook
 from envisions_ray.run_state import (
     Explorer,
@@ -63,6 +80,8 @@ from envisions_ray.types import Example, Outcome, PreferenceExample, Sampling, T
 DESCRIBE_BATCH = 16  # examples per describe call: few calls, yet spread over every executor
 LOCK_FILE = "driver.lock"  # in the run directory; names the driver that holds it
 POLICY_FILE = "policy"  # in the run directory: the checkpoint the generators hold, for one that restarts
+WRITE_PROBE_PREFIX = ".envisions-write-probe-"  # made and removed where a run directory is to be created
+POOL_FILE = "pool.sqlite"  # in the run directory: the candidate pool (actors/pool.py)
 
 
 def prepare(cfg: RunConfig, convert_model: bool = True) -> Run:
@@ -71,6 +90,8 @@ def prepare(cfg: RunConfig, convert_model: bool = True) -> Run:
     so nothing is written."""
     from envisions_ray.memory import check_memory  # pure arithmetic on the model's config: no torch, no Ray
 
+    if not cfg.data.eval:  # the policies would be trained unmeasured, and the best one unknown
+        raise UserError("config: data.eval names no eval set; add one, e.g. data.eval.dev=builtin:arith:eval")
     prompts = PromptBook.load(cfg.env.prompt_file)
     train_set = load_examples(cfg.data.train, cfg.data.train_size, cfg.data.seed)
     eval_sets = {name: load_examples(spec, cfg.data.eval_size, cfg.data.seed) for name, spec in cfg.data.eval.items()}
@@ -79,6 +100,7 @@ def prepare(cfg: RunConfig, convert_model: bool = True) -> Run:
     method = METHODS[cfg.method]
     teacher = Teacher(cfg.distill) if method.explorer == "teacher" else None
     _check_inputs(cfg, train_set, eval_sets, prompts)
+    _check_context(cfg, base_model, prompts, train_set, eval_sets)
     _check_writable(Path(cfg.run_dir).resolve())  # before a minute's conversion, not after it
     if convert_model:
         base_model = resolve_model_path(cfg.model.path, cfg.model.cache_dir)
@@ -91,10 +113,13 @@ def prepare(cfg: RunConfig, convert_model: bool = True) -> Run:
 
 def run_experiment(cfg: RunConfig, resume: bool = False) -> None:
     """`envisions run`: the base model's eval, then the iterations, resumed from the pool when asked."""
+    cfg = absolute_paths(cfg, Path.cwd())  # saved so, config.yaml lets --resume run from anywhere
     run = prepare(cfg)
     run.policy_file = run.run_dir / POLICY_FILE
     with _claimed_run_dir(run.run_dir, resume):
-        (run.run_dir / "config.yaml").write_text(to_yaml(cfg))
+        if resume:
+            _check_resumable(run).close()  # before any actor starts
+        (run.run_dir / CONFIG_FILE).write_text(to_yaml(cfg))
         connect_ray(cfg)
         # Beside the driver, so pool.sqlite lands in the run directory the driver writes (config.yaml,
         # metrics.jsonl); a zero-CPU actor could otherwise be placed on any node of a cluster.
@@ -103,7 +128,7 @@ def run_experiment(cfg: RunConfig, resume: bool = False) -> None:
             # Restarted on the same pool.sqlite if it dies, and the call in hand retried (record is idempotent).
             ray.remote(CandidatePool)
             .options(num_cpus=0, scheduling_strategy=here, max_restarts=-1, max_task_retries=-1)
-            .remote(str(run.run_dir / "pool.sqlite"))
+            .remote(str(run.run_dir / POOL_FILE))
         )
         try:
             run.restarts_seen = actor_restarts()  # this job's actors so far (a test session runs several runs)
@@ -404,15 +429,16 @@ def evaluate_model(
 def best_model(run_dir: Path) -> dict | None:
     """What `envisions eval RUN_DIR` evaluates: the run's best policy as its last metrics line records
     it, {"policy", "eval_set", "accuracy", "model"}; None when `run_dir` is no run."""
-    if not (run_dir / "pool.sqlite").is_file():
+    if not (run_dir / POOL_FILE).is_file():
         return None
+    check_pool(run_dir / POOL_FILE)
     lines = read_lines(run_dir)
     best = lines[-1].get("best") if lines else None
     if best is None and lines:  # a run from before the best was recorded: decided the same way now
         best = best_policy(lines)
         if best is not None:
-            pool = CandidatePool(str(run_dir / "pool.sqlite"))
-            base = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["path"]
+            pool = CandidatePool(str(run_dir / POOL_FILE))
+            base = yaml.safe_load((run_dir / CONFIG_FILE).read_text())["model"]["path"]
             best["model"] = policy_model(pool.stage_detail, best["policy"], base)
             pool.close()
     if best is None:
@@ -420,13 +446,15 @@ def best_model(run_dir: Path) -> dict | None:
     return best
 
 
-def plan(cfg: RunConfig) -> str:
-    """`run --dry-run`: check config, model, data, environment and run directory; write nothing."""
+def plan(cfg: RunConfig, resume: bool = False) -> str:
+    """`run --dry-run`: check config, model, data, environment and run directory; write nothing.
+    Resuming, also what the run has done, as its pool and metrics record it, and what comes next."""
     from envisions_ray.memory import check_memory
 
     run = prepare(cfg, convert_model=False)
     make_env(cfg.env).close()
-    if (run.run_dir / "pool.sqlite").exists():
+    progress = resume_progress(run) if resume else []
+    if not resume and (run.run_dir / POOL_FILE).exists():
         raise _existing_run(run.run_dir)
     algo, gen = cfg.algorithm, cfg.generator
     executors = (
@@ -450,8 +478,69 @@ def plan(cfg: RunConfig) -> str:
             + f"lr {cfg.train.lr} {cfg.train.lr_schedule}",
             "  memory     " + "\n             ".join(check_memory(cfg, run.base_model)),
             f"  run_dir    {run.run_dir}",
+            *progress,
         ]
     )
+
+
+def resume_progress(run: Run) -> list[str]:
+    """What a resumed run finds done, as its pool and metrics record it, and what it does next: the
+    first stage that run_iteration would not skip."""
+    pool, lines = _check_resumable(run), read_lines(run.run_dir)
+    scores = {line["policy"]: " ".join(f"{name}={value:.1%}" for name, value in line["eval"].items()) for line in lines}
+    rows, upcoming = {}, None
+    if pool.is_done(-1, "eval"):
+        rows["base model"] = f"evaluated: {scores.get(0, '')}"
+    else:
+        rows["base model"], upcoming = "not evaluated", "the base model's eval"
+    for i in range(run.cfg.algorithm.iterations):
+        if pool.is_done(i, "eval"):
+            rows[f"iter {i + 1}"] = f"done: {scores.get(i + 1, '')}"
+            continue
+        rows[f"iter {i + 1}"], stage = _iteration_progress(run, pool, i)
+        upcoming = upcoming or f"iter {i + 1}, from its {stage} stage"
+    pool.close()
+    rows["next"] = upcoming or "nothing: every iteration is done"
+    return [f"resume: {run.run_dir}", *(f"  {label:<11}{text}" for label, text in rows.items())]
+
+
+def _iteration_progress(run: Run, pool: CandidatePool, i: int) -> tuple[str, str]:
+    """What is done of iteration i, which is not evaluated yet, and the first stage left to do."""
+    algo = run.cfg.algorithm
+    inputs, explored = len(run.inputs(i)), len(pool.inputs(i, "explore"))
+    samples, refined = pool.count(i, "explore"), pool.count(i, "refine")
+    stages = {  # in run_iteration's order: what is done of each, and whether all of it is
+        "explore": (f"explored {explored}/{inputs} inputs", explored == inputs),
+        "refine": (f"refined {refined}/{samples} samples", refined == samples),
+        "select": ("selected", pool.is_done(i, "select")),
+        "train": ("trained", pool.is_done(i, "train")),
+        "eval": ("", False),
+    }
+    if not algo.refine or i < algo.refine_from_iteration:
+        del stages["refine"]
+    done = ", ".join(text for name, (text, complete) in stages.items() if complete or name in ("explore", "refine"))
+    return done, next(name for name, (_, complete) in stages.items() if not complete)
+
+
+def _check_resumable(run: Run) -> CandidatePool:
+    """The run's pool, opened once its file and metrics.jsonl are found whole and every input it
+    holds samples of is one of the run's: other data would mix two runs' memories."""
+    path = run.run_dir / POOL_FILE
+    if not path.is_file():
+        raise _nothing_to_resume(run.run_dir)
+    check_pool(path)
+    read_lines(run.run_dir)
+    pool = CandidatePool(str(path))
+    known = {x.id for i in range(run.cfg.algorithm.iterations) for x in run.inputs(i)}
+    strangers = sorted(pool.inputs() - known)
+    if strangers:
+        pool.close()
+        raise UserError(
+            f"{path} holds samples of input '{strangers[0]}', which data.train no longer gives: the data or its "
+            "ids changed since the run started; resume on the data it started with, or start the run again with "
+            "another run_dir"
+        )
+    return pool
 
 
 def connect_ray(cfg: RunConfig) -> None:
@@ -562,13 +651,53 @@ def _check_inputs(
             )
 
 
+def _check_context(
+    cfg: RunConfig, base_model: str, prompts: PromptBook, train_set: list[Example], eval_sets: dict[str, list[Example]]
+) -> None:
+    """Every exploration and eval prompt leaves room for its answer: its tokens and max_new_tokens
+    within generator.max_model_len and the model's max_position_embeddings. Counted where the model's
+    tokenizer.json is here (a directory, a converted packaged model) and the environment tells the
+    problem without running (math, logic); a web page is only seen in a browser."""
+    describe = offline_describe(cfg.env.name)
+    if describe is None:
+        return
+    algo = cfg.algorithm
+    shots = max(algo.few_shot, algo.trained_shots if algo.iterations else 0)  # the more shots, the longer
+    asked = [(x, "generator.max_new_tokens", cfg.generator.max_new_tokens) for x in train_set]
+    asked += [(x, "eval.max_new_tokens", cfg.eval.max_new_tokens) for examples in eval_sets.values() for x in examples]
+    directory = model_directory(base_model, cfg.model.cache_dir)
+    lengths = token_counts(directory, [prompts.explore(describe(x), shots, x.task) for x, _, _ in asked])
+    if lengths is None:
+        return
+    limits = [(cfg.generator.max_model_len, "generator.max_model_len")]
+    positions = max_positions(directory)
+    if positions is not None:
+        limits.append((positions, f"max_position_embeddings in {directory / 'config.json'}"))
+    limit, limited_by = min(limits)
+    length, (x, key, room) = max(zip(lengths, asked), key=lambda pair: pair[0] + pair[1][2])
+    if length + room > limit:
+        raise UserError(
+            f"config: the prompt of input '{x.id}' ({shots} shots) is {length} tokens, and {key} ({room}) more "
+            f"make {length + room}: over the {limit} of {limited_by}"
+        )
+
+
 def _check_writable(run_dir: Path) -> None:
-    """The run directory exists as a writable directory, or its nearest existing parent is one."""
-    existing = next(p for p in [run_dir, *run_dir.parents] if p.exists())
+    """The run directory exists as a writable directory, or its nearest existing parent is one. Tried,
+    not read from permission bits, which root, read-only mounts and /proc make untrue: a directory is
+    made there and removed."""
+    try:
+        existing = next(p for p in [run_dir, *run_dir.parents] if p.exists())
+    except OSError as err:  # a name too long
+        raise UserError(f"run directory {run_dir} is not writable: {err.strerror}") from None
     if not existing.is_dir():
         raise UserError(f"run directory {run_dir} is not writable: {existing} is not a directory")
-    if not os.access(existing, os.W_OK):
-        raise UserError(f"run directory {run_dir} is not writable")
+    try:
+        tempfile.TemporaryDirectory(dir=existing, prefix=WRITE_PROBE_PREFIX).cleanup()
+    except OSError as err:
+        raise UserError(
+            f"run directory {run_dir} is not writable: no directory can be made in {existing} ({err.strerror})"
+        ) from None
 
 
 def _trained(run: Run, i: int) -> dict | None:
@@ -598,9 +727,9 @@ def _trajectory(
 def _claimed_run_dir(run_dir: Path, resume: bool):
     """A new run needs an empty, writable directory; a resumed one needs its pool. Either way one
     driver at a time: the lock is the kernel's, so it goes with a killed driver and --resume works."""
-    has_pool = (run_dir / "pool.sqlite").exists()
+    has_pool = (run_dir / POOL_FILE).exists()
     if resume and not has_pool:
-        raise UserError(f"nothing to resume in {run_dir}: it has no pool.sqlite")
+        raise _nothing_to_resume(run_dir)
     if not resume and has_pool:
         raise _existing_run(run_dir)
     try:
@@ -618,6 +747,10 @@ def _claimed_run_dir(run_dir: Path, resume: bool):
         lock.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         lock.flush()
         yield
+
+
+def _nothing_to_resume(run_dir: Path) -> UserError:
+    return UserError(f"nothing to resume in {run_dir}: it has no {POOL_FILE}")
 
 
 def _existing_run(run_dir: Path) -> UserError:
@@ -651,7 +784,7 @@ def _record(run: Run, line: dict) -> None:
     """Append a metrics line with the best policy so far (envisions_ray/best.py), then point
     RUN_DIR/best at it: a driver killed in between leaves the line, and a resumed one re-links."""
     line = {**line, "best": _best(run, [*read_lines(run.run_dir), line])}
-    with (run.run_dir / "metrics.jsonl").open("a") as metrics:
+    with (run.run_dir / METRICS_FILE).open("a") as metrics:
         metrics.write(json.dumps(line) + "\n")
     if line["best"] is not None:
         point_best(run.run_dir, line["best"]["model"])

@@ -7,13 +7,21 @@ its traceback. `explain` turns OmegaConf's errors about a config into such a lin
 from __future__ import annotations
 
 import difflib
+import re
 
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+# What str.splitlines breaks a line at.
+LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+
 
 class UserError(Exception):
-    """Bad config, data, model path or run directory: reported in one line, exit code 2."""
+    """Bad config, data, model path or run directory: reported in one line, exit code 2. A line
+    break in what the user gave (a key, a value, a file name) is written as its escape, \\n."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(LINE_BREAKS.sub(lambda found: repr(found.group())[1:-1], message))
 
 
 def _all_keys(node: dict, prefix: str = "") -> list[str]:
@@ -33,10 +41,12 @@ def unknown_key_error(key: str, schema, prefix: str = "") -> UserError:
 
 
 def explain(err: OmegaConfBaseException, schema, prefix: str = "") -> UserError:
-    key = err.full_key or getattr(err, "key", "") or "?"
+    key = err.full_key or getattr(err, "key", "")
     if isinstance(err, ConfigKeyError):
-        return unknown_key_error(str(key), schema, prefix)
-    key = f"{prefix}{key}"
-    if isinstance(err, ValidationError):
-        return UserError(f"config: '{key}' has the wrong type: {err.msg.splitlines()[0]}")
-    return UserError(f"config: '{key}': {err.msg.splitlines()[0]}")
+        return unknown_key_error(str(key or "?"), schema, prefix)
+    # Some errors carry no msg (a scalar merged onto a section: "Merge error: int is not a subclass of ...").
+    message = (str(err.msg or err) or type(err).__name__).splitlines()[0]
+    if not key:
+        return UserError(f"config: {message}")
+    wrong_type = " has the wrong type" if isinstance(err, ValidationError) else ""
+    return UserError(f"config: '{prefix}{key}'{wrong_type}: {message}")

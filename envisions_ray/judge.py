@@ -15,9 +15,13 @@ from envisions_ray.types import Trajectory
 def parse_score(reply: str, max_score: int) -> int | None:
     """The first whole number in the judge's reply, if it is a score from 0 to max_score."""
     found = re.search(r"\d+", reply)
-    if found is None or int(found.group()) > max_score:
+    if found is None:
         return None
-    return int(found.group())
+    digits = found.group().lstrip("0") or "0"
+    # Its length first: int() refuses a number of over 4,300 digits, which a reply may hold.
+    if len(digits) > len(str(max_score)) or int(digits) > max_score:
+        return None
+    return int(digits)
 
 
 def best_against_worst(candidates: list[Trajectory], scores: list[int | None]) -> list[tuple[Trajectory, Trajectory]]:

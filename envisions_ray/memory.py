@@ -26,7 +26,7 @@ from envisions_ray.config import RunConfig
 from envisions_ray.cpu import bf16_matmul_supported
 from envisions_ray.errors import UserError
 from envisions_ray.methods import METHODS
-from envisions_ray.model import PACKAGED_MODELS  # imports no torch at load time
+from envisions_ray.model import PACKAGED_MODELS, model_directory  # imports no torch at load time
 
 GIB = 1 << 30
 
@@ -292,11 +292,9 @@ def safetensors_params(directory: Path) -> int | None:
 def model_shape(model: str, cache_dir: str) -> ModelShape | str:
     """The shape of `model` (a checked model path: a packaged model's name, a directory or a hub id),
     or why it cannot be read here."""
-    directory = Path(model).expanduser()
-    if model in PACKAGED_MODELS:
-        directory = Path(cache_dir).expanduser() / Path(PACKAGED_MODELS[model].gguf_name).stem
-        if not (directory / "config.json").is_file():
-            return ModelShape.from_config(PACKAGED_CONFIGS[model]) if model in PACKAGED_CONFIGS else "not converted yet"
+    directory = model_directory(model, cache_dir)
+    if model in PACKAGED_MODELS and not (directory / "config.json").is_file():
+        return ModelShape.from_config(PACKAGED_CONFIGS[model]) if model in PACKAGED_CONFIGS else "not converted yet"
     if not (directory / "config.json").is_file():
         return f"no config.json readable for {model}"
     try:

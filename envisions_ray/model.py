@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -73,6 +74,39 @@ def check_model_path(path: str) -> str:
     if path.startswith((".", "/", "~")) or os.environ.get("HF_HUB_OFFLINE") == "1":
         raise UserError(f"model not found: {path}")
     return path  # a hub id; loading says whether it exists
+
+
+def model_directory(model: str, cache_dir: str) -> Path:
+    """Where a checked model path's files are: a packaged model's converted copy in the cache (there
+    once converted), or the path itself (nothing there for a hub id)."""
+    if model in PACKAGED_MODELS:
+        return Path(cache_dir).expanduser() / Path(PACKAGED_MODELS[model].gguf_name).stem
+    return Path(model).expanduser()
+
+
+def max_positions(directory: Path) -> int | None:
+    """The model's max_position_embeddings (config.json, a multimodal model's text_config), if it says."""
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for scope in (config, config.get("text_config") if isinstance(config, dict) else None):
+        if isinstance(scope, dict) and isinstance(scope.get("max_position_embeddings"), int):
+            return scope["max_position_embeddings"]
+    return None
+
+
+def token_counts(directory: Path, texts: list[str]) -> list[int] | None:
+    """Each text's length in the model's tokens as a prompt, with BOS where the tokenizer adds one
+    (losses.encode_prompt), from its tokenizer.json alone (no transformers, no torch); None without one."""
+    path = directory / "tokenizer.json"
+    if not path.is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    bos = min(1, len(tokenizer.encode("", add_special_tokens=True).ids))
+    return [len(encoded.ids) + bos for encoded in tokenizer.encode_batch(texts, add_special_tokens=False)]
 
 
 def packaged_gguf(name: str, cache_dir: Path) -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from envisions_ray.best import best_policy, policy_name
+from envisions_ray.best import METRICS_FILE, best_policy, policy_name, read_lines
 from envisions_ray.errors import UserError
 
 # Horizontal distance, in iterations, between runs' points in the accuracy plot.
@@ -30,7 +30,7 @@ PLOTS = ("accuracy.png", "explored.png", "ea_stb.png", "delta_logp.png", "unique
 # The weakest tasks whose failures are grouped by cause.
 FAILURE_TASKS = 10
 # Where an iteration's wall time went, in the order the stacked bars draw it.
-TIME_PARTS = ("generate", "execute", "train", "eval", "other")
+TIME_PARTS = ("generate", "execute", "train", "handoff", "eval", "other")
 
 
 @dataclass(frozen=True)
@@ -64,10 +64,10 @@ def _runs_in(directory: Path) -> list[Path]:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / METRICS_FILE
     if not path.is_file():
-        raise UserError(f"{run_dir} has no metrics.jsonl: is it a run directory?")
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        raise UserError(f"{run_dir} has no {METRICS_FILE}: is it a run directory?")
+    lines = read_lines(run_dir)
     if not lines:
         raise UserError(f"{path} is empty: the run has not evaluated its base model yet")
     return lines
@@ -284,7 +284,8 @@ def failure_tables(runs: list[RunRecord]) -> list[str]:
 
 def wall_time_parts(line: dict) -> dict[str, float]:
     """Where a metrics line's wall time went: generation and the executions that outlasted it (in
-    exploring and refining), training, evaluation, and the rest (selection, hand-off, ...)."""
+    exploring and refining), training, loading the new policy, evaluation, and the rest (selection,
+    the method's examples, ...)."""
     seconds, generation = line.get("seconds", {}), line.get("generation", {})
     generate = sum(generation.get(stage, {}).get("seconds", 0.0) for stage in ("explore", "refine"))
     searched = sum(seconds.get(stage, 0.0) for stage in ("explore", "refine"))
@@ -292,6 +293,7 @@ def wall_time_parts(line: dict) -> dict[str, float]:
         "generate": generate,
         "execute": max(0.0, searched - generate),
         "train": seconds.get("train", 0.0),
+        "handoff": seconds.get("handoff", 0.0),
         "eval": seconds.get("eval", 0.0),
     }
     parts["other"] = max(0.0, sum(seconds.values()) - sum(parts.values()))

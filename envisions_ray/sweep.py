@@ -17,10 +17,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from omegaconf import OmegaConf
 
-from envisions_ray.config import RunConfig, load_config
+from envisions_ray.config import RunConfig, load_config, read_mapping
 from envisions_ray.errors import UserError
+
+# A run's name is its directory's, inside the sweep's parent.
+RUN_NAME_CHARS = r"\w.=-"
+RUN_NAME = f"[{RUN_NAME_CHARS}]+"
 
 
 @dataclass(frozen=True)
@@ -33,12 +37,18 @@ def plan_sweep(config: str, overrides: list[str], parent: str | None) -> tuple[P
     """The parent directory and the runs, every config already validated."""
     sweep = _sweep_section(config)
     if sweep is not None:
-        base, shared = sweep["config"], [*sweep.get("overrides", []), *overrides]
+        base, shared = sweep["config"], [*(sweep.get("overrides") or []), *overrides]
         named = {name: [*shared, *extra] for name, extra in sweep["runs"].items()}
         parent_dir = Path(parent or sweep.get("parent") or _default_parent(base))
     else:
         base, named = config, _product(overrides)
         parent_dir = Path(parent or _default_parent(base))
+    for name in named:  # its run goes to parent_dir / name: a path, or YAML's or OmegaConf's syntax, would move it
+        if not re.fullmatch(RUN_NAME, name) or name in (".", ".."):
+            raise UserError(
+                f"sweep: run name {name!r} is not a directory name of letters, digits, '_', '.', '=' and '-', "
+                f"which would keep its run in {parent_dir}"
+            )
     runs = [
         PlannedRun(name, load_config(base, [*extra, f"run_dir={parent_dir / name}"])) for name, extra in named.items()
     ]
@@ -66,20 +76,27 @@ def run_sweep(runs: list[PlannedRun]) -> list[Path]:
 
 def _sweep_section(config: str) -> dict | None:
     path = Path(config)
-    if not path.is_file():
-        raise UserError(f"sweep: no such file: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = OmegaConf.to_container(read_mapping(path, "sweep"))  # interpolations stay as written
     if "sweep" not in raw:
         return None
     sweep = raw["sweep"]
     if (
         not isinstance(sweep, dict)
-        or "config" not in sweep
+        or not isinstance(sweep.get("config"), str)
+        or not isinstance(sweep.get("parent") or "", str)
         or not isinstance(sweep.get("runs"), dict)
         or not sweep["runs"]
     ):
-        raise UserError(f"sweep: {path} needs sweep.config (a run config) and sweep.runs (name: [key=value, ...])")
-    sweep["runs"] = {str(name): list(extra or []) for name, extra in sweep["runs"].items()}
+        raise UserError(
+            f"sweep: {path} needs sweep.config (a run config) and sweep.runs (name: [key=value, ...]), "
+            "and may have sweep.parent (a directory) and sweep.overrides"
+        )
+    lists = {"sweep.overrides": sweep.get("overrides")}
+    lists.update({f"sweep.runs.{name}": extra for name, extra in sweep["runs"].items()})
+    for key, value in lists.items():
+        if value is not None and not (isinstance(value, list) and all(isinstance(item, str) for item in value)):
+            raise UserError(f"sweep: {path}: {key} must be a list of key=value overrides, not {value!r:.60}")
+    sweep["runs"] = {str(name): extra or [] for name, extra in sweep["runs"].items()}
     return sweep
 
 
@@ -94,7 +111,7 @@ def _product(overrides: list[str]) -> dict[str, list[str]]:
     runs = {}
     for combination in itertools.product(*axes):
         name = "_".join(f"{key.rsplit('.', 1)[-1]}-{value}" for key, value in combination if key in varied) or "run"
-        runs[re.sub(r"[^\w.=-]+", "-", name)] = [f"{key}={value}" for key, value in combination]
+        runs[re.sub(f"[^{RUN_NAME_CHARS}]+", "-", name)] = [f"{key}={value}" for key, value in combination]
     return runs
 
 

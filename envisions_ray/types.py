@@ -13,6 +13,7 @@ class Example:
     question: str
     answer: str
     meta: dict = field(default_factory=dict, compare=False, hash=False)
+    origin: str = field(default="", compare=False, hash=False)  # where it was read (file:line, or its spec)
 
     @property
     def task(self) -> str:

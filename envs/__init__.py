@@ -8,12 +8,14 @@ dataclass: the schema of `env.settings` in the run config.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol
+import inspect
+from typing import Any, Callable, Protocol
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from envisions_ray.errors import UserError, explain
+from envisions_ray.types import Example
 
 # Imported on first use: a domain's heavy dependencies load only in runs of that domain.
 ENVIRONMENTS = {
@@ -28,6 +30,13 @@ def environment_class(name: str) -> type:
         raise UserError(f"env.name: unknown environment '{name}' (available: {', '.join(ENVIRONMENTS)})")
     module, attribute = ENVIRONMENTS[name].split(":")
     return getattr(importlib.import_module(module), attribute)
+
+
+def offline_describe(name: str) -> Callable[[Example], str] | None:
+    """The env's `describe` where it needs no running environment (a staticmethod: math, logic), so a
+    run can see its prompts before it starts; None where it does (web: the page, in a browser)."""
+    describe = inspect.getattr_static(environment_class(name), "describe")
+    return describe.__func__ if isinstance(describe, staticmethod) else None
 
 
 def env_settings(env_name: str, given) -> DictConfig:

@@ -15,7 +15,8 @@ from envisions_ray.types import Example, Outcome
 
 class Environment(Protocol):
     def describe(self, example: Example) -> str:
-        """The problem as the model reads it in the prompt."""
+        """The problem as the model reads it in the prompt. A staticmethod where it needs nothing
+        running (math, logic): a run then checks before it starts that every prompt fits the model."""
 
     def execute(self, solution: str, example: Example) -> Outcome:
         """Run `solution` on `example`; reward is 1 exactly when the outcome equals the answer."""

@@ -45,7 +45,8 @@ class LogicEngine:
             self._worker.close()
             raise UserError(f"the logic engine failed to start: {err}") from None
 
-    def describe(self, example: Example) -> str:
+    @staticmethod
+    def describe(example: Example) -> str:
         context = example.meta.get("context")
         if not context:
             raise UserError(f"logic input '{example.id}' has no 'context' (the theory the question is about)")

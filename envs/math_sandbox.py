@@ -61,12 +61,12 @@ class SandboxSettings:
 
 
 def is_correct(output: str, answer: str) -> bool:
-    if output.strip() == answer.strip():
-        return True
+    """Numbers within ANSWER_TOLERANCE, other text exactly. A solution that prints nan or inf is never
+    right: no number is within a tolerance of them, and datasets hold no such answer (envisions_ray/data.py)."""
     try:
         return abs(float(output) - float(answer)) <= ANSWER_TOLERANCE
     except ValueError:  # not numbers: only the exact string comparison counts
-        return False
+        return output.strip() == answer.strip()
 
 
 def bwrap_command(bwrap: str, python: str, script: Path, tmp_mb: int) -> list[str]:
@@ -124,7 +124,8 @@ class MathSandbox:
             self.close()
             raise UserError(f"the math sandbox failed to start: {err}") from None
 
-    def describe(self, example: Example) -> str:
+    @staticmethod
+    def describe(example: Example) -> str:
         return example.question
 
     def execute(self, solution: str, example: Example) -> Outcome:

@@ -26,7 +26,7 @@ def test_jsonl_loader(tmp_path):
         + "\n"
     )
     examples = load_examples(str(path))
-    assert [(e.id, e.question, e.answer) for e in examples] == [("q1", "2+2?", "4"), ("d-3", "1+1?", "2")]
+    assert [(e.id, e.question, e.answer) for e in examples] == [("q1", "2+2?", "4"), (f"{path}:3", "1+1?", "2")]
     assert len(load_examples(str(path), size=1)) == 1
 
 
@@ -222,7 +222,13 @@ def test_a_mix_interleaves_its_parts(tmp_path):
     data = tmp_path / "problems.jsonl"
     data.write_text("".join(json.dumps({"question": f"q{i}?", "answer": str(i)}) + "\n" for i in range(10)))
     mixed = load_examples(f"{data}[:3] + builtin:story:train", size=5)
-    assert [x.id.split("-")[0] for x in mixed] == ["problems", "story", "problems", "story", "problems"]
+    assert ["story" if x.id.startswith("story-") else x.id for x in mixed] == [
+        f"{data}:1",
+        "story",
+        f"{data}:2",
+        "story",
+        f"{data}:3",
+    ]
     assert [x.answer for x in mixed[::2]] == ["0", "1", "2"]
     everything = load_examples(f"{data}[:2] + {data}[-1:]")
     assert [x.answer for x in everything] == ["0", "9", "1"]
@@ -233,3 +239,55 @@ def test_a_remainder_is_less_than_a_box():
         facts, question, left = groups(random.Random(seed))
         per_box = int(re.search(r"boxes of (\d+)", facts[0]).group(1))
         assert 1 <= left < per_box
+
+
+def test_same_named_files_in_a_mix_give_every_input_an_id_of_its_own(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "train.jsonl").write_text(
+            "".join(json.dumps({"question": f"{folder} {i}?", "answer": str(i)}) + "\n" for i in range(3))
+        )
+    a, b = tmp_path / "a" / "train.jsonl", tmp_path / "b" / "train.jsonl"
+    mixed = load_examples(f"{a} + {b}")
+    # The default id is the file's path and line: the two files' line 1 are two inputs.
+    assert [x.id for x in mixed] == [f"{a}:1", f"{b}:1", f"{a}:2", f"{b}:2", f"{a}:3", f"{b}:3"]
+
+
+@pytest.mark.parametrize(
+    "records, spec, first, second",
+    [
+        # Two lines of one file give one id.
+        ([{"id": "q", "question": "1?", "answer": "1"}, {"id": "q", "question": "2?", "answer": "2"}], "{a}", 1, 2),
+        # Two files give one id.
+        ([{"id": "q", "question": "1?", "answer": "1"}], "{a} + {b}", 1, 1),
+        # Overlapping slices take line 3 twice.
+        ([{"question": f"{i}?", "answer": str(i)} for i in range(4)], "{a}[:3] + {a}[2:]", 3, 3),
+    ],
+)
+def test_an_id_given_twice_in_one_set_is_refused_naming_both_places(tmp_path, records, spec, first, second):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    for path in (a, b):
+        path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    second_file = b if "{b}" in spec else a
+    with pytest.raises(UserError, match=re.escape(f"is given twice, at {a}:{first} and at {second_file}:{second}")):
+        load_examples(spec.format(a=a, b=b))
+
+
+def test_ids_need_only_be_unique_within_one_set(tmp_path):
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps({"question": f"{i}?", "answer": str(i)}) + "\n" for i in range(4)))
+    # Train and dev from one file are two sets: each is unique (their overlap is driver._check_inputs' to refuse).
+    assert len(load_examples(f"{data}[:3]")) == 3 and len(load_examples(f"{data}[2:]")) == 2
+
+
+def test_a_spec_names_its_files_absolutely_and_keeps_the_rest(tmp_path):
+    from envisions_ray.data import absolute_spec
+
+    (tmp_path / "tasks.txt").write_text("click-test\n")
+    assert absolute_spec("data/train.jsonl[:-500] + ruletaker:meta.jsonl", tmp_path) == (
+        f"{tmp_path}/data/train.jsonl[:-500] + ruletaker:{tmp_path}/meta.jsonl"
+    )
+    assert absolute_spec("/abs/../d.jsonl[-5:]", tmp_path) == "/d.jsonl[-5:]"
+    assert absolute_spec("tasks:tasks.txt:0", tmp_path) == f"tasks:{tmp_path}/tasks.txt:0"
+    for kept in ("tasks:click-test,enter-text:0", "builtin:arith:train", "hf:openai/gsm8k:main:train"):
+        assert absolute_spec(kept, tmp_path) == kept

@@ -149,6 +149,7 @@ def test_chaos_one_process_of_each_kind_killed_the_run_finishes_and_loses_nothin
 
     assert set(killed) == set(KINDS) and max(killed.values()) < finished  # every kill landed mid-run
     db = sqlite3.connect(run_dir / "pool.sqlite")
+    assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]  # the killed pool left no torn write
     keys = Counter(db.execute("SELECT example_id, source FROM trajectories").fetchall())
     # A clean run: K explored per input and one refinement of each (test_one_iteration_end_to_end).
     inputs = [f"t{i}" for i in range(12)]
@@ -203,6 +204,7 @@ def test_chaos_on_a_web_run_a_browser_a_generator_an_executor_and_the_pool_kille
 
     assert set(killed) == {"browser", "Generator", "Executor", "CandidatePool"} and max(killed.values()) < finished
     db = sqlite3.connect(run_dir / "pool.sqlite")
+    assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     keys = Counter(db.execute("SELECT example_id, source FROM trajectories").fetchall())
     inputs = [f"{task}@{seed}" for task in ("click-test-2", "click-button") for seed in range(6)]
     sources = (

@@ -1,10 +1,12 @@
 """The candidate pool's memory: long-term by default, one iteration's worth for the ablation."""
 
+import re
 import sqlite3
+from types import SimpleNamespace
 
 import pytest
 
-from envisions_ray.actors.pool import CandidatePool
+from envisions_ray.actors.pool import RECOVERY, CandidatePool, check_pool
 from envisions_ray.errors import UserError
 from envisions_ray.types import Trajectory
 
@@ -85,3 +87,70 @@ def test_a_pool_from_before_the_stable_key_is_refused_in_one_line(tmp_path):
         db.execute("CREATE TABLE trajectories (example_id TEXT, solution TEXT, iteration INTEGER, source TEXT)")
     with pytest.raises(UserError, match="written by an older envisions-ray"):
         CandidatePool(str(path))
+
+
+def test_two_same_named_files_in_a_mix_keep_their_k_samples_under_their_own_ids(tmp_path):
+    from envisions_ray.actors.backend import Sample
+    from envisions_ray.data import load_examples
+    from envisions_ray.driver import recording
+    from envisions_ray.run_state import Request
+    from envisions_ray.types import Outcome
+
+    files = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        files.append(tmp_path / folder / "train.jsonl")
+        files[-1].write_text(
+            f'{{"question": "{folder}: 1 + 1?", "answer": "2"}}\n{{"question": "{folder}: 2?", "answer": "2"}}\n'
+        )
+    inputs = load_examples(" + ".join(map(str, files)))
+    pool = CandidatePool(str(tmp_path / "pool.sqlite"))
+    keep = recording(SimpleNamespace(pool=pool), 0, "explore").keep
+    k = 3
+    for x in inputs:  # as driver.stream delivers them: each input's K executed samples in one batch
+        keep([(Request(x, x.question), Sample(f"{x.question} #{s}", -1.0, 1), Outcome(1)) for s in range(k)])
+    stored: dict[str, list[str]] = {}
+    for t in pool.trajectories(0, "explore"):
+        stored.setdefault(t.example_id, []).append(t.solution)
+    assert len(inputs) == 4 and stored == {x.id: [f"{x.question} #{s}" for s in range(k)] for x in inputs}
+
+
+def whole_pool(path) -> None:
+    pool = CandidatePool(str(path))
+    pool.record([explored(f"x{i}", "return 12\n" * 20, 1, 0, sample=k) for i in range(100) for k in range(4)])
+    pool.close()
+
+
+def cut_in_half(path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def another_database(path) -> None:
+    path.unlink()
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+
+
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (cut_in_half, "is damaged (database disk image is malformed)"),
+        (lambda path: path.write_text("not a database\n"), "is damaged (file is not a database)"),
+        (lambda path: path.write_bytes(b""), "is not a candidate pool (it has no table 'trajectories')"),
+        (another_database, "is not a candidate pool (it has no table 'trajectories')"),
+    ],
+)
+def test_a_damaged_or_foreign_pool_file_is_refused_in_one_line(tmp_path, damage, why):
+    path = tmp_path / "pool.sqlite"
+    whole_pool(path)
+    check_pool(path)
+    damage(path)
+    with pytest.raises(UserError, match=re.escape(f"{path} {why}")) as refused:
+        check_pool(path)
+    assert "\n" not in str(refused.value) and str(refused.value).endswith(RECOVERY)
+
+
+def test_the_pool_commits_through_a_synced_rollback_journal(tmp_path):
+    pool = CandidatePool(str(tmp_path / "pool.sqlite"))
+    assert pool.db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    assert pool.db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL

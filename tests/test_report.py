@@ -95,6 +95,26 @@ def test_report_on_a_non_run_is_a_one_line_error(tmp_path, capsys):
     assert "has no metrics.jsonl" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "line, needle",
+    [
+        (b'{"policy": 1, "eval": {"arith"', "not valid JSON"),
+        (b"[0.3, 0.4]", "a record must be a JSON object"),
+        (b'{"policy": 1}', "not a metrics line: it needs 'policy' (an integer) and 'eval' (accuracy by eval set)"),
+        (b'{"policy": "iter 1", "eval": {}}', "not a metrics line"),
+        (b'{"policy": 1, "eval": {"arith": "30%"}}', "not a metrics line"),
+        (b'{"policy": 1, "eval": {"arith": 0.3}, "note": "caf\xe9"}', "not UTF-8"),
+    ],
+)
+def test_report_on_a_malformed_metrics_line_is_one_line_naming_file_and_line(tmp_path, capsys, line, needle):
+    write_run(tmp_path / "a", "envisions", [0.2, 0.3])
+    metrics = tmp_path / "a" / "metrics.jsonl"
+    metrics.write_bytes(metrics.read_bytes() + line + b"\n")
+    assert main(["report", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"envisions: error: {metrics}:3: {needle}")
+
+
 def test_summary_line_names_every_quantity():
     summary = {
         "iteration": 2,
@@ -170,7 +190,15 @@ def test_the_accuracy_plot_draws_each_policys_95_percent_interval():
 ITERATION_TIMES = {
     "policy": 1,
     "iteration": 1,
-    "seconds": {"explore": 100.0, "refine": 50.0, "select": 2.0, "envisions": 3.0, "train": 200.0, "eval": 300.0},
+    "seconds": {
+        "explore": 100.0,
+        "refine": 50.0,
+        "select": 2.0,
+        "envisions": 3.0,
+        "train": 200.0,
+        "handoff": 4.0,
+        "eval": 300.0,
+    },
     "generation": {
         "explore": {"tokens": 800, "prompt_tokens": 4000, "cached_prompt_tokens": 1000, "seconds": 60.0, "answers": 40},
         "refine": {"tokens": 400, "prompt_tokens": 2000, "cached_prompt_tokens": 0, "seconds": 30.0, "answers": 40},
@@ -180,7 +208,7 @@ ITERATION_TIMES = {
 }
 
 
-def test_wall_time_splits_into_generation_execution_training_eval_and_the_rest():
+def test_wall_time_splits_into_generation_execution_training_handoff_eval_and_the_rest():
     from envisions_ray.report import wall_time_parts
 
     # Exploring and refining took 150 s, 90 of them generating: executions outlasted it by 60.
@@ -188,6 +216,7 @@ def test_wall_time_splits_into_generation_execution_training_eval_and_the_rest()
         "generate": 90.0,
         "execute": 60.0,
         "train": 200.0,
+        "handoff": 4.0,
         "eval": 300.0,
         "other": 5.0,  # select and the method's examples
     }
@@ -200,7 +229,7 @@ def test_speed_table_gives_rates_per_iteration_and_the_environment_events(tmp_pa
     table = speed_table(RunRecord("web", "envisions", frozenset(), [ITERATION_TIMES]))
     # 100 episodes in the 450 s of explore, refine and eval; 1,500 tokens and 8,000 prompt tokens
     # (2,000 of them cached) in 300 s of generation.
-    assert "| iter 1 | 100 | 0.2 | 5.0 | 26.7 | 25% | 90 | 60 | 200 | 300 | 5 |" in table
+    assert "| iter 1 | 100 | 0.2 | 5.0 | 26.7 | 25% | 90 | 60 | 200 | 4 | 300 | 5 |" in table
     assert "crashes 1, peak_processes 12, restarts 1, starts 3 |" in table
 
 
