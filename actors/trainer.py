@@ -156,7 +156,7 @@ def grouped_batches(lengths: list[int], micro_batch: int, world_size: int, group
 
     The rows are shuffled; every `group` micro-steps' worth of them (a micro-step is one micro-batch
     on every rank) is sorted by length and cut into micro-steps, so a batch holds rows of about one
-    length and little of it is padding (README "Using it"); then the micro-steps are shuffled,
+    length and little of it is padding (README "Measured results"); then the micro-steps are shuffled,
     so the pass does not go from short rows to long ones. Rows are repeated from the start of the
     shuffle until every rank has as many full batches as the others, as torch's DistributedSampler
     pads."""

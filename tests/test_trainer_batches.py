@@ -19,11 +19,14 @@ def test_one_group_of_the_whole_pass_pairs_neighbouring_lengths():
     assert sorted(sorted(lengths[i] for i in batch) for batch in batches) == [[1, 2], [3, 4], [5, 6], [7, 8]]
 
 
-def test_a_group_of_one_keeps_the_shuffled_rows_of_each_batch():
+def test_a_group_of_one_sorts_nothing_across_batches():
     lengths = list(range(12))
-    grouped = grouped_batches(lengths, micro_batch=3, world_size=1, group=1, seed=5)
-    assert sorted(i for batch in grouped for i in batch) == lengths
-    assert padding_share(lengths, grouped) > 0  # no sorting across batches: neighbours are not together
+    plain = grouped_batches(lengths, micro_batch=3, world_size=1, group=1, seed=5)
+    assert sorted(i for batch in plain for i in batch) == lengths  # every row once
+    whole = grouped_batches(lengths, micro_batch=3, world_size=1, group=4, seed=5)
+    # Sorted over the whole pass, a batch is three neighbours, padded 2 + 1 + 0 tokens: 12 in all.
+    assert sum(max(batch) * 3 - sum(batch) for batch in whole) == 12
+    assert sum(max(batch) * 3 - sum(batch) for batch in plain) > 12  # as drawn, rows of far lengths meet
 
 
 def test_every_rank_gets_as_many_full_batches_and_every_row_is_trained():
