@@ -37,9 +37,8 @@ from transformers import (
 
 from envisions_ray.actors.backend import Sample, cut_at_stop
 from envisions_ray.config import GeneratorConfig
-from envisions_ray.losses import collate, encode_prompt, sequence_logprobs, tokenize
+from envisions_ray.losses import collate, encode_prompt, scored_rows, sequence_logprobs
 from envisions_ray.model import load_model_and_tokenizer
-from envisions_ray.types import TrainExample
 
 
 class StopInGeneratedText(StoppingCriteria):
@@ -193,10 +192,7 @@ class HFBackend:
     @torch.inference_mode()
     def logprob(self, prompts, targets) -> list[float]:
         """Teacher-forced, tokenised exactly as the trainer tokenises (target + EOS), in chunk_size batches."""
-        rows = [
-            tokenize(self.tokenizer, TrainExample(p, t, "score"), self.cfg.max_model_len)
-            for p, t in zip(prompts, targets)
-        ]
+        rows = scored_rows(self.tokenizer, prompts, targets, self.cfg.max_model_len)
         scores = []
         for start in range(0, len(rows), self.cfg.chunk_size):
             batch = collate(rows[start : start + self.cfg.chunk_size], self.tokenizer.pad_token_id)

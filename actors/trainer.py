@@ -5,6 +5,8 @@ continually), trains on its shard of the (prompt, target) examples with AdamW an
 schedule, and rank 0 writes a safetensors Hugging Face checkpoint that the generators load. A job
 reports that one checkpoint at its end; a worker that dies makes Ray Train (`FailureConfig`) run the
 job again from its start, so the checkpoint is still written once.
+An example over max_length trains after a prompt cut from its start, or not at all when its target
+alone is over it (losses.tokenize); a job left with none trains nothing and reports no checkpoint.
 DeepSpeed ZeRO runs the step when it is importable (on CPU over gloo); otherwise plain DDP.
 Given `dpo_beta`, the examples are preference pairs and the initial model, frozen, is DPO's
 reference.
@@ -33,7 +35,17 @@ from tqdm import tqdm
 from envisions_ray.actors.restarts import train_workers_started
 from envisions_ray.config import TrainConfig
 from envisions_ray.cpu import bf16_matmul_supported
-from envisions_ray.losses import IGNORE, collate, dpo_loss, sequence_logprobs, target_token_loss, tokenize
+from envisions_ray.losses import (
+    IGNORE,
+    Fitting,
+    collate,
+    dpo_loss,
+    fitting,
+    sequence_logprobs,
+    target_token_loss,
+    tokenize,
+    tokenize_pair,
+)
 from envisions_ray.model import TRAINED_MARKER, load_model_and_tokenizer, local_copy
 from envisions_ray.types import PreferenceExample, TrainExample
 
@@ -48,9 +60,11 @@ def attention_implementation(use_gpu: bool) -> str:
 
 
 class Trained(NamedTuple):
-    checkpoint: str  # directory, or URI with a remote storage_path
-    loss: float  # mean training loss
+    checkpoint: str | None  # directory, or URI with a remote storage_path; None: nothing trained
+    loss: float | None  # mean training loss; None: nothing trained
     restarts: int  # of the worker group, after a worker died (FailureConfig)
+    dropped_too_long: int = 0  # examples whose target alone is over cfg.max_length (losses.Fitting)
+    prompt_cut: int = 0  # examples trained after a prompt cut to fit cfg.max_length
 
 
 def train(
@@ -81,11 +95,14 @@ def train(
         ),
     )
     result = trainer.fit()
+    restarts = (train_workers_started() - workers_before) // cfg.num_workers - 1  # worker groups after the first
+    if result.checkpoint is None:  # the workers found every example too long
+        return Trained(None, None, restarts, dropped_too_long=len(examples))
     checkpoint = result.checkpoint.path
     if "://" in cfg.storage_path:  # Ray gives the path inside the bucket; the generators need the URI
         checkpoint = f"{cfg.storage_path.rstrip('/')}/{name}/{PurePosixPath(checkpoint).name}"
-    restarts = (train_workers_started() - workers_before) // cfg.num_workers - 1  # worker groups after the first
-    return Trained(checkpoint, result.metrics["loss"], restarts)
+    fit = Fitting(*(result.metrics.get(field, 0) for field in Fitting._fields))  # 0: a report from before
+    return Trained(checkpoint, result.metrics["loss"], restarts, *fit)
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -99,24 +116,28 @@ def train_loop_per_worker(config: dict) -> None:
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if config["dpo_beta"] is None:
-        rows = [tokenize(tokenizer, TrainExample(**e), cfg.max_length) for e in config["examples"]]
-        collate_rows, batch_loss = partial(collate, pad_id=tokenizer.pad_token_id), _target_loss
+        tokenized = [tokenize(tokenizer, TrainExample(**e), cfg.max_length) for e in config["examples"]]
     else:
-        rows = [_preference_rows(tokenizer, PreferenceExample(**e), cfg.max_length) for e in config["examples"]]
+        tokenized = [tokenize_pair(tokenizer, PreferenceExample(**e), cfg.max_length) for e in config["examples"]]
+    rows = [row for row in tokenized if row is not None]
+    if not rows:  # every example too long: no report, and without a checkpoint `train` knows why
+        return
+    if config["dpo_beta"] is None:
+        collate_rows, batch_loss = partial(collate, pad_id=tokenizer.pad_token_id), _target_loss
+        lengths = [len(row.input_ids) for row in rows]
+    else:
         reference = (
             load_model_and_tokenizer(init_model)[0].to(ray.train.torch.get_device()).eval().requires_grad_(False)
         )
 
         # Chosen rows make the first half of a batch, their rejected partners the second.
         def collate_rows(batch):
-            return collate(
-                [chosen for chosen, _ in batch] + [rejected for _, rejected in batch], tokenizer.pad_token_id
-            )
+            return collate([pair.chosen for pair in batch] + [pair.rejected for pair in batch], tokenizer.pad_token_id)
 
         def batch_loss(model, batch):
             return _dpo_loss(model, reference, batch, config["dpo_beta"])
 
-    lengths = [len(row[0]) if config["dpo_beta"] is None else len(row[0][0]) + len(row[1][0]) for row in rows]
+        lengths = [len(pair.chosen.input_ids) + len(pair.rejected.input_ids) for pair in rows]
 
     def one_pass(epoch: int) -> DataLoader:
         batches = grouped_batches(lengths, cfg.micro_batch_size, world_size, cfg.length_group, cfg.seed + epoch)
@@ -138,7 +159,7 @@ def train_loop_per_worker(config: dict) -> None:
         progress.update(1)
         progress.set_postfix(loss=f"{loss.item():.3f}")
     progress.close()
-    _save_and_report(model, tokenizer, cfg, rank, sum(losses) / max(1, len(losses)))
+    _save_and_report(model, tokenizer, cfg, rank, sum(losses) / max(1, len(losses)), fitting(tokenized))
 
 
 def step_plan(batches_per_pass: int, accumulation: int, epochs: int, steps: int | None) -> list[bool]:
@@ -221,12 +242,6 @@ def _target_loss(model, batch: dict) -> torch.Tensor:
     return target_token_loss(*_forward(model, batch))
 
 
-def _preference_rows(tokenizer, pair: PreferenceExample, max_length: int):
-    chosen = tokenize(tokenizer, TrainExample(pair.prompt, pair.chosen, "chosen"), max_length)
-    rejected = tokenize(tokenizer, TrainExample(pair.prompt, pair.rejected, "rejected"), max_length)
-    return chosen, rejected
-
-
 def _dpo_loss(model, reference, batch: dict, beta: float) -> torch.Tensor:
     policy = sequence_logprobs(*_forward(model, batch))
     with torch.no_grad():
@@ -284,7 +299,7 @@ def _deepspeed_step(model, cfg: TrainConfig, accumulation: int, total_steps: int
     return engine, advance
 
 
-def _save_and_report(model, tokenizer, cfg: TrainConfig, rank: int, mean_loss: float) -> None:
+def _save_and_report(model, tokenizer, cfg: TrainConfig, rank: int, mean_loss: float, fit: Fitting) -> None:
     module = getattr(model, "module", model)
     state = _full_state_dict(module, cfg)
     with tempfile.TemporaryDirectory() as directory:
@@ -297,7 +312,7 @@ def _save_and_report(model, tokenizer, cfg: TrainConfig, rank: int, mean_loss: f
                 json.dumps({"trained_on": "zero-shot prompts", "loss": mean_loss})
             )
             checkpoint = Checkpoint.from_directory(directory)
-        ray.train.report({"loss": mean_loss}, checkpoint=checkpoint)
+        ray.train.report({"loss": mean_loss, **fit._asdict()}, checkpoint=checkpoint)
 
 
 def _full_state_dict(module, cfg: TrainConfig) -> dict:

@@ -76,9 +76,8 @@ from envisions_ray.actors.backend import Sample, cut_at_stop
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.envs.leftovers import owned_directory
 from envisions_ray.errors import UserError
-from envisions_ray.losses import IGNORE, encode_prompt, tokenize
+from envisions_ray.losses import IGNORE, encode_prompt, scored_rows
 from envisions_ray.model import is_tied, write_untied_copy
-from envisions_ray.types import TrainExample
 
 # vLLM samples greedily below this temperature (`_SAMPLING_EPS` in vllm/sampling_params.py).
 GREEDY_BELOW = 1e-5
@@ -248,10 +247,7 @@ class VLLMBackend:
     def logprob(self, prompts, targets) -> list[float]:
         """Teacher-forced, tokenised as the trainer tokenises (target + EOS), by one prompt-logprobs pass.
         One token shorter than hf's cut: vLLM needs room for the one token it generates."""
-        rows = [
-            tokenize(self.tokenizer, TrainExample(p, t, "score"), self.cfg.max_model_len - 1)
-            for p, t in zip(prompts, targets)
-        ]
+        rows = scored_rows(self.tokenizer, prompts, targets, self.cfg.max_model_len - 1)
         params = self.vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         outputs = self.llm.generate(
             [self.vllm.TokensPrompt(prompt_token_ids=ids) for ids, _ in rows], params, use_tqdm=False

@@ -30,8 +30,9 @@ class ModelConfig:
     cache_dir: str = "~/.cache/envisions-ray"
     # The generators' weights. auto: bfloat16 where the generator's machine multiplies it natively
     # (a GPU with bf16, a CPU with AVX512-BF16 or AMX), float32 elsewhere; the CPU varies between
-    # machines of one kind, and bf16 on a CPU without it is several times slower (README).
-    dtype: str = "float32"
+    # machines of one kind, and bf16 on a CPU without it is several times slower (README). 1.3x the
+    # tokens/s where it is native, the same weights elsewhere: the measured fast setting.
+    dtype: str = "auto"
 
 
 @dataclass
@@ -42,15 +43,16 @@ class GeneratorConfig:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     # Sequences (prompts x samples each) per generation call; each chunk's solutions stream to
-    # the executors as soon as it finishes.
-    chunk_size: int = 32
+    # the executors as soon as it finishes. 128 made 1.4x the tokens/s of 32 for a 3-shot prompt on
+    # a 2-core CPU (README "Benchmarks"): the shared prefix is prefilled once from the prefix cache.
+    chunk_size: int = 128
     temperature: float = 0.8
     top_p: float = 0.95
     max_new_tokens: int = 256
     stop: list[str] = field(default_factory=lambda: ["\n\n\n", "\nQuestion:"])
     seed: int = 0
-    # Longest prompt + solution a generator handles (the vllm engine's max_model_len; the hf
-    # backend cuts scored sequences to it).
+    # Longest prompt + solution a generator handles (the vllm engine's max_model_len; a scored
+    # sequence over it loses the start of its prompt, and a target longer alone is refused).
     max_model_len: int = 4096
     # vllm backend only: GPUs per engine, and the share of each GPU's memory the engine may take.
     tensor_parallel_size: int = 1
@@ -182,8 +184,9 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     # CPU workers: forward in bf16 autocast, float32 master weights. Only where the CPU multiplies
     # bf16 natively (AVX512-BF16 or AMX, envisions_ray/cpu.py); elsewhere the step stays float32.
-    # Off: on an AVX512-BF16 EPYC it made the step 1.99x as fast alone (benchmarks/bench_train.py)
-    # but 1.7x in the quickstart's two workers, under the 2x that would justify the rounding.
+    # On in the CPU configs: with one plain-torch worker it trained the math quickstart 2.3-2.9x
+    # faster than two float32 DeepSpeed workers, at the same dev accuracy over three seeds (README
+    # "Speed"). Off here, the default of configs that name no machine.
     cpu_bf16: bool = False
     # DeepSpeed ZeRO when deepspeed is importable, else DDP. On GPUs the step runs in bf16.
     deepspeed: bool = True

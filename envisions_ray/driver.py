@@ -233,6 +233,10 @@ def run_iteration(run: Run, i: int) -> None:
         "pairs": len(examples.pairs),
         "train_loss": (trained or {}).get("loss"),
         "dpo_loss": (trained or {}).get("dpo_loss"),
+        # Examples (a DPO pair counts once) over train.max_length (losses.tokenize): trained after a
+        # cut prompt, or not at all when the target alone is over it. A training from before they were counted: 0.
+        "train_prompt_cut": (trained or {}).get("prompt_cut", 0),
+        "train_dropped_too_long": (trained or {}).get("dropped_too_long", 0),
         **scores,
         "delta_logp": margin,
         "ea": exploratory_ability(solved),
@@ -257,18 +261,37 @@ def train(*args, **kwargs):
 
 
 def _train_policy(run: Run, i: int, examples: Examples) -> dict:
-    """SFT (L1 + L2 for ENVISIONS), then DPO on the pairs from the SFT model, which is also DPO's reference."""
+    """SFT (L1 + L2 for ENVISIONS), then DPO on the pairs from the SFT model, which is also DPO's reference.
+    A job whose every example is too long for train.max_length trains nothing; when no job trained,
+    the policy stays, as when there is nothing to train."""
     cfg, storage = run.cfg, str(run.run_dir / "checkpoints")
     init = run.base_model if cfg.algorithm.train_from == "base" else run.policy
-    trained = {"checkpoint": init, "loss": None, "dpo_loss": None, "restarts": 0}
+    trained = {"checkpoint": init, "loss": None, "dpo_loss": None}
+    jobs = []
     if examples.sft:
         sft = train(cfg.train, init, examples.sft, storage, f"iter-{i}")
-        trained.update(checkpoint=sft.checkpoint, loss=sft.loss, restarts=sft.restarts)
+        jobs.append(sft)
+        if sft.checkpoint is not None:
+            trained.update(checkpoint=sft.checkpoint, loss=sft.loss)
     if examples.pairs:
         dpo_cfg = replace(cfg.train, lr=cfg.dpo.lr, warmup_ratio=cfg.dpo.warmup_ratio, epochs=cfg.dpo.epochs)
         dpo = train(dpo_cfg, trained["checkpoint"], examples.pairs, storage, f"iter-{i}-dpo", cfg.dpo.beta)
-        trained.update(checkpoint=dpo.checkpoint, dpo_loss=dpo.loss, restarts=trained["restarts"] + dpo.restarts)
-    return trained
+        jobs.append(dpo)
+        if dpo.checkpoint is not None:
+            trained.update(checkpoint=dpo.checkpoint, dpo_loss=dpo.loss)
+    if all(job.checkpoint is None for job in jobs):
+        print(
+            f"[iter {i + 1}] nothing trained: every example's target alone is longer than "
+            f"train.max_length={cfg.train.max_length} tokens; the policy stays",
+            flush=True,
+        )
+        trained["checkpoint"] = run.policy
+    return {
+        **trained,
+        "restarts": sum(job.restarts for job in jobs),
+        "prompt_cut": sum(job.prompt_cut for job in jobs),
+        "dropped_too_long": sum(job.dropped_too_long for job in jobs),
+    }
 
 
 def _logprob_margin(run: Run, i: int) -> float | None:
@@ -406,12 +429,13 @@ def evaluate_model(
     run = Run(cfg, Path(cfg.run_dir), model, PromptBook.load(cfg.env.prompt_file), [], {dataset: examples})
     if shots is None:  # a model we trained answers the prompt it was trained on
         shots = cfg.algorithm.trained_shots if (Path(model) / TRAINED_MARKER).is_file() else cfg.algorithm.few_shot
+    start = time.perf_counter()
     connect_ray(cfg)
     try:
         start_actors(run)
-        start = time.perf_counter()
+        started = time.perf_counter()
         scores, generated = evaluate(run, shots, answers)
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - started
         return {
             "accuracy": scores.pop("eval"),
             "problems": {dataset: len(examples)},
@@ -420,6 +444,7 @@ def evaluate_model(
             "prompt_tokens": generated.prompt_tokens,
             "cached_prompt_tokens": generated.cached_prompt_tokens,
             "seconds": seconds,
+            "start_seconds": started - start,  # Ray, the generators (an engine each) and the executors
             **({"policy": best} if best else {}),
         }
     finally:
@@ -819,6 +844,9 @@ def format_summary(line: dict) -> str:
     loss = "n/a" if line["train_loss"] is None else f"{line['train_loss']:.3f}"
     if line.get("dpo_loss") is not None:
         loss += f" dpo-loss {line['dpo_loss']:.3f}"
+    cut, dropped = line.get("train_prompt_cut", 0), line.get("train_dropped_too_long", 0)  # older runs lack them
+    if cut or dropped:
+        loss += f" (over train.max_length: {cut} prompts cut, {dropped} dropped)"
     margin = "" if line.get("delta_logp") is None else f" Δlogp {line['delta_logp']:+.2f}"
     return (
         f"[iter {line['iteration']}] explored {line['explored']}/{line['inputs']} positives {line['positives']} "

@@ -33,7 +33,8 @@ def per_task_accuracy(examples, outcomes) -> dict[str, float]:
 
 
 def executable_rate(errors: list[str]) -> float:
-    """Share of solutions that ran to an answer, right or wrong: an environment's error is empty then."""
+    """Share of solutions that ran to an answer, right or wrong: an environment's error is empty then
+    (a logic answer that `grounded_positives` refuses carries one, so it counts as not run)."""
     return sum(not error for error in errors) / len(errors) if errors else 0.0
 
 

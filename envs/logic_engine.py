@@ -4,7 +4,11 @@ The model reads a ProofWriter theory (`context`) and a statement (`question`), a
 (envs/logic_program.py has the format and the open-world semantics). The program is answered in a
 worker process (envs/logic_worker.py) with two limits: clingo's own interrupt after `timeout_s`,
 and, for a grounding blow-up that the interrupt cannot reach, the worker is killed once the reply
-is `backstop_margin_s` late. The executor actor itself never waits longer than that and lives on.
+is `backstop_margin_s` late. The executor actor itself never waits longer than that for the
+worker, and lives on. With `grounded_positives` a right answer also has to be grounded
+(envs/logic_grounded.py), a check run here, outside the worker's limits: it solves the answered
+program again, or less of it (positive programs ground to a subset), so it costs at most about
+twice what the worker's solve cost.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import sys
 from dataclasses import dataclass
 
 from envisions_ray.envs.line_server import LineServer, ServerLost
+from envisions_ray.envs.logic_grounded import UNGROUNDED, why_ungrounded
+from envisions_ray.envs.logic_program import LogicError, parse
 from envisions_ray.envs.logic_worker import OUT_OF_MEMORY
 from envisions_ray.errors import UserError
 from envisions_ray.types import Example, Outcome
@@ -30,6 +36,9 @@ class LogicSettings:
     backstop_margin_s: float = 2.0
     # Address-space limit of the worker process.
     memory_mb: int = 1024
+    # A departure from the paper (README, "The logic domain"): a right answer scores 1 only if the
+    # program's own facts and rules reach it, so a copied query or a left-out predicate is a negative.
+    grounded_positives: bool = False
 
 
 class LogicEngine:
@@ -62,7 +71,16 @@ class LogicEngine:
         if error == OUT_OF_MEMORY:
             self._worker.stop()  # the next program gets a worker with a fresh heap
         # Labels as datasets spell them: "True", "true", " TRUE ".
-        return Outcome(reward=int(answer.lower() == example.answer.strip().lower()), output=answer, error=error)
+        reward = int(answer.lower() == example.answer.strip().lower())
+        if reward and self.cfg.grounded_positives:
+            context = example.meta.get("context", "")  # `envisions exec` may give none: it states nothing
+            try:
+                reason = why_ungrounded(parse(solution), context, example.question, self.cfg.timeout_s)
+            except LogicError as err:  # the check's own solve ran out of time
+                reason = str(err)
+            if reason:
+                return Outcome(reward=0, output=answer, error=f"{UNGROUNDED}{reason}")
+        return Outcome(reward=reward, output=answer, error=error)
 
     def close(self) -> None:
         self._worker.close()

@@ -45,6 +45,10 @@ class Atom:
         terms = [f"V_{a[1:]}" if a.startswith("$") else f"c_{a.lower()}" for a in self.arguments]
         return f"p_{self.predicate.lower()}({', '.join([*terms, value or self.value])})"
 
+    def key(self, value: str | None = None) -> str:
+        """The ground atom as clingo prints it in a model (no spaces), to look it up in `derive`'s set."""
+        return self.clingo(value).replace(" ", "")
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -111,11 +115,16 @@ def compile_program(program: Program) -> str:
 
 def answer(text: str, timeout_s: float) -> str:
     """'True', 'False' or 'Unknown' for a program's query; LogicError on a bad program or timeout."""
-    import clingo
-
     program = parse(text)
     if any(a.startswith("$") for a in program.query.arguments):
         raise LogicError("the query must name entities, not $variables")
+    return answer_in(program.query, derive(program, timeout_s))
+
+
+def derive(program: Program, timeout_s: float) -> set[str]:
+    """The atoms the facts and rules derive (their one model), as `Atom.key` spells them."""
+    import clingo
+
     messages: list[str] = []
     control = clingo.Control(["--warn=none"], logger=lambda code, message: messages.append(message.strip()))
     try:
@@ -134,9 +143,13 @@ def answer(text: str, timeout_s: float) -> str:
         raise LogicError(messages[0].splitlines()[-1] if messages else str(err)) from None
     if result.interrupted:
         raise LogicError(f"timeout after {timeout_s}s")
-    query = program.query
-    if query.clingo().replace(" ", "") in derived:
+    return derived
+
+
+def answer_in(query: Atom, derived: set[str]) -> str:
+    """The open-world answer to `query` given the atoms `derive` returned."""
+    if query.key() in derived:
         return "True"
-    if query.clingo(OPPOSITE[query.value]).replace(" ", "") in derived:
+    if query.key(OPPOSITE[query.value]) in derived:
         return "False"
     return "Unknown"

@@ -242,7 +242,16 @@ def write_tiny_config(path: Path, model: str, dataset: str, dev: str, run_dir: P
         "env": {"num_executors": 1},
         "data": {"train": dataset, "eval": {"arith": dev}, "train_size": 6, "eval_size": 4},
         "algorithm": {"k": 2, "iterations": 1, "few_shot": 0, "refine_from_iteration": 0},
-        "train": {"num_workers": 1, "cpus_per_worker": 0.5, "epochs": 1, "max_length": 256},
+        # DeepSpeed in float32, as before the quickstart went to plain torch in bf16: the path the GPU
+        # configs take, and the tiny models' losses on any CPU.
+        "train": {
+            "num_workers": 1,
+            "cpus_per_worker": 0.5,
+            "deepspeed": True,
+            "cpu_bf16": False,
+            "epochs": 1,
+            "max_length": 256,
+        },
         "eval": {"max_new_tokens": 32},
     }
     merged = _merge(_merge(cfg, tiny), overrides)

@@ -54,7 +54,12 @@ def test_every_shipped_config_loads():
 
 def test_env_settings_are_checked_against_the_env_own_schema(tmp_path):
     cfg = load_config(write(tmp_path, "run_dir: r\nenv:\n  name: logic\n  settings:\n    timeout_s: 0.5\n"))
-    assert cfg.env.settings == {"timeout_s": 0.5, "backstop_margin_s": 2.0, "memory_mb": 1024}  # defaults filled in
+    assert cfg.env.settings == {
+        "timeout_s": 0.5,
+        "backstop_margin_s": 2.0,
+        "memory_mb": 1024,
+        "grounded_positives": False,
+    }  # defaults filled in
     with pytest.raises(UserError) as err:
         load_config(write(tmp_path, "run_dir: r\n"), ["env.settings.timout_s=3"])
     assert "env.settings.timout_s" in str(err.value) and "did you mean 'env.settings.timeout_s'" in str(err.value)

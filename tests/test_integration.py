@@ -67,6 +67,9 @@ def tiny_run_config(tiny_model, run_dir, *extra):
             "algorithm.few_shot=0",
             "algorithm.refine_from_iteration=0",
             "train.num_workers=2",
+            "train.cpus_per_worker=1",
+            "train.deepspeed=true",  # the GPU configs' path, over gloo here
+            "train.cpu_bf16=false",  # the tiny models' losses on any CPU
             "train.epochs=1",
             "train.max_length=256",
             HF,

@@ -98,9 +98,13 @@ def test_labels_match_whatever_their_case_and_spaces(engine, label):
     assert engine.execute(unknown, Example("p", "q", " unknown ", THEORY.meta)).reward == 1
 
 
-def test_the_demonstration_answers_its_own_question(engine):
-    [shot] = yaml.safe_load(open("conf/prompts/logic.yaml"))["shots"]
-    context, question = shot["problem"].removeprefix("Context: ").split("\nQuestion: ")
-    # "If something is rough and big then it is not kind": the bear chases the mouse, so it is rough.
-    outcome = engine.execute(shot["solution"], Example("shot", question, "False", {"context": context}))
-    assert (outcome.reward, outcome.output) == (1, "False")
+def test_each_demonstration_answers_its_own_question_one_per_label(engine):
+    shots = yaml.safe_load(open("conf/prompts/logic.yaml"))["shots"]
+    # The first, for 1-shot prompts: "If something is rough and big then it is not kind", and the
+    # bear chases the mouse, so it is rough. Then one True and one Unknown, for 3-shot prompts.
+    labels = ["False", "True", "Unknown"]
+    assert len(shots) == len(labels)
+    for shot, label in zip(shots, labels):
+        context, question = shot["problem"].removeprefix("Context: ").split("\nQuestion: ")
+        outcome = engine.execute(shot["solution"], Example("shot", question, label, {"context": context}))
+        assert (outcome.reward, outcome.output) == (1, label)

@@ -187,7 +187,7 @@ def test_dry_run_prints_the_memory_line_and_refuses_what_no_machine_holds(tiny_m
     assert code == 0
     line = next(line for line in out.splitlines() if line.startswith("  memory"))
     assert "GiB at peak" in line and "refused above 90%" in line
-    assert "2 train workers" in out and "1 generator x" in out
+    assert "1 train worker x" in out and "1 generator x" in out
     # 100,000 sequences of 100,000 tokens: tens of TiB of logits.
     code, _, err = run_envisions(
         "run", QUICKSTART, f"run_dir={run_dir}", f"model.path={tiny_model}", "--dry-run",

@@ -136,7 +136,18 @@ def test_web_inputs_are_checked_before_a_run_starts(tiny_model, tmp_path):
 @pytest.mark.parametrize("config", ["conf/web_quickstart.yaml", "conf/web_miniwob_cpu.yaml", "conf/web_miniwob.yaml"])
 def test_shipped_web_configs_pass_the_input_checks(config, tmp_path):
     run = driver.prepare(load_config(config, [f"run_dir={tmp_path / 'run'}"]), convert_model=False)
-    assert {x.meta["task"] for x in run.train_set} == {x.meta["task"] for x in run.eval_sets["miniwob"]}
+    [eval_set] = run.eval_sets.values()  # the 44-task configs' dev seeds, the quickstart's own
+    assert {x.meta["task"] for x in run.train_set} == {x.meta["task"] for x in eval_set}
+
+
+def test_the_44_task_configs_choose_on_dev_seeds_apart_from_the_report_seeds(tmp_path):
+    report_seeds = range(100000, 100030)
+    for config in ("conf/web_miniwob_cpu.yaml", "conf/web_miniwob.yaml"):
+        run = driver.prepare(load_config(config, [f"run_dir={tmp_path / 'run'}"]), convert_model=False)
+        [dev] = run.eval_sets.values()
+        dev_seeds = {x.meta["seed"] for x in dev}
+        assert not dev_seeds & set(report_seeds)
+        assert not dev_seeds & {x.meta["seed"] for x in run.train_set}
 
 
 @pytest.mark.timeout(300)
