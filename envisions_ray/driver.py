@@ -444,7 +444,9 @@ def evaluate_model(
             "prompt_tokens": generated.prompt_tokens,
             "cached_prompt_tokens": generated.cached_prompt_tokens,
             "seconds": seconds,
-            "start_seconds": started - start,  # Ray, the generators (an engine each) and the executors
+            # Ray and the actors launched; an engine loads in its actor meanwhile, and the eval's
+            # first call waits for it, so "seconds" holds the engine's start.
+            "start_seconds": started - start,
             **({"policy": best} if best else {}),
         }
     finally:
