@@ -15,16 +15,16 @@ idle executor whose last call had the same affinity (web: the same task, so its 
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
+from typing import Callable
 
 import ray
 
 from envisions_ray.config import EnvConfig
 from envisions_ray.envs import make_env
-from envisions_ray.envs.leftovers import processes_under
+from envisions_ray.leftovers import processes_under
 from envisions_ray.types import Example, Outcome
 
 
@@ -37,10 +37,6 @@ class Executor:
 
     def describe(self, examples: list[Example]) -> list[str]:
         return [self.env.describe(example) for example in examples]
-
-    def pid(self) -> int:
-        """The worker process id, so a crash can be provoked and watched."""
-        return os.getpid()
 
     def events(self) -> dict[str, int]:
         """What the environment counts of its own life (web: browser starts, crashes, restarts)."""
@@ -79,11 +75,19 @@ def scaling_step(
     return -min(retirable, size - minimum)
 
 
+@dataclass(frozen=True)
+class ExecutorStats:
+    """What the pool tells of itself for a metrics line."""
+
+    size: int  # executors now
+    peak: int  # the most at once, as the pool scaled
+    peak_processes: int  # the most processes under env.count_processes seen on this node (web: Chromium's)
+
+
 @dataclass
 class _Call:
     tag: object  # the caller's handle for the result
-    method: str
-    args: tuple
+    start: Callable[[object], ray.ObjectRef]  # the executor actor's method, called on the arguments
     affinity: str
     queued_at: float
 
@@ -98,34 +102,44 @@ class _Seat:
 class ExecutorPool:
     def __init__(self, cfg: EnvConfig) -> None:
         self.cfg = cfg
-        self.minimum = cfg.num_executors
-        self.maximum = max(cfg.max_executors or cfg.num_executors, cfg.num_executors)
-        self.seats: list[_Seat] = [_Seat(start_executor(cfg), time.monotonic()) for _ in range(self.minimum)]
-        self.queue: deque[_Call] = deque()
-        self.running: dict = {}  # ObjectRef -> (seat, call)
-        self.peak = len(self.seats)
-        self.retired: list = []  # the `close` calls of retired executors: their last events
-        self.peak_processes, self.counted_at = 0, 0.0  # of cfg.count_processes
+        self._minimum = cfg.num_executors
+        self._maximum = max(cfg.max_executors or cfg.num_executors, cfg.num_executors)
+        self._seats: list[_Seat] = [_Seat(start_executor(cfg), time.monotonic()) for _ in range(self._minimum)]
+        self._queue: deque[_Call] = deque()
+        self._running: dict = {}  # ObjectRef -> (seat, call)
+        self._peak = len(self._seats)
+        self._retired: list = []  # the `close` calls of retired executors: their last events
+        self._peak_processes, self._counted_at = 0, 0.0  # of cfg.count_processes
 
     @property
     def actors(self) -> list:
-        return [seat.actor for seat in self.seats]
+        return [seat.actor for seat in self._seats]
 
-    def submit(self, tag, method: str, args: tuple, affinity: str = "") -> None:
-        self.queue.append(_Call(tag, method, args, affinity, time.monotonic()))
-        self.tick()
+    def submit_execution(self, tag: object, jobs: list[tuple[str, Example]], affinity: str = "") -> None:
+        """Queue the (solution, example) jobs for one executor; `collect` gives back (tag, outcomes)."""
+        self._submit(tag, lambda actor: actor.execute.remote(jobs), affinity)
+
+    def execute(
+        self, batches: list[list[tuple[str, Example]]], affinities: list[str] | None = None
+    ) -> list[list[Outcome]]:
+        """Every batch of (solution, example) jobs executed across the pool; the outcomes in order."""
+        return self._map([lambda actor, jobs=jobs: actor.execute.remote(jobs) for jobs in batches], affinities)
+
+    def describe(self, batches: list[list[Example]], affinities: list[str] | None = None) -> list[list[str]]:
+        """What the model reads for each example of every batch (envs/base.py), across the pool."""
+        return self._map([lambda actor, batch=batch: actor.describe.remote(batch) for batch in batches], affinities)
 
     def in_flight(self) -> list:
-        return list(self.running)
+        return list(self._running)
 
     @property
     def busy(self) -> bool:
         """Calls queued or running."""
-        return bool(self.queue or self.running)
+        return bool(self._queue or self._running)
 
     def collect(self, ref) -> tuple[object, object]:
         """A finished call's (tag, result); its executor takes the next queued call."""
-        seat, call = self.running.pop(ref)
+        seat, call = self._running.pop(ref)
         result = ray.get(ref)
         seat.idle_since = time.monotonic()
         self.tick()
@@ -135,49 +149,38 @@ class ExecutorPool:
         """Hand queued calls to idle executors, then grow or shrink."""
         self._dispatch()
         now = time.monotonic()
-        if self.cfg.count_processes and now - self.counted_at > self.cfg.count_every_s:
-            self.counted_at = now
-            self.peak_processes = max(self.peak_processes, len(processes_under(self.cfg.count_processes)))
-        oldest_wait = now - self.queue[0].queued_at if self.queue else 0.0
-        idle = sorted((s for s in self.seats if s.idle_since is not None), key=lambda s: s.idle_since)
+        if self.cfg.count_processes and now - self._counted_at > self.cfg.count_every_s:
+            self._counted_at = now
+            self._peak_processes = max(self._peak_processes, len(processes_under(self.cfg.count_processes)))
+        oldest_wait = now - self._queue[0].queued_at if self._queue else 0.0
+        idle = sorted((s for s in self._seats if s.idle_since is not None), key=lambda s: s.idle_since)
         change = scaling_step(
-            len(self.seats),
-            self.minimum,
-            self.maximum,
-            len(self.queue),
+            len(self._seats),
+            self._minimum,
+            self._maximum,
+            len(self._queue),
             oldest_wait,
             [now - s.idle_since for s in idle],
             self.cfg.grow_after_s,
             self.cfg.shrink_after_s,
         )
         if change > 0:
-            self.seats.append(_Seat(start_executor(self.cfg), now))
-            self.peak = max(self.peak, len(self.seats))
+            self._seats.append(_Seat(start_executor(self.cfg), now))
+            self._peak = max(self._peak, len(self._seats))
             self._dispatch()
         for seat in idle[: -change if change < 0 else 0]:
-            self.seats.remove(seat)
-            self.retired.append(seat.actor.close.remote())
+            self._seats.remove(seat)
+            self._retired.append(seat.actor.close.remote())
             seat.actor.__ray_terminate__.remote()  # runs after close: the actor exits once its browser is gone
 
-    def map(self, method: str, batches: list[tuple], affinities: list[str] | None = None) -> list:
-        """Run `method` on every batch of arguments across the pool; the results in order."""
-        for number, args in enumerate(batches):
-            self.submit(number, method, args, affinities[number] if affinities else "")
-        results = [None] * len(batches)
-        while self.busy:
-            ready, _ = ray.wait(self.in_flight(), num_returns=1, timeout=self.cfg.poll_s)
-            if ready:
-                number, result = self.collect(ready[0])
-                results[number] = result
-            else:
-                self.tick()
-        return results
+    def stats(self) -> ExecutorStats:
+        return ExecutorStats(len(self._seats), self._peak, self._peak_processes)
 
     def events(self) -> dict[str, int]:
         """The environments' event counts, summed over every executor this pool has had (one that
         Ray restarted counts from its restart). Waits for the executors' calls in hand."""
         total: Counter[str] = Counter()
-        for call in self.retired + [actor.events.remote() for actor in self.actors]:
+        for call in self._retired + [actor.events.remote() for actor in self.actors]:
             try:
                 total.update(ray.get(call))
             except ray.exceptions.RayError:  # an executor that died before it answered counted nothing we can read
@@ -187,18 +190,36 @@ class ExecutorPool:
     def close(self) -> None:
         """Close every executor's environment, then end the actors. ray.kill alone would leave
         their browsers running."""
-        closing = [seat.actor.close.remote() for seat in self.seats]
+        closing = [seat.actor.close.remote() for seat in self._seats]
         ray.wait(closing, num_returns=len(closing), timeout=self.cfg.close_timeout_s)
-        for seat in self.seats:
+        for seat in self._seats:
             ray.kill(seat.actor)
-        self.seats, self.queue, self.running = [], deque(), {}
+        self._seats, self._queue, self._running = [], deque(), {}
+
+    def _submit(self, tag: object, start: Callable[[object], ray.ObjectRef], affinity: str) -> None:
+        self._queue.append(_Call(tag, start, affinity, time.monotonic()))
+        self.tick()
+
+    def _map(self, calls: list[Callable[[object], ray.ObjectRef]], affinities: list[str] | None) -> list:
+        """Every call run across the pool; the results in order."""
+        for number, start in enumerate(calls):
+            self._submit(number, start, affinities[number] if affinities else "")
+        results = [None] * len(calls)
+        while self.busy:
+            ready, _ = ray.wait(self.in_flight(), num_returns=1, timeout=self.cfg.poll_s)
+            if ready:
+                number, result = self.collect(ready[0])
+                results[number] = result
+            else:
+                self.tick()
+        return results
 
     def _dispatch(self) -> None:
-        while self.queue:
-            idle = [s for s in self.seats if s.idle_since is not None]
+        while self._queue:
+            idle = [s for s in self._seats if s.idle_since is not None]
             if not idle:
                 return
-            call = self.queue.popleft()
+            call = self._queue.popleft()
             seat = next((s for s in idle if s.affinity == call.affinity), idle[0])
             seat.affinity, seat.idle_since = call.affinity, None
-            self.running[getattr(seat.actor, call.method).remote(*call.args)] = (seat, call)
+            self._running[call.start(seat.actor)] = (seat, call)

@@ -12,7 +12,6 @@ are its children and die with it (tests/test_vllm_engine.py kills one and looks)
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import ray
@@ -66,10 +65,6 @@ class Generator:
         close = getattr(self.backend, "close", None)
         if close is not None:
             close()
-
-    def pid(self) -> int:
-        """The actor's process id: the engine's processes are its children."""
-        return os.getpid()
 
 
 def start_generators(cfg: GeneratorConfig, model_path: str, dtype: str, policy_file: str | None = None) -> list:

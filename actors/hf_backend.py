@@ -37,8 +37,9 @@ from transformers import (
 
 from envisions_ray.actors.backend import Sample, cut_at_stop
 from envisions_ray.config import GeneratorConfig
-from envisions_ray.losses import collate, encode_prompt, scored_rows, sequence_logprobs
+from envisions_ray.losses import sequence_logprobs
 from envisions_ray.model import load_model_and_tokenizer
+from envisions_ray.tokens import collate, encode_prompt, scored_rows
 
 
 class StopInGeneratedText(StoppingCriteria):

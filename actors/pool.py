@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS stage_seconds (
 );
 """
 TABLES = ("trajectories", "stages", "stage_seconds")
+BASE_MODEL = -1  # the iteration the base model's eval is kept under in `stages` and `stage_seconds`
 RECOVERY = "restore it from a copy, or start the run again with another run_dir"
 
 

@@ -74,10 +74,10 @@ import shutil
 
 from envisions_ray.actors.backend import Sample, cut_at_stop
 from envisions_ray.config import GeneratorConfig
-from envisions_ray.envs.leftovers import owned_directory
 from envisions_ray.errors import UserError
-from envisions_ray.losses import IGNORE, encode_prompt, scored_rows
+from envisions_ray.leftovers import owned_directory
 from envisions_ray.model import is_tied, write_untied_copy
+from envisions_ray.tokens import IGNORE, encode_prompt, scored_rows
 
 # vLLM samples greedily below this temperature (`_SAMPLING_EPS` in vllm/sampling_params.py).
 GREEDY_BELOW = 1e-5
@@ -250,6 +250,6 @@ class VLLMBackend:
         rows = scored_rows(self.tokenizer, prompts, targets, self.cfg.max_model_len - 1)
         params = self.vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         outputs = self.llm.generate(
-            [self.vllm.TokensPrompt(prompt_token_ids=ids) for ids, _ in rows], params, use_tqdm=False
+            [self.vllm.TokensPrompt(prompt_token_ids=row.input_ids) for row in rows], params, use_tqdm=False
         )
-        return target_logprob_sums(outputs, [labels.count(IGNORE) for _, labels in rows])
+        return target_logprob_sums(outputs, [row.labels.count(IGNORE) for row in rows])

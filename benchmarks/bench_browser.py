@@ -47,15 +47,12 @@ def bench_raw(episodes: int) -> float:
 def bench_actors(actors: int, episodes: int) -> tuple[float, int]:
     pool = ExecutorPool(EnvConfig(name="web", num_executors=actors, resources={"browser": 1}, poll_s=0.01))
     try:
-        pool.map(
-            "execute", [([(PROGRAM, task_input(TASK, 0))],) for _ in range(actors)], [TASK] * actors
-        )  # start the browsers
+        pool.execute([[(PROGRAM, task_input(TASK, 0))] for _ in range(actors)], [TASK] * actors)  # start the browsers
         calls = [
-            ([(PROGRAM, task_input(TASK, seed)) for seed in range(start, start + K)],)
-            for start in range(0, episodes, K)
+            [(PROGRAM, task_input(TASK, seed)) for seed in range(start, start + K)] for start in range(0, episodes, K)
         ]
         begin = time.perf_counter()
-        results = pool.map("execute", calls, [TASK] * len(calls))
+        results = pool.execute(calls, [TASK] * len(calls))
         rate = len(calls) * K / (time.perf_counter() - begin)
         return rate, sum(outcome.reward for batch in results for outcome in batch)
     finally:

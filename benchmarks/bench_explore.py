@@ -17,8 +17,11 @@ from tqdm import tqdm
 
 from envisions_ray import driver
 from envisions_ray.actors.pool import CandidatePool
+from envisions_ray.cluster import connect_ray, start_actors
 from envisions_ray.config import load_config
 from envisions_ray.run_state import PoolClient, Request
+from envisions_ray.stages import recording
+from envisions_ray.streaming import describe, stream
 from envisions_ray.types import Sampling
 
 
@@ -36,12 +39,12 @@ def main() -> None:
             [f"run_dir={run_dir}", f"model.path={args.model}", f"data.train_size={args.inputs}"],
         )
         run = driver.prepare(cfg)
-        driver.connect_ray(cfg)
+        connect_ray(cfg)
         run.pool = PoolClient(ray.remote(CandidatePool).remote(f"{run_dir}/pool.sqlite"))
-        driver.start_actors(run)
-        problems = driver._describe(run, run.train_set)  # what the model reads for each input
+        start_actors(run)
+        problems = describe(run, run.train_set)  # what the model reads for each input
         requests = [Request(x, run.prompts.explore(p, cfg.algorithm.few_shot)) for x, p in zip(run.train_set, problems)]
-        sample = run.generators[0].sample
+        sample = run.generators.actors[0].sample
         ray.get(sample.remote([requests[0].prompt], 1, 0.0, 4, False))  # warm-up: weights paged in
 
         start = time.perf_counter()
@@ -61,15 +64,15 @@ def main() -> None:
         generation_only = time.perf_counter() - start
         # Reloading the same weights empties the prefix cache, so the second pass does not find
         # every prompt of the first already cached (untimed).
-        ray.get(run.generators[0].load.remote(run.base_model))
+        ray.get(run.generators.actors[0].load.remote(run.base_model))
         ray.get(sample.remote([requests[0].prompt], 1, 0.0, 4, False))
 
         start = time.perf_counter()
-        driver.stream(
+        stream(
             run,
             requests,
             Sampling(args.k, cfg.generator.temperature, args.max_new_tokens),
-            driver.recording(run, 0, "explore"),
+            recording(run, 0, "explore"),
         )
         exploration = time.perf_counter() - start
 

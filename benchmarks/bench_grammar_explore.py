@@ -91,7 +91,7 @@ def parses(domain: str, text: str) -> bool:
 def explore_prompts(run: Run, inputs: int) -> tuple[list[str], list[int] | None]:
     """Iteration 0's exploration prompts for the first `inputs` training inputs, and their seeds
     (None without generator.seeded_requests), as the driver makes them."""
-    run.policy = run.base_model  # iteration 0's policy, which Run.shots gives the few-shot prompt
+    run.generators.policy = run.base_model  # iteration 0's policy, which Run.shots gives the few-shot prompt
     examples = sorted(run.inputs(0), key=lambda x: x.meta.get("seed", 0))[:inputs]  # stable: tasks keep their order
     env = make_env(run.cfg.env)
     try:
@@ -99,7 +99,7 @@ def explore_prompts(run: Run, inputs: int) -> tuple[list[str], list[int] | None]
             run.problems[x.id] = env.describe(x)
     finally:
         env.close()
-    requests = [Request(x, driver._explore_prompt(run, x, run.shots())) for x in examples]
+    requests = [Request(x, run.prompts.explore(run.problems[x.id], run.shots(), x.task)) for x in examples]
     seeds = [r.seed(run.cfg.seed, 0, "explore") for r in requests] if run.cfg.generator.seeded_requests else None
     return [r.prompt for r in requests], seeds
 

@@ -18,9 +18,11 @@ import tempfile
 from collections import Counter
 
 from envisions_ray import driver
+from envisions_ray.cluster import connect_ray, start_actors, stop_actors
 from envisions_ray.config import load_config
 from envisions_ray.metrics import accuracy_interval
 from envisions_ray.run_state import Request, Sink
+from envisions_ray.streaming import describe, stream
 from envisions_ray.types import Outcome, Sampling
 
 DEV = "../shared/data/proofwriter_dev.jsonl"
@@ -91,30 +93,28 @@ def main() -> None:
         )
         del cfg.data.eval["proofwriter"]
         run = driver.prepare(cfg)
-        driver.connect_ray(cfg)
-        driver.start_actors(run)
+        connect_ray(cfg)
+        start_actors(run)
         try:
             [eval_set] = run.eval_sets.values()
-            problems = dict(zip([x.id for x in eval_set], driver._describe(run, eval_set)))
+            problems = dict(zip([x.id for x in eval_set], describe(run, eval_set)))
             explored_set = eval_set[: args.explore]
             greedy = Sampling(1, 0.0, cfg.eval.max_new_tokens)
             explore = Sampling(cfg.algorithm.k, cfg.generator.temperature, cfg.generator.max_new_tokens)
             lines = []
             for shots in [int(s) for s in args.shots.split(",")]:
                 requests = [Request(x, run.prompts.explore(problems[x.id], shots)) for x in eval_set]
-                evaluated = driver.stream(run, requests, greedy, Sink(f"eval, {shots} shot(s)"))
+                evaluated = stream(run, requests, greedy, Sink(f"eval, {shots} shot(s)"))
                 lines += eval_table(shots, [x.answer for x in eval_set], evaluated.outcomes)
                 requests = [Request(x, run.prompts.explore(problems[x.id], shots)) for x in explored_set]
-                explored = driver.stream(
-                    run, requests, explore, Sink(f"explore, {shots} shot(s)", seeding=(0, "explore"))
-                )
+                explored = stream(run, requests, explore, Sink(f"explore, {shots} shot(s)", seeding=(0, "explore")))
                 lines += explore_table(shots, cfg.algorithm.k, [x.answer for x in explored_set], explored.outcomes)
                 lines.append(
                     f"{explored.generated.tokens} tokens explored in {explored.generated.seconds:.0f} s "
                     f"({explored.generated.tokens / max(1, cfg.algorithm.k * len(explored_set)):.0f} a program)"
                 )
         finally:
-            driver.stop_actors(run)
+            stop_actors(run)
     print("\n".join(lines))
 
 

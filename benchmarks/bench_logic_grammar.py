@@ -36,9 +36,9 @@ import xgrammar
 from transformers import AutoTokenizer
 
 from envisions_ray.envs.logic_engine import LogicEngine
-from envisions_ray.losses import encode_prompt, target_ids
 from envisions_ray.model import resolve_model_path
 from envisions_ray.prompts import PromptBook
+from envisions_ray.tokens import encode_prompt, target_ids
 from envisions_ray.types import Example
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "proofwriter_dev.jsonl"

@@ -21,12 +21,13 @@ from contextlib import nullcontext
 import torch
 import torch.distributed as dist
 
-from envisions_ray.actors.trainer import deepspeed_config
+from envisions_ray.actors.train_job import deepspeed_config
 from envisions_ray.config import TrainConfig, load_config
 from envisions_ray.cpu import bf16_matmul_supported
-from envisions_ray.losses import collate, target_token_loss, tokenize
+from envisions_ray.losses import target_token_loss
 from envisions_ray.model import load_model_and_tokenizer, resolve_model_path
 from envisions_ray.prompts import PromptBook
+from envisions_ray.tokens import collate, tokenize
 from envisions_ray.types import TrainExample
 from envisions_ray.word_problems import arithmetic_problem
 

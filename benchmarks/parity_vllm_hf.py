@@ -23,9 +23,9 @@ from envisions_ray.actors.vllm_backend import VLLMBackend, counted_tokens, sampl
 from envisions_ray.config import GeneratorConfig, load_config
 from envisions_ray.data import load_examples
 from envisions_ray.envs import make_env
-from envisions_ray.losses import encode_prompt
 from envisions_ray.model import load_model_and_tokenizer, resolve_model_path
 from envisions_ray.prompts import PromptBook
+from envisions_ray.tokens import encode_prompt
 
 
 def teacher_forced_means(model, prompt_ids: list[int], completions: list[list[int]]) -> list[float]:

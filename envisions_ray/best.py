@@ -16,6 +16,7 @@ from typing import Callable
 
 from envisions_ray.data import json_records
 from envisions_ray.errors import UserError
+from envisions_ray.metrics_line import check_line
 
 BEST_LINK = "best"  # in the run directory: a symlink to the best policy's model directory
 METRICS_FILE = "metrics.jsonl"  # in the run directory: the base model's line, then one per iteration
@@ -66,25 +67,11 @@ def point_best(run_dir: Path, model: str) -> None:
 
 def read_lines(run_dir: Path) -> list[dict]:
     """The run's metrics.jsonl lines; none before the base model's eval. A line that is no metrics
-    line (cut short, or another file's) is refused in one line that names file:line."""
+    line (cut short, or another file's, or a newer schema's) is refused in one line that names file:line."""
     path = run_dir / METRICS_FILE
     if not path.is_file():
         return []
     try:
-        return [_metrics_line(line, f"{path}:{number}") for number, line in json_records(path)]
+        return [check_line(line, f"{path}:{number}") for number, line in json_records(path)]
     except UserError as err:
         raise UserError(f"{err}: repair or delete that line, or restore {METRICS_FILE} from a copy") from None
-
-
-def _metrics_line(line: dict, where: str) -> dict:
-    """The line, if it has what every reader of metrics takes for granted."""
-    scores = line.get("eval")
-    if (
-        not isinstance(line.get("policy"), int)
-        or not isinstance(scores, dict)
-        or not all(isinstance(value, (int, float)) for value in scores.values())
-    ):
-        raise UserError(
-            f"{where}: not a metrics line: it needs 'policy' (an integer) and 'eval' (accuracy by eval set)"
-        )
-    return line

@@ -24,7 +24,8 @@ INTERRUPTED = 130  # the shell's code for Ctrl-C
 BUG_REPORTS = "the project's issue tracker"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The commands and their arguments."""
     parser = argparse.ArgumentParser(prog="envisions", description="ENVISIONS neural-symbolic self-training on Ray")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -63,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
 
     report = commands.add_parser("report", help="compare runs: a Markdown table and PNG plots")
     report.add_argument("run_dirs", nargs="+")
-    report.add_argument("--out", help="where report.md and the plots go (default: the runs' common parent)")
+    written = report.add_mutually_exclusive_group()
+    written.add_argument("--out", help="where report.md and the plots go (default: the runs' common parent)")
+    written.add_argument(
+        "--markdown", action="store_true", help="print the Markdown tables only and write nothing (docs/results/)"
+    )
 
     sweep = commands.add_parser("sweep", help="several runs under one parent directory, then their report")
     sweep.add_argument("config", help="a run config with comma-listed overrides, or a sweep file (conf/sweeps/)")
@@ -72,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument(
         "--dry-run", action="store_true", help="check every run's config and list the runs; write nothing"
     )
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     # Overrides may also follow options (`--size 200 key=value`), which argparse leaves over.
     args, extra = parser.parse_known_args(argv)
     stray = [word for word in extra if word.startswith("-") or "=" not in word]
@@ -97,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     from envisions_ray import driver
     from envisions_ray.paths import resumed_config
+    from envisions_ray.plan import plan
 
     if args.resume:
         if args.config or args.overrides:
@@ -107,7 +117,7 @@ def _run(args) -> int:
             raise UserError("run needs a CONFIG (e.g. conf/math_quickstart.yaml) or --resume RUN_DIR")
         cfg = load_config(args.config, args.overrides)
     if args.dry_run:
-        print(driver.plan(cfg, resume=bool(args.resume)))
+        print(plan(cfg, resume=bool(args.resume)))
         return 0
     try:
         driver.run_experiment(cfg, resume=bool(args.resume))
@@ -122,13 +132,13 @@ def _run(args) -> int:
 
 
 def _eval(args) -> int:
-    from envisions_ray import driver
+    from envisions_ray.eval_command import evaluate_model
 
     cfg = load_config(args.config, [*args.overrides, f"model.path={args.checkpoint}"])
     answers = Path(args.answers) if args.answers else None
     if answers is not None and not os.access(answers.parent.resolve(), os.W_OK):  # before a long eval, not after
         raise UserError(f"--answers {answers}: cannot write into {answers.parent.resolve()}")
-    scores = driver.evaluate_model(cfg, args.dataset, args.size, args.shots, answers)
+    scores = evaluate_model(cfg, args.dataset, args.size, args.shots, answers)
     if "per_task" in scores:  # web: a table like paper table 11, then the JSON line
         from envisions_ray.report import per_task_table
 
@@ -185,9 +195,13 @@ def _exec(args) -> int:
 
 
 def _report(args) -> int:
-    from envisions_ray.report import report
+    from envisions_ray.report import markdown_tables, read_runs, report
 
-    print(report([Path(d) for d in args.run_dirs], Path(args.out) if args.out else None))
+    run_dirs = [Path(d) for d in args.run_dirs]
+    if args.markdown:
+        print(markdown_tables(read_runs(run_dirs)))
+    else:
+        print(report(run_dirs, Path(args.out) if args.out else None))
     return 0
 
 

@@ -18,7 +18,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from envisions_ray.envs import env_settings
 from envisions_ray.errors import UserError, explain, unknown_key_error
-from envisions_ray.methods import METHODS
 
 
 @dataclass
@@ -30,7 +29,7 @@ class ModelConfig:
     cache_dir: str = "~/.cache/envisions-ray"
     # The generators' weights. auto: bfloat16 where the generator's machine multiplies it natively
     # (a GPU with bf16, a CPU with AVX512-BF16 or AMX), float32 elsewhere; the CPU varies between
-    # machines of one kind, and bf16 on a CPU without it is several times slower (README). 1.3x the
+    # machines of one kind, and bf16 on a CPU without it is several times slower (docs/benchmarks.md). 1.3x the
     # tokens/s where it is native, the same weights elsewhere: the measured fast setting.
     dtype: str = "auto"
 
@@ -44,7 +43,8 @@ class GeneratorConfig:
     num_gpus: float = 0.0
     # Sequences (prompts x samples each) per generation call; each chunk's solutions stream to
     # the executors as soon as it finishes. 128 made 1.4x the tokens/s of 32 for a 3-shot prompt on
-    # a 2-core CPU (README "Benchmarks"): the shared prefix is prefilled once from the prefix cache.
+    # a 2-core CPU (docs/benchmarks.md "Settings the benchmarks chose"): the shared prefix is
+    # prefilled once from the prefix cache.
     chunk_size: int = 128
     temperature: float = 0.8
     top_p: float = 0.95
@@ -62,7 +62,7 @@ class GeneratorConfig:
     # vllm backend on CPU: tokens per KV-cache block. The prefix cache shares a prompt's prefix in
     # whole blocks; vLLM's CPU default of 128 shares nothing of a 51-token zero-shot prompt among its
     # K samples, and 128 of the 184 tokens every 3-shot prompt starts with. 32 gave 1.36x the tokens/s
-    # on SmolLM2 (README "Benchmarks"); the CPU attention kernels want a multiple of 32.
+    # on SmolLM2 (docs/benchmarks.md "Settings the benchmarks chose"); the CPU attention kernels want a multiple of 32.
     kv_block_size: int = 32
     # vllm backend: no torch.compile. The engine starts in about a third of the time, and decodes slower.
     enforce_eager: bool = False
@@ -80,7 +80,7 @@ class GeneratorConfig:
     # Stop the generators while the trainer trains, and start them on the new policy after it. GPU
     # generators always give their GPUs to the trainer; on one CPU machine an engine of the 0.5B
     # model holds about 5 GiB beside a 13 GiB train worker, which Ray's memory monitor did not let
-    # pass (README "Memory"). Costs an engine start an iteration (about 40 s).
+    # pass (docs/usage.md "Memory"). Costs an engine start an iteration (about 40 s).
     stop_while_training: bool = False
 
 
@@ -144,8 +144,8 @@ class AlgorithmConfig:
     few_shot: int = 3  # shots in iteration 0's prompt; later iterations are zero-shot
     # Demonstrations in a trained policy's prompt: when it explores, when it is evaluated, and in
     # its L1 training examples, so it is trained and asked under one prompt. 0 is the paper's
-    # zero-shot prompt. A departure from the paper when above 0 (README "Real math: GSM8K with the
-    # 0.5B model": zero-shot, the base 0.5B model writes no program at all).
+    # zero-shot prompt. A departure from the paper when above 0 (docs/results/2026-12-05-epyc-avx512bf16.md
+    # "Real math: GSM8K with the 0.5B model": zero-shot, the base 0.5B model writes no program at all).
     trained_shots: int = 0
     refine: bool = True
     # The authors skip refinement in iteration 0; 0 here refines from the start.
@@ -179,14 +179,14 @@ class TrainConfig:
     global_batch_size: int = 128  # reached by gradient accumulation over workers and micro-batches
     micro_batch_size: int = 4
     # Micro-batches per worker whose rows are sorted by length together after the shuffle, so
-    # that a micro-batch pads little (actors/trainer.py `grouped_batches`); 1: rows as shuffled.
+    # that a micro-batch pads little (actors/train_job.py `grouped_batches`); 1: rows as shuffled.
     length_group: int = 8
     max_grad_norm: float = 1.0
     # CPU workers: forward in bf16 autocast, float32 master weights. Only where the CPU multiplies
     # bf16 natively (AVX512-BF16 or AMX, envisions_ray/cpu.py); elsewhere the step stays float32.
     # On in the CPU configs: with one plain-torch worker it trained the math quickstart 2.3-2.9x
-    # faster than two float32 DeepSpeed workers, at the same dev accuracy over three seeds (README
-    # "Speed"). Off here, the default of configs that name no machine.
+    # faster than two float32 DeepSpeed workers, at the same dev accuracy over three seeds
+    # (docs/results/2026-12-05-epyc-avx512bf16.md "Speed"). Off here, the default of configs that name no machine.
     cpu_bf16: bool = False
     # DeepSpeed ZeRO when deepspeed is importable, else DDP. On GPUs the step runs in bf16.
     deepspeed: bool = True
@@ -265,11 +265,23 @@ class RunConfig:
 # Set in a Ray job's driver, whose working directory is a temporary copy of the job's working_dir.
 RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
+# What each method (envisions_ray/methods.py) fixes, whatever the YAML says. None of the baselines
+# refines; STaR and distillation retrain from the base model, the DPO methods continue from the last
+# policy. The teacher answers each input once, so a second iteration would train on the same data.
+METHOD_SETTINGS: dict[str, dict[str, Any]] = {
+    "envisions": {},
+    "star_env": {"algorithm.refine": False, "algorithm.train_from": "base"},
+    "sft_dpo": {"algorithm.refine": False, "algorithm.train_from": "last"},
+    "self_rewarding": {"algorithm.refine": False, "algorithm.train_from": "last"},
+    "distill": {"algorithm.refine": False, "algorithm.train_from": "base", "algorithm.iterations": 1},
+    "few_shot": {"algorithm.iterations": 0},
+}
+
 # Weights' dtypes both backends load.
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 CHOICES = {
-    "method": tuple(METHODS),
+    "method": tuple(METHOD_SETTINGS),
     "model.dtype": DTYPES,
     "generator.backend": ("hf", "vllm"),
     "algorithm.train_from": ("base", "last"),
@@ -512,7 +524,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
             f"run_dir '{cfg.run_dir}' is relative, and a Ray job runs in a temporary copy of its working_dir: "
             "give an absolute run_dir=PATH"
         )
-    for key, value in METHODS[cfg.method].settings.items():
+    for key, value in METHOD_SETTINGS[cfg.method].items():
         OmegaConf.update(cfg, key, value)
     if cfg.dpo.epochs is None:
         cfg.dpo.epochs = cfg.train.epochs

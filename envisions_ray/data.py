@@ -206,6 +206,12 @@ def json_records(path: Path):
             yield number, record
 
 
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """One JSON object a line, as `json_records` reads them back; the directory is made if need be."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
 def _json_type(value) -> str:
     names = {type(None): "null", bool: "a boolean", list: "a list", dict: "an object"}
     return names.get(type(value), type(value).__name__)

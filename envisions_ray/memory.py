@@ -205,7 +205,7 @@ class MemoryEstimate:
 
 
 def zero_available() -> bool:
-    """Whether the trainer will run DeepSpeed ZeRO: as actors/trainer.py decides, without importing it."""
+    """Whether the trainer will run DeepSpeed ZeRO: as actors/train_job.py decides, without importing it."""
     return importlib.util.find_spec("deepspeed") is not None
 
 

@@ -98,7 +98,7 @@ def max_positions(directory: Path) -> int | None:
 
 def token_counts(directory: Path, texts: list[str]) -> list[int] | None:
     """Each text's length in the model's tokens as a prompt, with BOS where the tokenizer adds one
-    (losses.encode_prompt), from its tokenizer.json alone (no transformers, no torch); None without one."""
+    (tokens.encode_prompt), from its tokenizer.json alone (no transformers, no torch); None without one."""
     path = directory / "tokenizer.json"
     if not path.is_file():
         return None

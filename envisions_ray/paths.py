@@ -12,6 +12,8 @@ from envisions_ray.data import absolute_spec
 from envisions_ray.model import PACKAGED_MODELS
 
 CONFIG_FILE = "config.yaml"  # in the run directory: the run's whole recipe
+POOL_FILE = "pool.sqlite"  # in the run directory: the candidate pool (actors/pool.py)
+POLICY_FILE = "policy"  # in the run directory: the checkpoint the generators hold, for one that restarts
 
 
 def absolute_paths(cfg: RunConfig, start: Path) -> RunConfig:

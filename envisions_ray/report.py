@@ -8,7 +8,9 @@ It writes, into the output directory (by default the runs' common parent, or the
   policy failed on its weakest tasks; then each run's iterations, and its speed and environment
   events;
 - `accuracy.png` (per eval set, per iteration), `explored.png`, `ea_stb.png` (one point per run),
-  `delta_logp.png`, `unique_correct.png` and `wall_time.png` (where each iteration's time went).
+  `delta_logp.png`, `unique_correct.png` and `wall_time.png` (where each iteration's time went);
+and it says where the runs' TensorBoard event files are (envisions_ray/tensorboard_scalars.py).
+`envisions report --markdown` prints the tables only and writes nothing, for docs/results/ pages.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from pathlib import Path
 import yaml
 
 from envisions_ray.best import METRICS_FILE, best_policy, policy_name, read_lines
+from envisions_ray.confusion import Confusion, confusion, label_valued
 from envisions_ray.errors import UserError
+from envisions_ray.tensorboard_scalars import TENSORBOARD_DIR
 
 # Horizontal distance, in iterations, between runs' points in the accuracy plot.
 RUN_SPACING = 0.06
@@ -82,25 +86,45 @@ def read_run(run_dir: Path) -> RunRecord:
     return RunRecord(run_dir.name, config.get("method", "envisions"), held_out, lines, run_dir)
 
 
+def read_runs(run_dirs: list[Path]) -> list[RunRecord]:
+    """The runs given; a sweep's parent directory stands for the runs in it."""
+    return [read_run(run_dir) for given in run_dirs for run_dir in _runs_in(given)]
+
+
 def report(run_dirs: list[Path], out_dir: Path | None = None) -> str:
-    """The Markdown report; also written, with the plots, to `out_dir`. A sweep's parent directory
-    stands for the runs in it."""
-    run_dirs = [run for given in run_dirs for run in _runs_in(given)]
-    runs = [read_run(run_dir) for run_dir in run_dirs]
-    out_dir = out_dir or Path(os.path.commonpath([run_dir.resolve() for run_dir in run_dirs]))
+    """The Markdown report; also written, with the plots, to `out_dir`; then what was written, and
+    the command that shows the runs' TensorBoard event files."""
+    runs = read_runs(run_dirs)
+    out_dir = out_dir or Path(os.path.commonpath([run.directory.resolve() for run in runs]))
     out_dir.mkdir(parents=True, exist_ok=True)
+    text = markdown_tables(runs)
+    (out_dir / "report.md").write_text(text + "\n")
+    _plot_all(runs, out_dir)
+    written = f"written: {out_dir / 'report.md'}, plots {', '.join(PLOTS)}"
+    return "\n\n".join([text, "\n".join([written, *tensorboard_command(runs)])])
+
+
+def markdown_tables(runs: list[RunRecord]) -> str:
+    """The report's tables: the runs side by side, then each run's iterations and speed."""
     tables = [
         comparison_table(runs),
         best_table(runs),
         *grammar_tables(runs),
         *per_task_tables(runs),
         *failure_tables(runs),
+        *confusion_tables(runs),
     ]
     per_run = [table for run in runs for table in (iteration_table(run), speed_table(run))]
-    text = "\n\n".join([*tables, *per_run])
-    (out_dir / "report.md").write_text(text + "\n")
-    _plot_all(runs, out_dir)
-    return text + f"\n\nwritten: {out_dir / 'report.md'}, plots {', '.join(PLOTS)}"
+    return "\n\n".join([*tables, *per_run])
+
+
+def tensorboard_command(runs: list[RunRecord]) -> list[str]:
+    """The command that shows the runs' event files, if any wrote them: one run's directory, or the
+    runs' common parent, which TensorBoard walks for every run's."""
+    log_dirs = [run.directory / TENSORBOARD_DIR for run in runs if (run.directory / TENSORBOARD_DIR).is_dir()]
+    if not log_dirs:  # tensorboard was not installed, or the runs are older than their event files
+        return []
+    return [f"TensorBoard: tensorboard --logdir {os.path.commonpath([d.resolve() for d in log_dirs])}"]
 
 
 def comparison_table(runs: list[RunRecord]) -> str:
@@ -240,6 +264,43 @@ def iteration_table(run: RunRecord) -> str:
     return f"## {run.name} ({run.method})\n\n" + _markdown(header, rows)
 
 
+def confusion_tables(runs: list[RunRecord]) -> list[str]:
+    """Per run and label-valued eval set (logic): every evaluated policy's confusion matrix, from
+    the answers it stored, with its recall per label; a collapsed policy shows as one full column."""
+    tables = []
+    for run in runs:
+        by_set: dict[str, dict[int, Confusion]] = {}
+        for line in run.lines:
+            rows = _answers(run, line["policy"])
+            for name in dict.fromkeys(row["eval_set"] for row in rows):
+                pairs = [(row["expected"], row["output"]) for row in rows if row["eval_set"] == name]
+                if label_valued(expected for expected, _ in pairs):
+                    by_set.setdefault(name, {})[line["policy"]] = confusion(pairs)
+        for name, per_policy in by_set.items():
+            columns = list(dict.fromkeys(label for matrix in per_policy.values() for label in matrix.predicted))
+            header = ["policy", "expected", *(f"answered {label}" for label in columns), "recall"]
+            rows = [
+                [
+                    policy_name(policy),
+                    label,
+                    *(str(matrix.counts[label, answered]) for answered in columns),
+                    _percent(matrix.recall(label)),
+                ]
+                for policy, matrix in per_policy.items()
+                for label in matrix.labels
+            ]
+            tables.append(f"## Confusion per policy: {run.name}, {name}\n\n" + _markdown(header, rows))
+    return tables
+
+
+def _answers(run: RunRecord, policy: int) -> list[dict]:
+    """The answers a policy gave on the run's eval sets, as `evaluate` stored them; none if absent."""
+    path = run.directory / "answers" / f"policy-{policy}.jsonl" if run.directory else None
+    if path is None or not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def failure_tables(runs: list[RunRecord]) -> list[str]:
     """Per run with web eval answers: the final policy's FAILURE_TASKS weakest tasks, their failed
     episodes by cause (envs/web_failures.py), and one example of each cause."""
@@ -247,10 +308,9 @@ def failure_tables(runs: list[RunRecord]) -> list[str]:
 
     tables = []
     for run in runs:
-        answers = run.directory / "answers" / f"policy-{run.final['policy']}.jsonl" if run.directory else None
-        if not run.final.get("per_task") or answers is None or not answers.is_file():
+        rows = _answers(run, run.final["policy"]) if run.final.get("per_task") else []
+        if not rows:
             continue
-        rows = [json.loads(line) for line in answers.read_text().splitlines() if line.strip()]
         for name, scores in run.final["per_task"].items():
             weakest = sorted(scores, key=lambda task: (scores[task], task))[:FAILURE_TASKS]
             failed = [
@@ -424,6 +484,12 @@ def _plot_all(runs: list[RunRecord], out_dir: Path) -> None:
     per_iteration(axes, "delta_logp", "Δlog p over U2 pairs (nats)")
     save(figure, "delta_logp.png")
 
+    _plot_totals(runs, plt, save)
+
+
+def _plot_totals(runs: list[RunRecord], plt, save) -> None:
+    """One point or bar per run or policy: EA against STB, where each policy's time went, and the
+    unique correct trajectories."""
     figure, axes = plt.subplots(figsize=(6, 4))
     for run in runs:
         last = run.iterations[-1] if run.iterations else {}

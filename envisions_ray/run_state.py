@@ -1,6 +1,7 @@
 """What one run holds while it runs: its config, data, prompts and actors (`Run`), what it asks the
 explorer for (`Request`), where executed answers go (`Sink`) and what comes back (`Streamed`), the
-candidate pool as typed calls, and the two explorers: the policy's generators or the distill teacher."""
+candidate pool as typed calls, the two explorers (the policy's generators or the distill teacher),
+and the narrow view of it all that a method is given (`Run.method_context`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from envisions_ray.actors.backend import Sample
 from envisions_ray.actors.executor import ExecutorPool
 from envisions_ray.config import RunConfig
 from envisions_ray.data import for_iteration
+from envisions_ray.generators import GeneratorGroup
+from envisions_ray.methods import MethodContext
 from envisions_ray.prompts import PromptBook
 from envisions_ray.seeds import request_seed
 from envisions_ray.selection import TrainingSet
@@ -87,17 +90,14 @@ class Explorer(Protocol):
         `seeds`: one per request (`Request.seed`), or None."""
 
 
-def policy_explorer(run: Run) -> Explorer:
-    """The policy: chunks go round-robin to the run's generator actors, whichever are up at the time."""
+def policy_explorer(generators: GeneratorGroup, grammar: str) -> Explorer:
+    """The policy: chunks go round-robin to the group's generators, whichever are up at the time,
+    each sample held to `grammar` (none when empty)."""
 
     def explore(
         part: list[Request], sampling: Sampling, with_self_reward: bool, chunk: int, seeds: list[int] | None
     ) -> ray.ObjectRef:
-        generator = run.generators[chunk % len(run.generators)]
-        prompts = [r.prompt for r in part]
-        return generator.sample.remote(
-            prompts, sampling.n, sampling.temperature, sampling.max_new_tokens, with_self_reward, run.grammar, seeds
-        )
+        return generators.sample(chunk, [r.prompt for r in part], sampling, with_self_reward, grammar, seeds)
 
     return explore
 
@@ -190,16 +190,16 @@ class Run:
     eval_sets: dict[str, list[Example]]
     problems: dict[str, str] = field(default_factory=dict)  # example id -> text the model reads
     tasks: dict[str, str] = field(default_factory=dict)  # example id -> its task (web), for its demonstrations
-    generators: list = field(default_factory=list)
+    generators: GeneratorGroup = field(init=False)  # none started until the first handoff
     executors: ExecutorPool | None = None
     pool: PoolClient | None = None
-    policy: str = ""  # model path the generators currently hold
-    policy_file: Path | None = None  # where a run writes `policy` for generators that Ray restarts
     explorer: Explorer | None = None  # who answers the training inputs: the policy, or the distill teacher
-    # This driver process, and its wall time per (iteration, stage); a resumed run is a new session.
+    # This driver process, under which it records its stages' wall time; a resumed run is a new session.
     session: str = field(default_factory=lambda: uuid.uuid4().hex)
-    stage_seconds: dict[tuple[int, str], float] = field(default_factory=dict)
     restarts_seen: Counter = field(default_factory=Counter)  # actor restarts counted into metrics so far
+
+    def __post_init__(self) -> None:
+        self.generators = GeneratorGroup(self.cfg.generator, self.cfg.model.dtype)
 
     def inputs(self, i: int) -> list[Example]:
         """Iteration i's training inputs: web tasks move to new seeds every iteration."""
@@ -209,7 +209,7 @@ class Run:
         """Demonstrations in the current policy's prompt: the base model's few shots, a trained
         policy's algorithm.trained_shots."""
         algo = self.cfg.algorithm
-        return algo.few_shot if self.policy == self.base_model else algo.trained_shots
+        return algo.few_shot if self.generators.policy == self.base_model else algo.trained_shots
 
     def training_prompt(self, example_id: str) -> str:
         """The prompt a trained policy answers example_id under, and is trained on (L1, DPO)."""
@@ -231,13 +231,15 @@ class Run:
         """Which iteration's part of the pool iteration i trains on: all of it (None), with long-term memory."""
         return None if self.long_term else i
 
-    def greedy_replies(self, prompts: list[str], max_new_tokens: int) -> list[Sample]:
-        """The policy's greedy reply to each prompt, chunks spread over the generators (no execution,
-        no grammar: a judge's reply is a score, not a program)."""
-        size = self.cfg.generator.chunk_size
-        chunks = [prompts[start : start + size] for start in range(0, len(prompts), size)]
-        refs = [
-            self.generators[c % len(self.generators)].sample.remote(chunk, 1, 0.0, max_new_tokens, False)
-            for c, chunk in enumerate(chunks)
-        ]
-        return [per_prompt[0] for replies in ray.get(refs) for per_prompt in replies]
+    def method_context(self) -> MethodContext:
+        """What a method reads of this run (envisions_ray/methods.py): the pool, the policy as judge,
+        the prompts; not the run itself."""
+        return MethodContext(
+            self.cfg,
+            self.pool,
+            self.generators.greedy_replies,
+            self.prompts,
+            self.problems,
+            self.training_prompt,
+            self.pool_scope,
+        )

@@ -34,10 +34,6 @@ class LineServer:
         self._process: subprocess.Popen | None = None
         self._stderr = tempfile.TemporaryFile()  # the child's last words, for error messages
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
     def request(self, message: dict, limit_s: float) -> dict:
         """Send one request, return its reply; ServerLost (with the child stopped) on any failure."""
         if self._process is not None and self._process.poll() is not None:

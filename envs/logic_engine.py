@@ -36,7 +36,7 @@ class LogicSettings:
     backstop_margin_s: float = 2.0
     # Address-space limit of the worker process.
     memory_mb: int = 1024
-    # A departure from the paper (README, "The logic domain"): a right answer scores 1 only if the
+    # A departure from the paper (docs/domains/logic.md "Grounded positives"): a right answer scores 1 only if the
     # program's own facts and rules reach it, so a copied query or a left-out predicate is a negative.
     grounded_positives: bool = False
 
@@ -88,7 +88,3 @@ class LogicEngine:
     def __del__(self) -> None:
         if hasattr(self, "_worker"):
             self.close()
-
-    @property
-    def worker_pid(self) -> int | None:
-        return self._worker.pid

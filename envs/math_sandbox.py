@@ -17,9 +17,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from envisions_ray.envs.leftovers import owned_directory, remove_directory, sweep_orphans
 from envisions_ray.envs.line_server import LineServer, ServerLost
 from envisions_ray.errors import UserError
+from envisions_ray.leftovers import owned_directory, remove_directory, sweep_orphans
 from envisions_ray.types import PARSE_ERROR, Example, Outcome
 
 SERVER_SCRIPT = Path(__file__).with_name("sandbox_server.py")

@@ -29,8 +29,8 @@ import miniwob
 from miniwob.action import ActionSpaceConfig, ActionTypes
 from miniwob.reward import get_raw_reward
 
-from envisions_ray.envs.leftovers import owned_directory, processes_under, remove_directory
 from envisions_ray.envs.web_actions import KEYS
+from envisions_ray.leftovers import owned_directory, remove_directory
 
 DIRECTORY_PREFIX = "envisions-chromium-"
 gymnasium.register_envs(miniwob)
@@ -111,10 +111,6 @@ class Browser:
     @property
     def driver(self):
         return self.page.instance.driver
-
-    def process_ids(self) -> list[int]:
-        """chromedriver, Chromium and its helpers: every live process whose command line names our directory."""
-        return processes_under(str(self.directory))
 
     def close(self) -> None:
         if hasattr(self, "env"):

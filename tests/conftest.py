@@ -135,8 +135,9 @@ def tiny_solver(tiny_model, tmp_path_factory) -> str:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from envisions_ray.losses import collate, target_token_loss, tokenize
+    from envisions_ray.losses import target_token_loss
     from envisions_ray.prompts import PromptBook
+    from envisions_ray.tokens import collate, tokenize
     from envisions_ray.types import TrainExample
 
     torch.manual_seed(0)

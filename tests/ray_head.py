@@ -233,7 +233,7 @@ def write_tiny_config(path: Path, model: str, dataset: str, dev: str, run_dir: P
     The run holds 1 generator (0.5 CPU), 1 executor (1 CPU) and, while training, 1 Ray Train
     worker (0.5 CPU): 2 CPUs at most. Ray Train's controller and the pool actor take none.
     """
-    cfg = yaml.safe_load((REPO / "conf" / "math_quickstart.yaml").read_text())
+    cfg = read_recipe(REPO / "conf" / "math_quickstart.yaml")
     tiny = {
         "run_dir": str(run_dir),
         "model": {"path": model, "dtype": "float32"},  # the tiny models' answers on any CPU
@@ -257,6 +257,13 @@ def write_tiny_config(path: Path, model: str, dataset: str, dev: str, run_dir: P
     merged = _merge(_merge(cfg, tiny), overrides)
     path.write_text(yaml.safe_dump(merged, sort_keys=False))
     return path
+
+
+def read_recipe(path: Path) -> dict:
+    """A config file merged over the file it `extends`, and so on, as `load_config` reads it."""
+    cfg = yaml.safe_load(path.read_text())
+    base = cfg.pop("extends", None)
+    return _merge(read_recipe(path.parent / base), cfg) if base else cfg
 
 
 def _merge(base: dict, extra: dict) -> dict:

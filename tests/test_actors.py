@@ -2,6 +2,7 @@
 
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,11 @@ import torch
 from envisions_ray.actors.executor import ExecutorPool
 from envisions_ray.actors.hf_backend import HFBackend
 from envisions_ray.config import EnvConfig, GeneratorConfig
-from envisions_ray.losses import collate, target_token_loss, tokenize
+from envisions_ray.losses import target_token_loss
 from envisions_ray.prompts import PromptBook
+from envisions_ray.tokens import collate, tokenize
 from envisions_ray.types import Example, TrainExample
+from tests.actor_process import actor_pid
 
 SLOW_PROGRAM = "def solution():\n    import time\n    time.sleep(0.05)\n    return {n}"
 
@@ -24,11 +27,11 @@ def test_a_killed_executor_is_restarted_and_its_work_retried(ray_session):
         [(SLOW_PROGRAM.format(n=n), Example(str(n), "", str(n))) for n in range(b * 10, b * 10 + 10)] for b in range(8)
     ]
     refs = [executors[b % 2].execute.remote(batch) for b, batch in enumerate(batches)]
-    victim = ray.get(executors[0].pid.remote())
+    victim = ray.get(actor_pid(executors[0]))
     os.kill(victim, signal.SIGKILL)  # mid-run: executor 0 still has batches queued
     results = ray.get(refs, timeout=120)
     assert [o.reward for batch in results for o in batch] == [1] * 80
-    assert ray.get(executors[0].pid.remote()) != victim  # a new process took over
+    assert ray.get(actor_pid(executors[0])) != victim  # a new process took over
     for executor in executors:
         ray.kill(executor)
 
@@ -41,8 +44,9 @@ def test_self_reward_is_the_teacher_forced_mean_logprob(tiny_solver):
     [[sample]] = backend.sample([prompt], 1, 0.0, 32, True)
     assert sample.text.startswith("def solution")
     # The same number from an independent teacher-forced pass over prompt + text (EOS excluded).
-    input_ids, labels = tokenize(backend.tokenizer, TrainExample(prompt, sample.text, "check"), 1024)
-    batch = collate([(input_ids[:-1], labels[:-1])], backend.tokenizer.pad_token_id)
+    row = tokenize(backend.tokenizer, TrainExample(prompt, sample.text, "check"), 1024)
+    without_eos = replace(row, input_ids=row.input_ids[:-1], labels=row.labels[:-1])
+    batch = collate([without_eos], backend.tokenizer.pad_token_id)
     with torch.inference_mode():
         logits = backend.model(input_ids=batch["input_ids"]).logits
     mean_logprob = -target_token_loss(logits, batch["labels"]).item()
@@ -72,7 +76,7 @@ def test_load_swaps_weights_in_place(tiny_model, tiny_solver):
 
 
 def test_ddp_fallback_trains_and_lowers_the_loss(tiny_model, ray_session, tmp_path):
-    from envisions_ray.actors.trainer import train
+    from envisions_ray.actors.train_job import train
     from envisions_ray.config import TrainConfig
     from envisions_ray.model import load_model_and_tokenizer
 
@@ -122,7 +126,7 @@ def test_a_checkpoint_in_storage_is_copied_onto_the_node(tiny_model):
 
 
 def test_training_attention_is_sdpa_without_a_gpu():
-    from envisions_ray.actors.trainer import attention_implementation
+    from envisions_ray.actors.train_job import attention_implementation
 
     assert attention_implementation(use_gpu=False) == "sdpa"
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from envisions_ray import driver
+from envisions_ray import eval_command, records
 from envisions_ray.actors.pool import CandidatePool
 from envisions_ray.best import best_policy, point_best, policy_model, read_lines
 from envisions_ray.errors import UserError
@@ -96,12 +96,12 @@ def test_each_metrics_line_records_the_best_and_the_link_follows_it(tmp_path, ca
     checkpoint.mkdir(parents=True)
     pool = CandidatePool(str(tmp_path / "pool.sqlite"))
     run = SimpleNamespace(run_dir=tmp_path, pool=pool, base_model=str(base))
-    driver._record(run, {"policy": 0, "eval": {"arith": 0.5}})
+    records.record(run, {"policy": 0, "eval": {"arith": 0.5}})
     assert os.readlink(tmp_path / "best") == str(base)
     pool.mark_done(0, "train", json.dumps({"checkpoint": str(checkpoint)}))
-    driver._record(run, iteration_line(1, 0.75))
+    records.record(run, iteration_line(1, 0.75))
     assert os.readlink(tmp_path / "best") == str(checkpoint)
-    driver._record(run, iteration_line(2, 0.25))  # worse: iter 1 stays
+    records.record(run, iteration_line(2, 0.25))  # worse: iter 1 stays
     assert os.readlink(tmp_path / "best") == str(checkpoint)
     recorded = [line["best"] for line in read_lines(tmp_path)]
     assert recorded == [
@@ -113,9 +113,9 @@ def test_each_metrics_line_records_the_best_and_the_link_follows_it(tmp_path, ca
     assert "| best iter 1 (arith=75.0%) |" in summaries[-1]
     # A resumed driver decides from metrics.jsonl and the pool, whatever the link says by then.
     point_best(tmp_path, str(base))
-    assert driver._best(run, read_lines(tmp_path)) == recorded[-1]
+    assert records.best_so_far(run, read_lines(tmp_path)) == recorded[-1]
     # `envisions eval RUN_DIR` takes the recorded best.
-    assert driver.best_model(tmp_path) == recorded[-1]
+    assert eval_command.best_model(tmp_path) == recorded[-1]
     pool.close()
 
 
@@ -125,13 +125,13 @@ def test_eval_of_a_run_from_before_the_best_was_recorded_decides_it_the_same_way
     pool.close()
     (tmp_path / "config.yaml").write_text("model:\n  path: smollm2\n")
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines(0.5, 0.25)))
-    assert driver.best_model(tmp_path) == {"policy": 0, "eval_set": "arith", "accuracy": 0.5, "model": "smollm2"}
+    assert eval_command.best_model(tmp_path) == {"policy": 0, "eval_set": "arith", "accuracy": 0.5, "model": "smollm2"}
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines(0.5, 0.75)))
-    assert driver.best_model(tmp_path)["model"] == "/ck/iter-0"
+    assert eval_command.best_model(tmp_path)["model"] == "/ck/iter-0"
 
 
 def test_eval_of_a_run_without_an_evaluated_policy_is_one_line(tmp_path):
-    assert driver.best_model(tmp_path) is None  # no pool.sqlite: a model directory, not a run
+    assert eval_command.best_model(tmp_path) is None  # no pool.sqlite: a model directory, not a run
     CandidatePool(str(tmp_path / "pool.sqlite")).close()
     with pytest.raises(UserError, match="has not evaluated a policy yet"):
-        driver.best_model(tmp_path)
+        eval_command.best_model(tmp_path)

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from envisions_ray.cli import main
-from envisions_ray.driver import _claimed_run_dir
 from envisions_ray.errors import UserError
+from envisions_ray.run_lock import claimed_run_dir
 
 QUICKSTART = "conf/math_quickstart.yaml"
 
@@ -182,8 +182,8 @@ def test_a_second_driver_on_a_run_directory_is_refused_until_the_first_dies(tmp_
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from envisions_ray.driver import _claimed_run_dir\n"
-            f"with _claimed_run_dir(Path({str(run_dir)!r}), resume=False):\n"
+            "import sys, time; from pathlib import Path; from envisions_ray.run_lock import claimed_run_dir\n"
+            f"with claimed_run_dir(Path({str(run_dir)!r}), resume=False):\n"
             "    print('held', flush=True); time.sleep(600)",
         ],
         stdout=subprocess.PIPE,
@@ -193,12 +193,12 @@ def test_a_second_driver_on_a_run_directory_is_refused_until_the_first_dies(tmp_
         assert holder.stdout.readline() == "held\n"
         (run_dir / "pool.sqlite").write_text("")  # what the first driver's pool would have made by now
         with pytest.raises(UserError, match=rf"in use by another driver \(pid {holder.pid} on "):
-            with _claimed_run_dir(run_dir, resume=True):
+            with claimed_run_dir(run_dir, resume=True):
                 pass
     finally:
         holder.kill()  # as SIGKILL leaves it: no cleanup ran, yet the kernel dropped the lock
         holder.wait()
-    with _claimed_run_dir(run_dir, resume=True):
+    with claimed_run_dir(run_dir, resume=True):
         assert f"pid {os.getpid()} on " in (run_dir / "driver.lock").read_text()
 
 
@@ -212,7 +212,7 @@ def test_overrides_may_follow_options(tmp_path):
 def test_a_user_error_raised_in_an_actor_is_still_one_line(monkeypatch, capsys):
     import ray.exceptions
 
-    from envisions_ray import driver
+    from envisions_ray import eval_command
     from envisions_ray.errors import UserError
 
     def fails_in_an_actor(*args):
@@ -221,7 +221,7 @@ def test_a_user_error_raised_in_an_actor_is_still_one_line(monkeypatch, capsys):
             "Executor.describe", "Traceback (most recent call last):\n  ...", cause
         ).as_instanceof_cause()
 
-    monkeypatch.setattr(driver, "evaluate_model", fails_in_an_actor)
+    monkeypatch.setattr(eval_command, "evaluate_model", fails_in_an_actor)
     assert main(["eval", "smollm2", "data.jsonl"]) == 2
     assert capsys.readouterr().err == "envisions: error: logic input 'a' has no 'context'\n"
 

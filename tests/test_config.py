@@ -119,7 +119,7 @@ def test_paper_configs_ask_for_the_paper_s_8_gpu_settings(name, env, iterations,
 
 
 def test_the_math_paper_config_gives_deepspeed_the_paper_s_8_gpu_step():
-    from envisions_ray.actors.trainer import accumulation_steps, deepspeed_config
+    from envisions_ray.actors.train_job import accumulation_steps, deepspeed_config
 
     train = load_config("conf/math_paper.yaml").train
     accumulation = accumulation_steps(train, world_size=8)
@@ -133,7 +133,7 @@ def test_the_math_paper_config_gives_deepspeed_the_paper_s_8_gpu_step():
 
 
 def test_epochs_step_at_the_end_of_every_pass_and_steps_cycle_the_data():
-    from envisions_ray.actors.trainer import step_plan
+    from envisions_ray.actors.train_job import step_plan
 
     # 5 micro-batches a pass, 2 per step: steps after batches 2, 4 and the short 5th, twice.
     assert step_plan(5, 2, epochs=2, steps=None) == [False, True, False, True, True] * 2
@@ -167,7 +167,7 @@ def test_train_steps_must_be_positive():
 @pytest.mark.parametrize("total_steps", [1, 2, 5, 33])  # fewer than 1 / warmup_ratio: no warm-up
 def test_the_first_optimizer_step_of_a_short_run_moves_the_weights(schedule, total_steps):
     """A one-step run used to get one warm-up step at learning rate 0 and leave the model as it was."""
-    from envisions_ray.actors.trainer import _optimizer_and_schedule
+    from envisions_ray.actors.train_job import _optimizer_and_schedule
     from envisions_ray.config import TrainConfig
 
     model = torch.nn.Linear(2, 1)
@@ -185,11 +185,11 @@ def test_the_first_optimizer_step_of_a_short_run_moves_the_weights(schedule, tot
     "asked, native, expected", [(True, True, torch.bfloat16), (True, False, None), (False, True, None)]
 )
 def test_cpu_bf16_autocasts_only_where_the_cpu_multiplies_bf16(monkeypatch, asked, native, expected):
-    import envisions_ray.actors.trainer
+    import envisions_ray.actors.train_job
     from envisions_ray.config import TrainConfig
 
-    monkeypatch.setattr(envisions_ray.actors.trainer, "bf16_matmul_supported", lambda: native)
-    with envisions_ray.actors.trainer._precision(TrainConfig(cpu_bf16=asked)):
+    monkeypatch.setattr(envisions_ray.actors.train_job, "bf16_matmul_supported", lambda: native)
+    with envisions_ray.actors.train_job._precision(TrainConfig(cpu_bf16=asked)):
         product = torch.ones(2, 2) @ torch.ones(2, 2)
     assert product.dtype == (expected or torch.float32)
 

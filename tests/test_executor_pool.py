@@ -29,19 +29,19 @@ def test_the_pool_grows_while_work_waits_and_shrinks_when_idle(ray_session):
         num_executors=1, max_executors=3, grow_after_s=0.3, shrink_after_s=1.0, poll_s=0.05, settings={"timeout_s": 5.0}
     )
     pool = ExecutorPool(cfg)
-    batches = [([(SLOW_PROGRAM.format(n=n), Example(str(n), "", str(n)))],) for n in range(12)]
-    results = pool.map("execute", batches)
+    batches = [[(SLOW_PROGRAM.format(n=n), Example(str(n), "", str(n)))] for n in range(12)]
+    results = pool.execute(batches)
     assert [outcome.reward for [outcome] in results] == [1] * 12  # every call answered, in order
-    assert pool.peak == 3 and len(pool.seats) == 3
+    assert pool.stats().peak == 3 and pool.stats().size == 3
     time.sleep(1.2)
     pool.tick()
-    assert len(pool.seats) == 1  # back to num_executors
-    assert [o.reward for [o] in pool.map("execute", batches[:2])] == [1, 1]
+    assert pool.stats().size == 1  # back to num_executors
+    assert [o.reward for [o] in pool.execute(batches[:2])] == [1, 1]
     pool.close()
 
 
 def test_a_fixed_pool_never_grows(ray_session):
     pool = ExecutorPool(EnvConfig(num_executors=2, grow_after_s=0.0, poll_s=0.05, settings={"timeout_s": 5.0}))
-    pool.map("execute", [([(SLOW_PROGRAM.format(n=1), Example("1", "", "1"))],) for _ in range(6)])
-    assert pool.peak == 2
+    pool.execute([[(SLOW_PROGRAM.format(n=1), Example("1", "", "1"))] for _ in range(6)])
+    assert pool.stats().peak == 2
     pool.close()

@@ -25,13 +25,15 @@ from envisions_ray import driver
 from envisions_ray.actors.generator import start_generators, stop_generators
 from envisions_ray.actors.pool import CandidatePool
 from envisions_ray.config import GeneratorConfig
-from envisions_ray.envs.leftovers import processes_under
 from envisions_ray.envs.math_sandbox import DIRECTORY_PREFIX
 from envisions_ray.envs.web_browser import DIRECTORY_PREFIX as BROWSER_PREFIX
+from envisions_ray.leftovers import processes_under
 from envisions_ray.prompts import PromptBook
 from envisions_ray.report import read_metrics
 from envisions_ray.run_state import PoolClient
+from envisions_ray.summary import format_summary
 from envisions_ray.types import Trajectory
+from tests.actor_process import actor_pid
 from tests.node_loss import RESULT_MARKER, stored
 from tests.test_integration import tiny_run_config
 from tests.test_web_run import web_config
@@ -88,13 +90,13 @@ def test_a_killed_generator_comes_back_on_the_checkpoint_it_held(tiny_model, tin
         policy_file.write_text(tiny_solver)  # what the driver does before a handoff
         ray.get(generator.load.remote(tiny_solver))
         [[solver_reply]] = ray.get(generator.sample.remote([prompt], 1, 0.0, 32, False))
-        victim = ray.get(generator.pid.remote())
+        victim = ray.get(actor_pid(generator))
         in_flight = generator.sample.remote([prompt] * 8, 8, 1.0, 256, True)
         time.sleep(0.5)
         os.kill(victim, signal.SIGKILL)
         samples = ray.get(in_flight, timeout=300)  # generated again by the restarted actor
         assert [len(per_prompt) for per_prompt in samples] == [8] * 8
-        assert ray.get(generator.pid.remote()) != victim
+        assert ray.get(actor_pid(generator)) != victim
         # On the solver it held, not on the model it was started with.
         assert ray.get(generator.sample.remote([prompt], 1, 0.0, 32, False)) == [[solver_reply]]
     finally:
@@ -106,7 +108,7 @@ def test_a_killed_pool_comes_back_on_its_database(tmp_path, ray_session):
     pool = PoolClient(actor.remote(str(tmp_path / "pool.sqlite")))
     batch = [Trajectory("x", f"return {k}", 0, -1.0, 0, "explore", sample=k) for k in range(4)]
     ids = pool.record(batch)
-    victim = ray.get(pool.actor.__ray_call__.remote(lambda self: os.getpid()))
+    victim = ray.get(actor_pid(pool.actor))
     os.kill(victim, signal.SIGKILL)
     assert pool.record(batch) == ids  # the retried delivery stores nothing twice
     assert [t.solution for t in pool.trajectories(0)] == [t.solution for t in batch]
@@ -157,7 +159,7 @@ def test_chaos_one_process_of_each_kind_killed_the_run_finishes_and_loses_nothin
     summary = read_metrics(run_dir)[-1]
     assert summary["iteration"] == 1
     assert summary["restarts"] == {"generator": 1, "executor": 1, "pool": 1, "train_worker_group": 1}
-    assert "restarted generator=1 executor=1 pool=1 train_worker_group=1" in driver.format_summary(summary)
+    assert "restarted generator=1 executor=1 pool=1 train_worker_group=1" in format_summary(summary)
     # The restarted training job reported its one checkpoint, at its end.
     assert len([path for path in (run_dir / "checkpoints" / "iter-0").glob("checkpoint_*") if path.is_dir()]) == 1
     # Nothing left: no actor process of the run, no engine, no sandbox directory.

@@ -23,9 +23,9 @@ from envisions_ray.config import GeneratorConfig, RunConfig
 from envisions_ray.envs.logic_program import LogicError, answer, parse
 from envisions_ray.envs.web_actions import parse_program
 from envisions_ray.errors import UserError
-from envisions_ray.losses import encode_prompt
 from envisions_ray.prompts import PromptBook
 from envisions_ray.run_state import Run
+from envisions_ray.tokens import encode_prompt
 
 # Printable ASCII, the newline, and characters a careless string rule would let through: a letter
 # outside ASCII, a tab, and line breaks that str.splitlines (both parsers) splits on.

@@ -10,15 +10,17 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from envisions_ray import driver, methods
+from envisions_ray import driver, methods, stages, training
 from envisions_ray.actors.pool import CandidatePool
-from envisions_ray.actors.trainer import Trained
 from envisions_ray.best import best_policy, policy_name
 from envisions_ray.cli import main
 from envisions_ray.config import load_config
 from envisions_ray.errors import UserError
+from envisions_ray.generators import GeneratorGroup
 from envisions_ray.model import TRAINED_MARKER
+from envisions_ray.plan import plan
 from envisions_ray.report import read_metrics
+from envisions_ray.trained import Trained
 
 # The hf backend starts at once on a tiny model, while a vLLM engine takes most of a minute on 2
 # cores: these tests are about the loop. The end-to-end test and tests/test_vllm_engine.py run vLLM.
@@ -36,7 +38,7 @@ def newest_checkpoint(run_dir: Path) -> str | None:
 
 
 def record_training(monkeypatch) -> list[tuple[list, float | None]]:
-    """For tests about what a run trains on, not about training: `driver.train` records each job's
+    """For tests about what a run trains on, not about training: `training.train` records each job's
     examples and DPO beta, and hands back the model it started from. A Ray Train job on a tiny model
     costs about 30 s of process starts and imports on 2 cores; the end-to-end and SFT-then-DPO
     tests, test_actors.py and the cluster-path tests run it for real."""
@@ -46,7 +48,7 @@ def record_training(monkeypatch) -> list[tuple[list, float | None]]:
         jobs.append((examples, dpo_beta))
         return Trained(init_model, 0.0, 0)
 
-    monkeypatch.setattr(driver, "train", recorded)
+    monkeypatch.setattr(training, "train", recorded)
     return jobs
 
 
@@ -164,14 +166,14 @@ def test_resume_after_a_crash_redoes_nothing_already_executed(
     def crash(*args, **kwargs):
         raise RuntimeError("node lost during training")
 
-    slow_stream = driver.stream
+    slow_stream = stages.stream
 
-    def stream_slowly(*args, **kwargs):  # the first driver's explore (and base eval) take 3 s more
+    def stream_slowly(*args, **kwargs):  # the first driver's explore takes 3 s more
         time.sleep(EXPLORE_DELAY_S)
         return slow_stream(*args, **kwargs)
 
-    monkeypatch.setattr(driver, "train", crash)
-    monkeypatch.setattr(driver, "stream", stream_slowly)
+    monkeypatch.setattr(training, "train", crash)
+    monkeypatch.setattr(stages, "stream", stream_slowly)
     with pytest.raises(RuntimeError, match="node lost"):
         driver.run_experiment(cfg)
     assert os.readlink(run_dir / "best") == tiny_solver  # only the base model evaluated so far
@@ -203,8 +205,8 @@ def test_ablation_switches_shape_the_training_set(
 ):
     jobs = record_training(monkeypatch)
     stopped_before_training = []  # generator.stop_while_training rides along: the generators give way to the trainer
-    stop = driver._stop_generators
-    monkeypatch.setattr(driver, "_stop_generators", lambda run: (stopped_before_training.append(len(jobs)), stop(run)))
+    stop = GeneratorGroup.stop
+    monkeypatch.setattr(GeneratorGroup, "stop", lambda group: (stopped_before_training.append(len(jobs)), stop(group)))
     run_dir = tmp_path / "ablated"
     switches = ["algorithm.l2=false", "algorithm.rank=random", "algorithm.pool=current_iteration"]
     driver.run_experiment(
@@ -355,5 +357,5 @@ def test_inside_a_ray_job_a_relative_run_dir_is_refused(tiny_model, tmp_path, mo
     # A job runs in a temporary copy of its working_dir: a relative run directory would vanish with it.
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")
     with pytest.raises(UserError, match="run_dir 'runs/x' is relative"):
-        driver.plan(tiny_run_config(tiny_model, "runs/x"))
-    assert str(tmp_path / "run") in driver.plan(tiny_run_config(tiny_model, tmp_path / "run"))
+        plan(tiny_run_config(tiny_model, "runs/x"))
+    assert str(tmp_path / "run") in plan(tiny_run_config(tiny_model, tmp_path / "run"))

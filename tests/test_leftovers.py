@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from envisions_ray.envs.leftovers import alive, owned_directory, remove_directory, sweep_orphans
+from envisions_ray.leftovers import alive, owned_directory, remove_directory, sweep_orphans
 
 PREFIX = "envisions-test-leftovers-"
 

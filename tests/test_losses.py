@@ -1,6 +1,5 @@
-"""Loss masking: prompt and padding tokens never count; targets end with EOS. An example over
-max_length loses prompt tokens, never target ones, and is dropped and counted when its target
-alone does not fit."""
+"""The losses count target tokens only, the DPO loss by hand, the self-reward, and what an
+iteration's training reports of the examples over max_length."""
 
 import math
 from pathlib import Path
@@ -9,115 +8,33 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from envisions_ray import driver
-from envisions_ray.actors.trainer import Trained
+from envisions_ray import training
 from envisions_ray.config import load_config
-from envisions_ray.errors import UserError
-from envisions_ray.losses import (
-    IGNORE,
-    Fitting,
-    collate,
-    dpo_loss,
-    fitting,
-    scored_rows,
-    sequence_logprobs,
-    target_token_loss,
-    tokenize,
-    tokenize_pair,
-)
+from envisions_ray.losses import dpo_loss, sequence_logprobs, target_token_loss
 from envisions_ray.methods import Examples
+from envisions_ray.summary import format_summary
+from envisions_ray.tokens import IGNORE
+from envisions_ray.trained import Trained
 from envisions_ray.types import PreferenceExample, TrainExample
 
 
-class WordTokenizer:
-    """One id per character, enough to check where the mask falls."""
-
-    eos_token_id = 0
-
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [ord(c) for c in text]}
-
-
-class BosWordTokenizer(WordTokenizer):
-    """The same, with a BOS that the tokenizer adds, as Llama's does."""
-
-    bos_token_id = 1
-
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": ([self.bos_token_id] if add_special_tokens else []) + super().__call__(text)["input_ids"]}
-
-
-def test_prompt_tokens_are_masked_and_eos_closes_the_target():
-    ids, labels = tokenize(WordTokenizer(), TrainExample("ab", "cd", "l1"), max_length=100)
-    assert ids == [97, 98, 99, 100, 0]
-    assert labels == [IGNORE, IGNORE, 99, 100, 0]
-
-
-def test_an_example_that_fits_exactly_is_unchanged():
-    row = tokenize(WordTokenizer(), TrainExample("ab", "cd", "l1"), max_length=5)
-    assert row.input_ids == [97, 98, 99, 100, 0] and row.labels == [IGNORE, IGNORE, 99, 100, 0]
-    assert not row.prompt_cut
-    with_bos = tokenize(BosWordTokenizer(), TrainExample("ab", "cd", "l1"), max_length=6)
-    assert with_bos.input_ids == [1, 97, 98, 99, 100, 0] and not with_bos.prompt_cut
-
-
-def test_an_over_long_example_keeps_its_target_and_eos_and_loses_the_prompt_s_first_tokens():
-    # "abcd" + "ef" + EOS is 7 tokens; 5 leave room for the prompt's last 2, "cd".
-    row = tokenize(WordTokenizer(), TrainExample("abcd", "ef", "l1"), max_length=5)
-    assert row.input_ids == [99, 100, 101, 102, 0] and row.labels == [IGNORE, IGNORE, 101, 102, 0]
-    assert row.prompt_cut
-
-
-def test_a_cut_prompt_keeps_its_bos():
-    # BOS + "abcd" + "ef" + EOS is 8 tokens; 5 leave room for BOS and the prompt's last one, "d".
-    row = tokenize(BosWordTokenizer(), TrainExample("abcd", "ef", "l1"), max_length=5)
-    assert row.input_ids == [1, 100, 101, 102, 0] and row.labels == [IGNORE, IGNORE, 101, 102, 0]
-    assert row.prompt_cut
-
-
-def test_a_target_too_long_alone_is_dropped_and_counted():
-    examples = [TrainExample("a", "cd", "l1"), TrainExample("ab", "efg", "l1"), TrainExample("ab", "efgh", "l1")]
-    rows = [tokenize(WordTokenizer(), e, max_length=4) for e in examples]
-    assert rows[0].input_ids == [97, 99, 100, 0] and not rows[0].prompt_cut
-    assert rows[1].input_ids == [101, 102, 103, 0] and rows[1].prompt_cut  # the whole prompt, none of the target
-    assert rows[2] is None  # "efgh" + EOS: 5
-    assert fitting(rows) == Fitting(dropped_too_long=1, prompt_cut=1)
-    assert tokenize(BosWordTokenizer(), TrainExample("ab", "efg", "l1"), max_length=4) is None  # BOS + 4
-
-
-def test_a_preference_pair_shares_one_prompt_cut_for_its_longer_target():
-    # The rejected "fgh" + EOS is 4 tokens: both rows keep the prompt's last 2 of max_length 6.
-    pair = tokenize_pair(WordTokenizer(), PreferenceExample("abcd", "e", "fgh"), max_length=6)
-    assert pair.chosen.input_ids == [99, 100, 101, 0] and pair.chosen.labels == [IGNORE, IGNORE, 101, 0]
-    assert pair.rejected.input_ids == [99, 100, 102, 103, 104, 0]
-    assert pair.rejected.labels == [IGNORE, IGNORE, 102, 103, 104, 0]
-    assert pair.prompt_cut
-    dropped = tokenize_pair(WordTokenizer(), PreferenceExample("abcd", "e", "fgh"), max_length=3)
-    assert dropped is None  # the chosen fits, the rejected does not: no pair
-    assert fitting([pair, dropped]) == Fitting(dropped_too_long=1, prompt_cut=1)
-
-
 def hand_run(tmp_path: Path) -> SimpleNamespace:
-    """What `driver._train_policy` reads of a Run."""
+    """What `training.train_policy` reads of a Run."""
     return SimpleNamespace(
-        cfg=load_config("conf/math_quickstart.yaml", []), run_dir=tmp_path, base_model="base", policy="/ck/iter-0"
+        cfg=load_config("conf/math_quickstart.yaml", []),
+        run_dir=tmp_path,
+        base_model="base",
+        generators=SimpleNamespace(policy="/ck/iter-0"),
     )
 
 
 def test_the_too_long_counts_reach_the_iteration_s_training_record_and_summary_line(monkeypatch, tmp_path):
     """The metrics line takes them from this record (driver.run_iteration, a Ray run: test_integration.py)."""
     jobs = iter([Trained("/ck/iter-1", 0.5, 0, dropped_too_long=2, prompt_cut=3), Trained("/ck/dpo", 0.7, 1, 1, 0)])
-    monkeypatch.setattr(driver, "train", lambda *args, **kwargs: next(jobs))
+    monkeypatch.setattr(training, "train", lambda *args, **kwargs: next(jobs))
     examples = Examples([TrainExample("p", "t", "l1")] * 5, [PreferenceExample("p", "a", "b")] * 2)
-    trained = driver._train_policy(hand_run(tmp_path), 1, examples)
-    assert trained == {
-        "checkpoint": "/ck/dpo",
-        "loss": 0.5,
-        "dpo_loss": 0.7,
-        "restarts": 1,
-        "prompt_cut": 3,
-        "dropped_too_long": 3,
-    }
+    trained = training.train_policy(hand_run(tmp_path), 1, examples)
+    assert trained == Trained("/ck/dpo", 0.5, restarts=1, dropped_too_long=3, prompt_cut=3, dpo_loss=0.7)
     line = {
         "iteration": 2,
         "inputs": 4,
@@ -128,29 +45,22 @@ def test_the_too_long_counts_reach_the_iteration_s_training_record_and_summary_l
         "u1": 5,
         "u2": 0,
         "train_loss": 0.5,
-        "train_prompt_cut": trained["prompt_cut"],
-        "train_dropped_too_long": trained["dropped_too_long"],
+        "train_prompt_cut": trained.prompt_cut,
+        "train_dropped_too_long": trained.dropped_too_long,
         "eval": {},
         "seconds": {},
     }
-    assert "loss 0.500 (over train.max_length: 3 prompts cut, 3 dropped)" in driver.format_summary(line)
-    assert "max_length" not in driver.format_summary({**line, "train_prompt_cut": 0, "train_dropped_too_long": 0})
+    assert "loss 0.500 (over train.max_length: 3 prompts cut, 3 dropped)" in format_summary(line)
+    assert "max_length" not in format_summary({**line, "train_prompt_cut": 0, "train_dropped_too_long": 0})
 
 
 def test_when_every_example_is_too_long_nothing_is_trained_and_the_policy_stays(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(driver, "train", lambda cfg, init, examples, *args: Trained(None, None, 0, len(examples)))
-    trained = driver._train_policy(hand_run(tmp_path), 1, Examples([TrainExample("p", "t", "l1")] * 4, []))
-    assert trained["checkpoint"] == "/ck/iter-0" and trained["loss"] is None and trained["dropped_too_long"] == 4
+    monkeypatch.setattr(training, "train", lambda cfg, init, examples, *args: Trained(None, None, 0, len(examples)))
+    trained = training.train_policy(hand_run(tmp_path), 1, Examples([TrainExample("p", "t", "l1")] * 4, []))
+    assert trained.checkpoint == "/ck/iter-0" and trained.loss is None and trained.dropped_too_long == 4
     assert "[iter 2] nothing trained: every example's target alone is longer than train.max_length=" in (
         capsys.readouterr().out
     )
-
-
-def test_collate_pads_with_ignored_labels():
-    batch = collate([([5, 6, 7], [IGNORE, 6, 7]), ([5], [IGNORE])], pad_id=0)
-    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
-    assert batch["labels"].tolist() == [[IGNORE, 6, 7], [IGNORE, IGNORE, IGNORE]]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
 
 
 def test_loss_counts_only_target_tokens():
@@ -222,11 +132,3 @@ def test_dpo_loss_by_hand():
         beta=0.1,
     )
     assert same.item() == pytest.approx(math.log(2))
-
-
-def test_a_scored_target_that_does_not_fit_alone_is_refused_not_scored_in_part():
-    # "abc" + EOS is 4 tokens: it fits in 4 after a prompt cut to nothing, not in 3.
-    [row] = scored_rows(WordTokenizer(), ["xy"], ["abc"], 4)
-    assert list(row.input_ids) == [ord("a"), ord("b"), ord("c"), 0]
-    with pytest.raises(UserError, match="longer than generator.max_model_len"):
-        scored_rows(WordTokenizer(), ["xy"], ["abc"], 3)

@@ -21,7 +21,6 @@ from envisions_ray import model as packaged
 from envisions_ray.actors.hf_backend import HFBackend
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.errors import UserError
-from envisions_ray.losses import IGNORE, encode_prompt, target_ids, tokenize
 from envisions_ray.model import (
     PACKAGED_MODELS,
     PackagedModel,
@@ -31,6 +30,7 @@ from envisions_ray.model import (
     resolve_model_path,
 )
 from envisions_ray.prompts import PromptBook
+from envisions_ray.tokens import IGNORE, encode_prompt, target_ids, tokenize
 from envisions_ray.types import TrainExample
 
 FAKE = "fake-split"  # the PACKAGED_MODELS entry the fake part packages make
@@ -217,13 +217,15 @@ def test_qwen_keeps_its_pad_apart_from_eos_and_has_no_bos_to_add(qwen):
 
 
 def test_qwen_targets_end_with_im_end_after_a_prompt_without_bos(qwen):
-    ids, labels = tokenize(qwen, TrainExample(PROMPT, PROGRAM, "l1"), 1024)
-    prompt_length = labels.count(IGNORE)
-    assert ids[:prompt_length] == encode_prompt(qwen, PROMPT) == qwen(PROMPT, add_special_tokens=False)["input_ids"]
+    row = tokenize(qwen, TrainExample(PROMPT, PROGRAM, "l1"), 1024)
+    prompt_length = row.labels.count(IGNORE)
+    prompt_ids = row.input_ids[:prompt_length]
+    assert prompt_ids == encode_prompt(qwen, PROMPT) == qwen(PROMPT, add_special_tokens=False)["input_ids"]
     target = target_ids(qwen, PROMPT, PROGRAM)
     assert qwen.decode(target) == PROGRAM
-    assert ids[prompt_length:] == labels[prompt_length:] == target + [qwen.convert_tokens_to_ids("<|im_end|>")]
-    assert qwen.pad_token_id not in ids  # <|endoftext|>, the pad and the unused BOS
+    end = target + [qwen.convert_tokens_to_ids("<|im_end|>")]
+    assert row.input_ids[prompt_length:] == row.labels[prompt_length:] == end
+    assert qwen.pad_token_id not in row.input_ids  # <|endoftext|>, the pad and the unused BOS
 
 
 class Scripted(LogitsProcessor):

@@ -92,8 +92,8 @@ def test_a_pool_from_before_the_stable_key_is_refused_in_one_line(tmp_path):
 def test_two_same_named_files_in_a_mix_keep_their_k_samples_under_their_own_ids(tmp_path):
     from envisions_ray.actors.backend import Sample
     from envisions_ray.data import load_examples
-    from envisions_ray.driver import recording
     from envisions_ray.run_state import Request
+    from envisions_ray.stages import recording
     from envisions_ray.types import Outcome
 
     files = []

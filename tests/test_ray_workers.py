@@ -19,7 +19,7 @@ from ray.train import ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from envisions_ray.config import load_config
-from envisions_ray.driver import connect_ray
+from envisions_ray.cluster import connect_ray
 
 
 def train_for_a_while():

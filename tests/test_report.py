@@ -6,7 +6,7 @@ import matplotlib.image
 import pytest
 
 from envisions_ray.cli import main
-from envisions_ray.driver import format_summary
+from envisions_ray.summary import format_summary
 
 
 def write_run(run_dir, method, accuracies, held_out_accuracy=None):
@@ -61,6 +61,36 @@ def test_report_compares_runs_side_by_side_and_draws_every_figure(tmp_path, caps
     for name in ("accuracy.png", "explored.png", "ea_stb.png", "delta_logp.png", "unique_correct.png", "wall_time.png"):
         image = matplotlib.image.imread(tmp_path / "sweep" / name)
         assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0, name  # not a blank canvas
+
+
+def test_report_names_the_runs_tensorboard_directory(tmp_path, capsys):
+    write_run(tmp_path / "sweep" / "ours", "envisions", [0.2, 0.3])
+    write_run(tmp_path / "sweep" / "star", "star_env", [0.2, 0.25])
+    assert main(["report", str(tmp_path / "sweep" / "ours")]) == 0
+    assert "TensorBoard" not in capsys.readouterr().out  # a run without event files
+    for run in ("ours", "star"):
+        (tmp_path / "sweep" / run / "tensorboard").mkdir()
+    assert main(["report", str(tmp_path / "sweep" / "ours")]) == 0
+    log_dir = tmp_path / "sweep" / "ours" / "tensorboard"
+    assert f"TensorBoard: tensorboard --logdir {log_dir}\n" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "sweep")]) == 0  # several: their parent, which TensorBoard walks
+    assert f"TensorBoard: tensorboard --logdir {tmp_path / 'sweep'}\n" in capsys.readouterr().out
+
+
+def test_report_markdown_prints_the_tables_only_and_writes_nothing(tmp_path, capsys):
+    write_run(tmp_path / "sweep" / "ours", "envisions", [0.2, 0.3])
+    write_run(tmp_path / "sweep" / "star", "star_env", [0.2, 0.25])
+    (tmp_path / "sweep" / "ours" / "tensorboard").mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["report", "--markdown", str(tmp_path / "sweep")]) == 0
+    tables = capsys.readouterr().out
+    assert sorted(tmp_path.rglob("*")) == before  # no report.md, no plots
+    assert tables.startswith("## Final accuracy\n") and "written:" not in tables and "TensorBoard" not in tables
+    assert main(["report", str(tmp_path / "sweep")]) == 0  # the same tables as report.md
+    capsys.readouterr()
+    assert tables == (tmp_path / "sweep" / "report.md").read_text()
+    with pytest.raises(SystemExit):  # --markdown writes nothing, so there is no --out
+        main(["report", "--markdown", "--out", str(tmp_path / "elsewhere"), str(tmp_path / "sweep")])
 
 
 def test_report_of_one_run_goes_beside_it(tmp_path, capsys):

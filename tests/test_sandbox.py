@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from envisions_ray.envs.leftovers import processes_under
 from envisions_ray.envs.math_sandbox import REPLY_MARGIN_S, MathSandbox, SandboxSettings
 from envisions_ray.errors import UserError
+from envisions_ray.leftovers import processes_under
 from envisions_ray.types import Example
 
 TIMEOUT_S = 1.0

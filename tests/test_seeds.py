@@ -128,8 +128,7 @@ class LocalExecutors:
     def tick(self) -> None:
         pass
 
-    def submit(self, tag, method, args, affinity="") -> None:
-        (jobs,) = args
+    def submit_execution(self, tag, jobs, affinity="") -> None:
         self.running[self.ray.put([Outcome(0)] * len(jobs))] = tag
 
     def collect(self, ref):
@@ -139,13 +138,14 @@ class LocalExecutors:
 def explored(ray, generator, tiny_model, tmp_path, generators: int, chunk_size: int, seeded: bool) -> list[str]:
     """One explore stream over four inputs, K = 3, through `generators` stand-ins for generator
     actors (each calls one local hf Generator, its stream of randomness reset as a new engine's)."""
-    from envisions_ray.driver import recording, stream
+    from envisions_ray.stages import recording
+    from envisions_ray.streaming import stream
 
     cfg = RunConfig(run_dir=str(tmp_path))
     cfg.generator = replace(cfg.generator, backend="hf", chunk_size=chunk_size, seeded_requests=seeded)
     run = Run(cfg, tmp_path, tiny_model, MATH, [], {})
     actor = SimpleNamespace(sample=SimpleNamespace(remote=lambda *args: ray.put(generator.sample(*args))))
-    run.generators, run.executors = [actor] * generators, LocalExecutors(ray)
+    run.generators.actors, run.executors = [actor] * generators, LocalExecutors(ray)
     run.pool = SimpleNamespace(record=lambda trajectories: None)
     examples = [Example(f"x{i}", q, "12") for i, q in enumerate([*QUESTIONS, QUESTIONS[0]])]
     torch.manual_seed(0)

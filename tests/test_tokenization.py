@@ -9,8 +9,8 @@ import torch
 from envisions_ray.actors.backend import cut_at_stop
 from envisions_ray.actors.hf_backend import HFBackend
 from envisions_ray.config import GeneratorConfig
-from envisions_ray.losses import IGNORE, encode_prompt, target_ids, tokenize
 from envisions_ray.prompts import PromptBook
+from envisions_ray.tokens import IGNORE, encode_prompt, target_ids, tokenize
 from envisions_ray.types import TrainExample
 
 PROMPT = PromptBook.load("conf/prompts/math.yaml").explore(
@@ -72,10 +72,11 @@ def test_the_target_is_tokenised_as_it_follows_the_prompt_not_with_a_prefix_spac
 
 
 def test_the_prompt_starts_with_bos_as_the_model_s_tokenizer_adds_it(tokenizer):
-    ids, labels = tokenize(tokenizer, TrainExample(PROMPT, PROGRAM, "l1"), 1024)
-    prompt_length = labels.count(IGNORE)
-    assert ids[0] == tokenizer.bos_token_id and ids[:prompt_length] == encode_prompt(tokenizer, PROMPT)
-    assert ids[prompt_length:] == target_ids(tokenizer, PROMPT, PROGRAM) + [tokenizer.eos_token_id]
+    row = tokenize(tokenizer, TrainExample(PROMPT, PROGRAM, "l1"), 1024)
+    prompt_length = row.labels.count(IGNORE)
+    assert row.input_ids[0] == tokenizer.bos_token_id
+    assert row.input_ids[:prompt_length] == encode_prompt(tokenizer, PROMPT)
+    assert row.input_ids[prompt_length:] == target_ids(tokenizer, PROMPT, PROGRAM) + [tokenizer.eos_token_id]
 
 
 def test_the_hf_generator_conditions_on_the_prompt_ids_the_trainer_sees(llama_style, tokenizer, monkeypatch):
@@ -87,8 +88,8 @@ def test_the_hf_generator_conditions_on_the_prompt_ids_the_trainer_sees(llama_st
     )
     backend.sample(["Hi", PROMPT], 1, 0.0, 2, False)
     conditioned = seen[0][1][seen[0][1] != tokenizer.pad_token_id].tolist()  # the longer row has no padding
-    ids, labels = tokenize(tokenizer, TrainExample(PROMPT, PROGRAM, "l1"), 1024)
-    assert conditioned == ids[: labels.count(IGNORE)]
+    row = tokenize(tokenizer, TrainExample(PROMPT, PROGRAM, "l1"), 1024)
+    assert conditioned == row.input_ids[: row.labels.count(IGNORE)]
     assert torch.equal(seen[0][0][-len(encode_prompt(tokenizer, "Hi")) :], torch.tensor(encode_prompt(tokenizer, "Hi")))
 
 

@@ -1,11 +1,11 @@
-"""The trainer's micro-batches (actors/trainer.py `grouped_batches`): every row in every pass, the
+"""The trainer's micro-batches (actors/train_job.py `grouped_batches`): every row in every pass, the
 same number of batches on every rank, and rows of about one length together."""
 
 from __future__ import annotations
 
 import random
 
-from envisions_ray.actors.trainer import grouped_batches
+from envisions_ray.actors.train_job import grouped_batches
 
 
 def padding_share(lengths: list[int], batches: list[list[int]]) -> float:

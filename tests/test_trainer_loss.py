@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from envisions_ray.actors.trainer import _forward, first_scored_position
-from envisions_ray.losses import IGNORE, collate, sequence_logprobs, target_token_loss, tokenize
+from envisions_ray.actors.train_job import _forward, first_scored_position
+from envisions_ray.losses import sequence_logprobs, target_token_loss
+from envisions_ray.tokens import IGNORE, collate, tokenize
 from envisions_ray.types import TrainExample
 
 

@@ -25,6 +25,7 @@ from envisions_ray.config import GeneratorConfig
 from envisions_ray.model import is_tied
 from envisions_ray.prompts import PromptBook
 from envisions_ray.seeds import request_seed
+from tests.actor_process import actor_pid
 
 PROMPT = PromptBook.load("conf/prompts/math.yaml").explore(
     "Tom has 5 apples and buys 7 more. How many apples does he have?"
@@ -52,8 +53,8 @@ def reference(tiny_solver) -> HFBackend:
     return HFBackend(GeneratorConfig(backend="hf", stop=["\n\n"], num_cpus=1, top_p=1.0), tiny_solver, "float32")
 
 
-def engine_processes(actor_pid: int) -> list[psutil.Process]:
-    return [p for p in psutil.Process(actor_pid).children(recursive=True) if "EngineCore" in " ".join(p.cmdline())]
+def engine_processes(generator_pid: int) -> list[psutil.Process]:
+    return [p for p in psutil.Process(generator_pid).children(recursive=True) if "EngineCore" in " ".join(p.cmdline())]
 
 
 def teacher_forced_mean(reference: HFBackend, prompt: str, text: str) -> tuple[float, int]:
@@ -187,7 +188,7 @@ def test_new_weights_load_in_place_and_the_engine_computes_them(ray_session, eng
     """After the checks on the solver's weights (untied): a tied model, then another tied one, as a
     run hands SmolLM2's trained checkpoints over. Each time the engine's logprobs are the hf
     backend's on that checkpoint; a head left stale by the reload would be far off."""
-    before = engine_processes(ray_session.get(engine.pid.remote()))
+    before = engine_processes(ray_session.get(actor_pid(engine)))
     targets = [SOLVER_PROGRAM, "def solution():\n    return 13", "print('no')"]
     hf = GeneratorConfig(backend="hf", stop=["\n\n"], num_cpus=1, top_p=1.0)
     expected = [HFBackend(hf, path, "float32").logprob([PROMPT] * 3, targets) for path in tied_models]
@@ -199,12 +200,12 @@ def test_new_weights_load_in_place_and_the_engine_computes_them(ray_session, eng
     [[untrained]] = ray_session.get(engine.sample.remote([PROMPT], 1, 0.0, 16, False))
     assert untrained.text != SOLVER_PROGRAM
     # In place: the engine that served the solver still runs, and no other.
-    assert len(before) == 1 and engine_processes(ray_session.get(engine.pid.remote())) == before
+    assert len(before) == 1 and engine_processes(ray_session.get(actor_pid(engine))) == before
 
 
 def test_a_killed_generator_leaves_no_engine_process(ray_session, engine):
     """Last in this module: it kills the shared engine, with SIGKILL as a lost process dies."""
-    actor = psutil.Process(ray_session.get(engine.pid.remote()))
+    actor = psutil.Process(ray_session.get(actor_pid(engine)))
     children = actor.children(recursive=True)
     assert children, "the engine runs in child processes"
     actor.kill()

@@ -18,10 +18,11 @@ import yaml
 from envisions_ray.actors.executor import ExecutorPool
 from envisions_ray.config import EnvConfig
 from envisions_ray.data import task_input
-from envisions_ray.envs.leftovers import processes_under
 from envisions_ray.envs.web_browser import DIRECTORY_PREFIX, wrapper_script
 from envisions_ray.envs.web_miniwob import NOT_FINISHED, WebEnvironment, WebSettings
+from envisions_ray.leftovers import processes_under
 from envisions_ray.types import Outcome
+from tests.actor_process import actor_pid
 
 CLICK_ONE = 'click_text("ONE")'  # click-test-2: right on every seed
 CAP_SYS_NICE = 23  # linux/capability.h
@@ -44,6 +45,11 @@ def browser_processes() -> list[int]:
     return found
 
 
+def browser_pids(env: WebEnvironment) -> list[int]:
+    """chromedriver, Chromium and its helpers of `env`'s browser: the live processes that name its directory."""
+    return processes_under(str(env.browser.directory)) if env.browser else []
+
+
 def profile_directories() -> list[Path]:
     return list(Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*"))
 
@@ -64,7 +70,7 @@ def test_after_100_episodes_no_browser_process_or_profile_is_left():
         program = CLICK_ONE if task == "click-test-2" else 'click(tag="button", nth=1)'
         rewards.append(env.execute(program, task_input(task, episode)).reward)
         if episode == 50:
-            running = env.browser_pids
+            running = browser_pids(env)
             assert len(running) >= 3  # chromedriver, the browser and its helpers, all found
             assert any(d not in before_directories for d in profile_directories())
     env.close()
@@ -149,10 +155,10 @@ def test_select_and_mouse_click_drive_widgets_a_javascript_click_cannot(web):
 def test_a_killed_browser_is_replaced_and_its_episode_retried(web):
     x = task_input("click-test-2", 3)
     assert web.execute(CLICK_ONE, x).reward == 1
-    browser = next(pid for pid in web.browser_pids if "--type=" not in Path(f"/proc/{pid}/cmdline").read_text())
+    browser = next(pid for pid in browser_pids(web) if "--type=" not in Path(f"/proc/{pid}/cmdline").read_text())
     os.kill(browser, signal.SIGKILL)
     assert web.execute(CLICK_ONE, x).reward == 1
-    assert browser not in web.browser_pids
+    assert browser not in browser_pids(web)
     assert web.events == {"starts": 2, "crashes": 1, "restarts": 1}
 
 
@@ -171,7 +177,7 @@ def test_chromium_runs_at_the_executors_priority_and_cannot_raise_it(tmp_path, w
     assert not int(capabilities.split()[1], 16) & (1 << CAP_SYS_NICE)
     # The real browser: as root Chromium lifted its display threads to nice -8 before the wrapper.
     assert web.execute(CLICK_ONE, task_input("click-test-2", 0)).reward == 1
-    threads = [task for pid in web.browser_pids for task in Path(f"/proc/{pid}/task").iterdir()]
+    threads = [task for pid in browser_pids(web) for task in Path(f"/proc/{pid}/task").iterdir()]
     assert threads and all(
         os.getpriority(os.PRIO_PROCESS, int(task.name)) >= os.getpriority(os.PRIO_PROCESS, 0) for task in threads
     )
@@ -191,29 +197,29 @@ def test_the_pool_counts_the_browsers_of_retired_executors_and_its_peak_processe
     pool = ExecutorPool(cfg)
     # Each episode waits settle_s (1 s) for an element that never comes: long enough that the
     # second executor gets work and starts a browser of its own.
-    batches = [([('click_text("NOPE")', task_input("click-test-2", seed))],) for seed in range(10)]
-    assert [o.reward for [o] in pool.map("execute", batches, ["click-test-2"] * 10)] == [0] * 10
-    assert pool.peak == 2
+    batches = [[('click_text("NOPE")', task_input("click-test-2", seed))] for seed in range(10)]
+    assert [o.reward for [o] in pool.execute(batches, ["click-test-2"] * 10)] == [0] * 10
+    assert pool.stats().peak == 2
     counted = pool.events()  # one browser per executor: the task never switched
     assert counted == {"starts": 2}
     time.sleep(0.6)
     pool.tick()
-    assert len(pool.seats) == 1  # one retired, with its browser ...
+    assert pool.stats().size == 1  # one retired, with its browser ...
     assert pool.events() == counted  # ... and its count stays
-    assert pool.peak_processes >= 3  # chromedriver, Chromium and its helpers
+    assert pool.stats().peak_processes >= 3  # chromedriver, Chromium and its helpers
     pool.close()
 
 
 def test_killing_the_browser_mid_run_loses_no_episode(ray_session):
     pool = ExecutorPool(EnvConfig(name="web", num_executors=1, max_retries=1, resources={"browser": 1}))
     jobs = [(CLICK_ONE, task_input("click-test-2", seed)) for seed in range(40)]
-    actor_pid = ray.get(pool.actors[0].pid.remote())
+    owner = ray.get(actor_pid(pool.actors[0]))
     ref = pool.actors[0].execute.remote(jobs)
 
     def kill_the_browser_once_it_runs():
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            for directory in Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}{actor_pid}-*"):
+            for directory in Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}{owner}-*"):
                 for pid in processes_under(str(directory)):
                     try:
                         command = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -230,10 +236,9 @@ def test_killing_the_browser_mid_run_loses_no_episode(ray_session):
     outcomes = ray.get(ref, timeout=180)
     killer.join()
     assert [o.reward for o in outcomes] == [1] * 40
-    victim = actor_pid
-    os.kill(victim, signal.SIGKILL)  # the actor itself: Ray restarts it; its orphaned browser is swept
+    os.kill(owner, signal.SIGKILL)  # the actor itself: Ray restarts it; its orphaned browser is swept
     assert [o.reward for o in ray.get(pool.actors[0].execute.remote(jobs[:3]), timeout=120)] == [1, 1, 1]
-    assert not any(str(victim) == d.name.removeprefix(DIRECTORY_PREFIX).split("-")[0] for d in profile_directories())
+    assert not any(str(owner) == d.name.removeprefix(DIRECTORY_PREFIX).split("-")[0] for d in profile_directories())
     pool.close()
 
 

@@ -16,7 +16,8 @@ PROMPTS = Path("conf/prompts/web.yaml")
 SHOTS = yaml.safe_load(PROMPTS.read_text())["shots"]
 TASKS = list(dict.fromkeys(x.meta["task"] for x in load_examples("tasks:conf/web_tasks.txt:0", 1)))
 # Tasks whose demonstration cannot succeed open-loop on its seed, with the reason. Empty: every
-# one of the 44 has a seed where it can (README "Web tasks" lists the tasks that fail on some seeds).
+# one of the 44 has a seed where it can (docs/domains/web.md "Grammar and demonstrations" lists the
+# tasks that fail on some seeds).
 EXCEPTIONS: dict[str, str] = {}
 
 

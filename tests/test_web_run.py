@@ -15,9 +15,9 @@ import yaml
 
 from envisions_ray import driver
 from envisions_ray.config import load_config
-from envisions_ray.envs.leftovers import processes_under
 from envisions_ray.envs.web_browser import DIRECTORY_PREFIX
 from envisions_ray.errors import UserError
+from envisions_ray.leftovers import processes_under
 from envisions_ray.report import read_metrics, report
 
 TASKS = "click-test-2,click-button"

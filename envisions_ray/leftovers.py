@@ -1,9 +1,13 @@
 """Temporary directories named after their owner's pid, and the sweep that removes a dead owner's.
 
 A SIGKILLed executor cannot clean up: its browser, or its sandbox server in rlimit-only mode, keeps
-running and its directory stays in /tmp. Whoever makes the next directory of the same kind first
-kills what still runs from the dead owner's directories, then removes them; so does whoever closes
-one, since a run's last executor may make no new directory after a sibling died.
+running and its directory stays in /tmp; nor can a SIGKILLed generator remove its untied weights.
+Whoever makes the next directory of the same kind first kills what still runs from the dead owner's
+directories, then removes them; so does whoever closes one, since a run's last executor may make no
+new directory after a sibling died.
+
+Both the environments (envs/) and the actors (actors/) use it, so it lives beside them in the
+package and imports neither (.importlinter).
 """
 
 from __future__ import annotations

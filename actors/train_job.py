@@ -1,12 +1,13 @@
-"""The trainer: L1 + L2 fine-tuning (or the baselines' DPO) under Ray Train's TorchTrainer.
+"""The Ray Train job: L1 + L2 fine-tuning (or the baselines' DPO) under Ray Train's TorchTrainer.
 
-Every worker loads the initial model fresh (the base model, or the last checkpoint when training
-continually), trains on its shard of the (prompt, target) examples with AdamW and a warmed-up
-schedule, and rank 0 writes a safetensors Hugging Face checkpoint that the generators load. A job
-reports that one checkpoint at its end; a worker that dies makes Ray Train (`FailureConfig`) run the
-job again from its start, so the checkpoint is still written once.
+Not an actor: `train` launches one TorchTrainer job from the driver and `train_loop_per_worker` is
+what each of its workers runs. Every worker loads the initial model fresh (the base model, or the
+last checkpoint when training continually), trains on its shard of the (prompt, target) examples
+with AdamW and a warmed-up schedule, and rank 0 writes a safetensors Hugging Face checkpoint that
+the generators load. A job reports that one checkpoint at its end; a worker that dies makes Ray
+Train (`FailureConfig`) run the job again from its start, so the checkpoint is still written once.
 An example over max_length trains after a prompt cut from its start, or not at all when its target
-alone is over it (losses.tokenize); a job left with none trains nothing and reports no checkpoint.
+alone is over it (tokens.tokenize); a job left with none trains nothing and reports no checkpoint.
 DeepSpeed ZeRO runs the step when it is importable (on CPU over gloo); otherwise plain DDP.
 Given `dpo_beta`, the examples are preference pairs and the initial model, frozen, is DPO's
 reference.
@@ -23,7 +24,6 @@ from contextlib import nullcontext
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import NamedTuple
 
 import ray.train
 import torch
@@ -35,18 +35,10 @@ from tqdm import tqdm
 from envisions_ray.actors.restarts import train_workers_started
 from envisions_ray.config import TrainConfig
 from envisions_ray.cpu import bf16_matmul_supported
-from envisions_ray.losses import (
-    IGNORE,
-    Fitting,
-    collate,
-    dpo_loss,
-    fitting,
-    sequence_logprobs,
-    target_token_loss,
-    tokenize,
-    tokenize_pair,
-)
+from envisions_ray.losses import dpo_loss, sequence_logprobs, target_token_loss
 from envisions_ray.model import TRAINED_MARKER, load_model_and_tokenizer, local_copy
+from envisions_ray.tokens import IGNORE, Fitting, collate, fitting, tokenize, tokenize_pair
+from envisions_ray.trained import Trained
 from envisions_ray.types import PreferenceExample, TrainExample
 
 
@@ -57,14 +49,6 @@ def deepspeed_available() -> bool:
 def attention_implementation(use_gpu: bool) -> str:
     """FlashAttention-2 on GPUs that have the flash-attn package, PyTorch's SDPA otherwise."""
     return "flash_attention_2" if use_gpu and importlib.util.find_spec("flash_attn") is not None else "sdpa"
-
-
-class Trained(NamedTuple):
-    checkpoint: str | None  # directory, or URI with a remote storage_path; None: nothing trained
-    loss: float | None  # mean training loss; None: nothing trained
-    restarts: int  # of the worker group, after a worker died (FailureConfig)
-    dropped_too_long: int = 0  # examples whose target alone is over cfg.max_length (losses.Fitting)
-    prompt_cut: int = 0  # examples trained after a prompt cut to fit cfg.max_length
 
 
 def train(
@@ -177,10 +161,10 @@ def grouped_batches(lengths: list[int], micro_batch: int, world_size: int, group
 
     The rows are shuffled; every `group` micro-steps' worth of them (a micro-step is one micro-batch
     on every rank) is sorted by length and cut into micro-steps, so a batch holds rows of about one
-    length and little of it is padding (README "Measured results"); then the micro-steps are shuffled,
-    so the pass does not go from short rows to long ones. Rows are repeated from the start of the
-    shuffle until every rank has as many full batches as the others, as torch's DistributedSampler
-    pads."""
+    length and little of it is padding (docs/results/2026-12-05-epyc-avx512bf16.md "Speed"); then
+    the micro-steps are shuffled, so the pass does not go from short rows to long ones. Rows are
+    repeated from the start of the shuffle until every rank has as many full batches as the others,
+    as torch's DistributedSampler pads."""
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(lengths), generator=generator).tolist()
     per_step = micro_batch * world_size
