@@ -1,4 +1,4 @@
-"""Environment-executor actors, and the pool that feeds them and sizes itself to the queue.
+"""Environment-executor actors, and the group that feeds them and sizes itself to the queue.
 
 Each executor actor owns one environment instance (a sandbox, a logic engine, a browser) on one
 CPU, plus any custom resource the domain asks for (`browser: 1`), which is what makes a cluster's
@@ -6,8 +6,8 @@ autoscaler add executor nodes for pending browsers. A dead executor is restarted
 (`max_restarts`) and the call it had in hand is run again (`max_task_retries`), so the driver never
 sees the crash, only a slower result.
 
-`ExecutorPool` lives in the driver. Work waits in its queue, and an executor gets one call at a
-time, so the queue shows how long work waits. The pool starts with `num_executors`, adds one while
+`ExecutorGroup` lives in the driver. Work waits in its queue, and an executor gets one call at a
+time, so the queue shows how long work waits. The group starts with `num_executors`, adds one while
 the oldest queued call has waited longer than `grow_after_s` (up to `max_executors`), and retires
 executors idle longer than `shrink_after_s` (down to `num_executors`). A call goes preferably to an
 idle executor whose last call had the same affinity (web: the same task, so its browser stays).
@@ -77,10 +77,10 @@ def scaling_step(
 
 @dataclass(frozen=True)
 class ExecutorStats:
-    """What the pool tells of itself for a metrics line."""
+    """What the group tells of itself for a metrics line."""
 
     size: int  # executors now
-    peak: int  # the most at once, as the pool scaled
+    peak: int  # the most at once, as the group scaled
     peak_processes: int  # the most processes under env.count_processes seen on this node (web: Chromium's)
 
 
@@ -99,7 +99,7 @@ class _Seat:
     affinity: str = ""
 
 
-class ExecutorPool:
+class ExecutorGroup:
     def __init__(self, cfg: EnvConfig) -> None:
         self.cfg = cfg
         self._minimum = cfg.num_executors
@@ -122,11 +122,11 @@ class ExecutorPool:
     def execute(
         self, batches: list[list[tuple[str, Example]]], affinities: list[str] | None = None
     ) -> list[list[Outcome]]:
-        """Every batch of (solution, example) jobs executed across the pool; the outcomes in order."""
+        """Every batch of (solution, example) jobs executed across the group; the outcomes in order."""
         return self._map([lambda actor, jobs=jobs: actor.execute.remote(jobs) for jobs in batches], affinities)
 
     def describe(self, batches: list[list[Example]], affinities: list[str] | None = None) -> list[list[str]]:
-        """What the model reads for each example of every batch (envs/base.py), across the pool."""
+        """What the model reads for each example of every batch (envs/base.py), across the group."""
         return self._map([lambda actor, batch=batch: actor.describe.remote(batch) for batch in batches], affinities)
 
     def in_flight(self) -> list:
@@ -177,7 +177,7 @@ class ExecutorPool:
         return ExecutorStats(len(self._seats), self._peak, self._peak_processes)
 
     def events(self) -> dict[str, int]:
-        """The environments' event counts, summed over every executor this pool has had (one that
+        """The environments' event counts, summed over every executor this group has had (one that
         Ray restarted counts from its restart). Waits for the executors' calls in hand."""
         total: Counter[str] = Counter()
         for call in self._retired + [actor.events.remote() for actor in self.actors]:
@@ -201,7 +201,7 @@ class ExecutorPool:
         self.tick()
 
     def _map(self, calls: list[Callable[[object], ray.ObjectRef]], affinities: list[str] | None) -> list:
-        """Every call run across the pool; the results in order."""
+        """Every call run across the group; the results in order."""
         for number, start in enumerate(calls):
             self._submit(number, start, affinities[number] if affinities else "")
         results = [None] * len(calls)

@@ -6,7 +6,7 @@ Every episode is click-test-2 on a new seed, solved in one click, with screensho
 baseline is miniwob alone in this process: reset, find the button, one CLICK_ELEMENT step. The
 actors run what a run runs: the action program is parsed, its element looked up on the rendered
 page, and the outcome returned through Ray, one input's episodes per call (K = 4), from the
-driver's ExecutorPool. Browsers start before the clock does, as they do once per run.
+driver's ExecutorGroup. Browsers start before the clock does, as they do once per run.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 import ray
 from tqdm import tqdm
 
-from envisions_ray.actors.executor import ExecutorPool
+from envisions_ray.actors.executor import ExecutorGroup
 from envisions_ray.config import EnvConfig
 from envisions_ray.data import task_input
 from envisions_ray.envs.web_browser import Browser
@@ -45,7 +45,7 @@ def bench_raw(episodes: int) -> float:
 
 
 def bench_actors(actors: int, episodes: int) -> tuple[float, int]:
-    pool = ExecutorPool(EnvConfig(name="web", num_executors=actors, resources={"browser": 1}, poll_s=0.01))
+    pool = ExecutorGroup(EnvConfig(name="web", num_executors=actors, resources={"browser": 1}, poll_s=0.01))
     try:
         pool.execute([[(PROGRAM, task_input(TASK, 0))] for _ in range(actors)], [TASK] * actors)  # start the browsers
         calls = [

@@ -11,7 +11,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from envisions_ray import ray_workers
-from envisions_ray.actors.executor import ExecutorPool
+from envisions_ray.actors.executor import ExecutorGroup
 from envisions_ray.actors.pool import CandidatePool
 from envisions_ray.config import RunConfig
 from envisions_ray.run_state import PoolClient, Run
@@ -60,7 +60,7 @@ def start_pool(path: Path) -> PoolClient:
 
 def start_actors(run: Run) -> None:
     """The executors, and the generators on the newest checkpoint (resuming) or the base model."""
-    run.executors = ExecutorPool(run.cfg.env)
+    run.executors = ExecutorGroup(run.cfg.env)
     newest = run.pool.newest_checkpoint() if run.pool else None  # set when resuming
     run.generators.use(newest or run.base_model)
 

@@ -87,9 +87,9 @@ class GeneratorConfig:
 @dataclass
 class EnvConfig:
     name: str = "math"
-    # Executor actors the pool starts with and never goes below (web: min_browsers).
+    # Executor actors the executor group starts with and never goes below (web: min_browsers).
     num_executors: int = 2
-    # The pool grows up to this (web: max_browsers); empty: a fixed pool of num_executors.
+    # The group grows up to this (web: max_browsers); empty: a fixed group of num_executors.
     max_executors: Optional[int] = None
     # One executor more while the oldest queued call has waited this long ...
     grow_after_s: float = 2.0
@@ -157,7 +157,7 @@ class AlgorithmConfig:
     # Ablations of paper table 3. "random" ranks candidates by a seeded shuffle, not self-reward.
     rank: str = "self_reward"
     # "current_iteration" trains only on this iteration's trajectories: no long-term memory.
-    pool: str = "long_term"
+    memory: str = "long_term"
     # Off: no U2 pairs, L1 only. `refine: false` turns L2 off as well, having no refined pairs.
     l2: bool = True
 
@@ -286,7 +286,7 @@ CHOICES = {
     "generator.backend": ("hf", "vllm"),
     "algorithm.train_from": ("base", "last"),
     "algorithm.rank": ("self_reward", "random"),
-    "algorithm.pool": ("long_term", "current_iteration"),
+    "algorithm.memory": ("long_term", "current_iteration"),
     "train.lr_schedule": ("linear", "cosine", "constant"),
 }
 
@@ -432,10 +432,23 @@ def _read_config_files(path: Path, extended_by: tuple[Path, ...] = ()) -> list[D
     if path.is_file() and path.resolve() in extended_by:
         raise UserError(f"config: {path} extends itself through {' -> '.join(p.name for p in extended_by)}")
     loaded = read_mapping(path, "config")
+    _rename_old_keys(loaded)
     base = loaded.pop("extends", None)
     if base is None:
         return [loaded]
     return [*_read_config_files(path.parent / str(base), (*extended_by, path.resolve())), loaded]
+
+
+# Keys renamed since runs were written: a run directory's config.yaml from before still resumes.
+RENAMED_KEYS = {"algorithm.pool": "algorithm.memory"}
+
+
+def _rename_old_keys(loaded: DictConfig) -> None:
+    for old, new in RENAMED_KEYS.items():
+        section, _, name = old.rpartition(".")
+        parent = OmegaConf.select(loaded, section)
+        if isinstance(parent, DictConfig) and name in parent and OmegaConf.select(loaded, new) is None:
+            OmegaConf.update(loaded, new, parent.pop(name))
 
 
 def _merge(cfg: DictConfig, layers: list[DictConfig], what: str) -> DictConfig:

@@ -69,7 +69,7 @@ class IterationFacts:
     delta_logp: float | None = None
     ea: float | None = None
     stb: float | None = None
-    executors: dict[str, int] = field(default_factory=dict)  # the executor pool's size now and at its peak
+    executors: dict[str, int] = field(default_factory=dict)  # the executor group's size now and at its peak
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Callable, Protocol
 import ray
 
 from envisions_ray.actors.backend import Sample
-from envisions_ray.actors.executor import ExecutorPool
+from envisions_ray.actors.executor import ExecutorGroup
 from envisions_ray.config import RunConfig
 from envisions_ray.data import for_iteration
 from envisions_ray.generators import GeneratorGroup
@@ -191,7 +191,7 @@ class Run:
     problems: dict[str, str] = field(default_factory=dict)  # example id -> text the model reads
     tasks: dict[str, str] = field(default_factory=dict)  # example id -> its task (web), for its demonstrations
     generators: GeneratorGroup = field(init=False)  # none started until the first handoff
-    executors: ExecutorPool | None = None
+    executors: ExecutorGroup | None = None
     pool: PoolClient | None = None
     explorer: Explorer | None = None  # who answers the training inputs: the policy, or the distill teacher
     # This driver process, under which it records its stages' wall time; a resumed run is a new session.
@@ -224,8 +224,8 @@ class Run:
 
     @property
     def long_term(self) -> bool:
-        """Long-term memory (algorithm.pool): the pool keeps every iteration's winners."""
-        return self.cfg.algorithm.pool == "long_term"
+        """Long-term memory (algorithm.memory): the pool keeps every iteration's winners."""
+        return self.cfg.algorithm.memory == "long_term"
 
     def pool_scope(self, i: int) -> int | None:
         """Which iteration's part of the pool iteration i trains on: all of it (None), with long-term memory."""

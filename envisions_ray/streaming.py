@@ -39,7 +39,7 @@ def stream(
     while pending_generation or executors.busy:
         ready, _ = ray.wait([*pending_generation, *executors.in_flight()], num_returns=1, timeout=run.cfg.env.poll_s)
         if not ready:
-            executors.tick()  # long waits grow the executor pool
+            executors.tick()  # long waits grow the executor group
         elif ready[0] in pending_generation:
             start, part = pending_generation.pop(ready[0])
             samples: list[list[Sample]] = ray.get(ready[0])

@@ -9,7 +9,7 @@ import pytest
 import ray
 import torch
 
-from envisions_ray.actors.executor import ExecutorPool
+from envisions_ray.actors.executor import ExecutorGroup
 from envisions_ray.actors.hf_backend import HFBackend
 from envisions_ray.config import EnvConfig, GeneratorConfig
 from envisions_ray.losses import target_token_loss
@@ -22,7 +22,7 @@ SLOW_PROGRAM = "def solution():\n    import time\n    time.sleep(0.05)\n    retu
 
 
 def test_a_killed_executor_is_restarted_and_its_work_retried(ray_session):
-    executors = ExecutorPool(EnvConfig(num_executors=2, settings={"timeout_s": 2.0})).actors
+    executors = ExecutorGroup(EnvConfig(num_executors=2, settings={"timeout_s": 2.0})).actors
     batches = [
         [(SLOW_PROGRAM.format(n=n), Example(str(n), "", str(n))) for n in range(b * 10, b * 10 + 10)] for b in range(8)
     ]

@@ -246,3 +246,11 @@ def test_load_config_refuses_what_a_run_would_refuse_later(override, needle):
     with pytest.raises(UserError) as refused:
         load_config("conf/math_quickstart.yaml", [override])
     assert needle in str(refused.value)
+
+
+def test_a_run_directory_written_before_algorithm_pool_was_renamed_still_loads(tmp_path):
+    old = tmp_path / "config.yaml"
+    old.write_text("run_dir: runs/old\nalgorithm:\n  pool: current_iteration\n")
+    assert load_config(old).algorithm.memory == "current_iteration"
+    with pytest.raises(UserError, match="algorithm.pool"):
+        load_config(None, ["run_dir=x", "algorithm.pool=current_iteration"])

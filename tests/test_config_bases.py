@@ -1,7 +1,8 @@
 """The run configs in conf/ and their domain bases in conf/base/.
 
 tests/fixtures/run_configs.json holds what each run config's files said before the bases were drawn out
-of them (issue 36): each config must still resolve to what that said. It was written from the
+of them (issue 36): each config must still resolve to what that said. A config changed on purpose
+has its entry rewritten with it (conf/logic_proofwriter.yaml, re-sized to a 2-hour CPU recipe). It was written from the
 files, not from the resolved dataclasses, so that a changed default in envisions_ray/config.py does
 not make it stale; both sides are resolved here by the code of the day.
 """

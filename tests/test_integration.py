@@ -208,7 +208,7 @@ def test_ablation_switches_shape_the_training_set(
     stop = GeneratorGroup.stop
     monkeypatch.setattr(GeneratorGroup, "stop", lambda group: (stopped_before_training.append(len(jobs)), stop(group)))
     run_dir = tmp_path / "ablated"
-    switches = ["algorithm.l2=false", "algorithm.rank=random", "algorithm.pool=current_iteration"]
+    switches = ["algorithm.l2=false", "algorithm.rank=random", "algorithm.memory=current_iteration"]
     driver.run_experiment(
         tiny_run_config(
             tiny_solver,

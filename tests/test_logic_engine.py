@@ -8,7 +8,7 @@ import pytest
 import ray
 import yaml
 
-from envisions_ray.actors.executor import ExecutorPool
+from envisions_ray.actors.executor import ExecutorGroup
 from envisions_ray.config import EnvConfig
 from envisions_ray.envs.logic_engine import LogicEngine, LogicSettings
 from envisions_ray.errors import UserError
@@ -96,7 +96,7 @@ def test_memory_limit_turns_a_blow_up_into_an_error():
 
 
 def test_grounding_bomb_does_not_kill_the_executor_actor(ray_session):
-    [executor] = ExecutorPool(
+    [executor] = ExecutorGroup(
         EnvConfig(name="logic", num_executors=1, settings={"timeout_s": 0.5, "backstop_margin_s": 1.0})
     ).actors
     pid = ray.get(actor_pid(executor))

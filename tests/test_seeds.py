@@ -113,7 +113,7 @@ def test_hf_greedy_ignores_seeds_and_a_seeded_draw_this_cold_is_greedy(backend):
 
 
 class LocalExecutors:
-    """What `stream` asks of an ExecutorPool, answered at once in this process: every solution fails."""
+    """What `stream` asks of an ExecutorGroup, answered at once in this process: every solution fails."""
 
     def __init__(self, ray):
         self.ray, self.running = ray, {}

@@ -38,7 +38,7 @@ def test_the_table3_sweep_file_names_the_paper_ablations():
     }
     assert by_name["without_self_refine"].algorithm.refine is False
     assert by_name["without_self_rewards"].algorithm.rank == "random"
-    assert by_name["without_long_term_memory"].algorithm.pool == "current_iteration"
+    assert by_name["without_long_term_memory"].algorithm.memory == "current_iteration"
     assert by_name["without_l2"].algorithm.l2 is False
     assert all(cfg.eval.refine and cfg.model.path == "smollm2" for cfg in by_name.values())
 

@@ -15,7 +15,7 @@ import pytest
 import ray
 import yaml
 
-from envisions_ray.actors.executor import ExecutorPool
+from envisions_ray.actors.executor import ExecutorGroup
 from envisions_ray.config import EnvConfig
 from envisions_ray.data import task_input
 from envisions_ray.envs.web_browser import DIRECTORY_PREFIX, wrapper_script
@@ -194,7 +194,7 @@ def test_the_pool_counts_the_browsers_of_retired_executors_and_its_peak_processe
         count_processes=DIRECTORY_PREFIX,
         count_every_s=0.0,
     )
-    pool = ExecutorPool(cfg)
+    pool = ExecutorGroup(cfg)
     # Each episode waits settle_s (1 s) for an element that never comes: long enough that the
     # second executor gets work and starts a browser of its own.
     batches = [[('click_text("NOPE")', task_input("click-test-2", seed))] for seed in range(10)]
@@ -211,7 +211,7 @@ def test_the_pool_counts_the_browsers_of_retired_executors_and_its_peak_processe
 
 
 def test_killing_the_browser_mid_run_loses_no_episode(ray_session):
-    pool = ExecutorPool(EnvConfig(name="web", num_executors=1, max_retries=1, resources={"browser": 1}))
+    pool = ExecutorGroup(EnvConfig(name="web", num_executors=1, max_retries=1, resources={"browser": 1}))
     jobs = [(CLICK_ONE, task_input("click-test-2", seed)) for seed in range(40)]
     owner = ray.get(actor_pid(pool.actors[0]))
     ref = pool.actors[0].execute.remote(jobs)

@@ -1,8 +1,8 @@
-"""The executor pool grows with queued work and shrinks when idle, within its bounds."""
+"""The executor group grows with queued work and shrinks when idle, within its bounds."""
 
 import time
 
-from envisions_ray.actors.executor import ExecutorPool, scaling_step
+from envisions_ray.actors.executor import ExecutorGroup, scaling_step
 from envisions_ray.config import EnvConfig
 from envisions_ray.types import Example
 
@@ -28,7 +28,7 @@ def test_the_pool_grows_while_work_waits_and_shrinks_when_idle(ray_session):
     cfg = EnvConfig(
         num_executors=1, max_executors=3, grow_after_s=0.3, shrink_after_s=1.0, poll_s=0.05, settings={"timeout_s": 5.0}
     )
-    pool = ExecutorPool(cfg)
+    pool = ExecutorGroup(cfg)
     batches = [[(SLOW_PROGRAM.format(n=n), Example(str(n), "", str(n)))] for n in range(12)]
     results = pool.execute(batches)
     assert [outcome.reward for [outcome] in results] == [1] * 12  # every call answered, in order
@@ -41,7 +41,7 @@ def test_the_pool_grows_while_work_waits_and_shrinks_when_idle(ray_session):
 
 
 def test_a_fixed_pool_never_grows(ray_session):
-    pool = ExecutorPool(EnvConfig(num_executors=2, grow_after_s=0.0, poll_s=0.05, settings={"timeout_s": 5.0}))
+    pool = ExecutorGroup(EnvConfig(num_executors=2, grow_after_s=0.0, poll_s=0.05, settings={"timeout_s": 5.0}))
     pool.execute([[(SLOW_PROGRAM.format(n=1), Example("1", "", "1"))] for _ in range(6)])
     assert pool.stats().peak == 2
     pool.close()
