@@ -22,6 +22,11 @@ BEST_LINK = "best"  # in the run directory: a symlink to the best policy's model
 METRICS_FILE = "metrics.jsonl"  # in the run directory: the base model's line, then one per iteration
 
 
+def answers_path(run_dir: Path, policy: int) -> Path:
+    """Where policy k's eval answers go: 0 is the base model, k the policy after iteration k."""
+    return run_dir / "answers" / f"policy-{policy}.jsonl"
+
+
 def best_policy(lines: list[dict], eval_set: str | None = None) -> dict | None:
     """{"policy", "eval_set", "accuracy"} of the best of the metrics lines on `eval_set` (by default
     the first set of the first line: data.eval's first, as the base model's eval ran them). A policy

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+from envisions_ray.best import answers_path
 from envisions_ray.data import write_jsonl
 from envisions_ray.metrics import (
     accuracy,
@@ -72,5 +73,4 @@ def logprob_margin(run: Run, i: int) -> float | None:
 
 
 def answers_file(run: Run, policy: int) -> Path:
-    """Where policy k's eval answers go: 0 is the base model, k the policy after iteration k."""
-    return run.run_dir / "answers" / f"policy-{policy}.jsonl"
+    return answers_path(run.run_dir, policy)

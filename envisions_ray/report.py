@@ -15,7 +15,6 @@ and it says where the runs' TensorBoard event files are (envisions_ray/tensorboa
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -23,8 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from envisions_ray.best import METRICS_FILE, best_policy, policy_name, read_lines
+from envisions_ray.best import METRICS_FILE, answers_path, best_policy, policy_name, read_lines
 from envisions_ray.confusion import Confusion, confusion, label_valued
+from envisions_ray.data import json_records
 from envisions_ray.errors import UserError
 from envisions_ray.tensorboard_scalars import TENSORBOARD_DIR
 
@@ -61,9 +61,9 @@ class RunRecord:
 
 def _runs_in(directory: Path) -> list[Path]:
     """The directory itself if it is a run; else the runs directly in it (a sweep's parent), by name."""
-    if (directory / "metrics.jsonl").is_file():
+    if (directory / METRICS_FILE).is_file():
         return [directory]
-    runs = sorted(child for child in directory.glob("*") if (child / "metrics.jsonl").is_file())
+    runs = sorted(child for child in directory.glob("*") if (child / METRICS_FILE).is_file())
     return runs or [directory]  # not a run and holding none: read_metrics says so
 
 
@@ -270,12 +270,12 @@ def confusion_tables(runs: list[RunRecord]) -> list[str]:
     tables = []
     for run in runs:
         by_set: dict[str, dict[int, Confusion]] = {}
-        for line in run.lines:
-            rows = _answers(run, line["policy"])
+        for policy in dict.fromkeys(line["policy"] for line in run.lines):  # one evaluated twice: its last answers
+            rows = _answers(run, policy)
             for name in dict.fromkeys(row["eval_set"] for row in rows):
                 pairs = [(row["expected"], row["output"]) for row in rows if row["eval_set"] == name]
                 if label_valued(expected for expected, _ in pairs):
-                    by_set.setdefault(name, {})[line["policy"]] = confusion(pairs)
+                    by_set.setdefault(name, {})[policy] = confusion(pairs)
         for name, per_policy in by_set.items():
             columns = list(dict.fromkeys(label for matrix in per_policy.values() for label in matrix.predicted))
             header = ["policy", "expected", *(f"answered {label}" for label in columns), "recall"]
@@ -295,10 +295,10 @@ def confusion_tables(runs: list[RunRecord]) -> list[str]:
 
 def _answers(run: RunRecord, policy: int) -> list[dict]:
     """The answers a policy gave on the run's eval sets, as `evaluate` stored them; none if absent."""
-    path = run.directory / "answers" / f"policy-{policy}.jsonl" if run.directory else None
+    path = answers_path(run.directory, policy) if run.directory else None
     if path is None or not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [row for _, row in json_records(path)]
 
 
 def failure_tables(runs: list[RunRecord]) -> list[str]:

@@ -24,6 +24,8 @@ def test_only_sets_with_few_expected_values_are_label_valued():
     assert label_valued(["True", "False", "Unknown", "True"])
     assert not label_valued(str(n) for n in range(100))
     assert not label_valued([])
+    assert label_valued("abcde") and not label_valued("abcdef")  # MAX_LABELS is 5
+    assert not label_valued(["", ""])  # web episodes: no expected answer, no labels
 
 
 def write_logic_run(run_dir, answers_per_policy):

@@ -39,7 +39,9 @@ def imported(module: str, path: Path, known: set[str]) -> set[str]:
                 anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                 base = f"{anchor}.{base}" if base else anchor
             found.update(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names)
-    return {name for name in found if name in known and name != module}
+    # Importing a.b.c runs a/__init__.py and a/b/__init__.py first: their imports are edges too.
+    parents = {name.rsplit(".", depth)[0] for name in found for depth in range(1, name.count(".") + 1)}
+    return {name for name in found | parents if name in known and name != module and not module.startswith(name + ".")}
 
 
 def import_graph() -> dict[str, set[str]]:

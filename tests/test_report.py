@@ -293,6 +293,7 @@ def test_report_gives_success_per_task_for_every_iteration_and_why_the_weakest_f
     assert "## Why web iter 2 failed on its 2 weakest tasks: miniwob" in out
     assert "| a | 1 | 1 | 0 | 0 | 0 | 0 |" in out and "| b | 0 | 0 | 1 | 0 | 0 | 0 |" in out
     assert "| **all** | 1 | 1 | 1 | 0 | 0 | 0 |" in out
+    assert "Confusion per policy" not in out  # episodes have no labels
     assert "| no element | a@2 | `click_text(\"OK\")` | line 1: no element on the page matches text='OK' |" in out
     assert "| c |" not in out.split("## Why")[1].split("##")[0]  # the strongest task is left out
 

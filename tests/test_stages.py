@@ -36,6 +36,8 @@ def test_a_stage_that_did_nothing_runs_again_on_a_resume(tmp_path):
     run = driver_on(tmp_path / "pool.sqlite", "first")
     assert Stages(run, 0).once("train", lambda: None, Trained) is None
     assert not run.pool.is_done(0, "train")
+    trained = Trained("/ck/iter-0", 0.5)
+    assert Stages(driver_on(tmp_path / "pool.sqlite", "resumed"), 0).once("train", lambda: trained, Trained) == trained
 
 
 def test_a_training_kept_before_its_too_long_counts_reads_them_as_zero(tmp_path):
@@ -45,11 +47,14 @@ def test_a_training_kept_before_its_too_long_counts_reads_them_as_zero(tmp_path)
     assert json.loads(OLD_DETAIL)["checkpoint"] == run.pool.newest_checkpoint()
 
 
-def test_the_time_of_one_stage_adds_up_within_a_driver_and_across_drivers(tmp_path):
+def test_the_time_of_one_stage_adds_up_within_a_driver_and_across_drivers(tmp_path, monkeypatch):
     first = Stages(driver_on(tmp_path / "pool.sqlite", "first"), 0)
+    clock = iter([0.0, 1.0, 1.0, 3.0])  # two blocks of 1 s and 2 s
+    monkeypatch.setattr(stages.time, "perf_counter", lambda: next(clock))
     first.timed("select", lambda: None)
     first.timed("select", lambda: None)  # a method's examples are timed under select too
-    assert first.run.pool.seconds(0)["select"] == first.seconds["select"] > 0
+    monkeypatch.undo()
+    assert first.seconds["select"] == 3.0 == first.run.pool.seconds(0)["select"]
     resumed = Stages(driver_on(tmp_path / "pool.sqlite", "resumed"), 0)
     resumed.timed("select", lambda: None)
     assert resumed.run.pool.seconds(0)["select"] == first.seconds["select"] + resumed.seconds["select"]
