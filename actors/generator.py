@@ -6,8 +6,9 @@ A backend has three methods, `sample`, `logprob` and `load`, so a vLLM backend s
 A generator that dies (its process killed, its node lost) is restarted by Ray, and the calls it had
 in hand run again on the new one, so the chunk it was generating is generated again; what it had
 returned is with the driver already. Ray restarts an actor with its first arguments, so the actor
-reads the checkpoint the driver handed out last from `policy_file` instead. Its engine's processes
-are its children and die with it (tests/test_vllm_engine.py kills one and looks).
+reads the checkpoint the driver handed out last from `policy_file` instead. Its engine runs in its
+own process (vLLM on CPU, `generator.engine_in_process`) or in child processes that die with it
+(tests/test_vllm_engine.py kills one and looks).
 """
 
 from __future__ import annotations

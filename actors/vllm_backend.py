@@ -62,8 +62,20 @@ What differs on CPU:
   trades the faster decode for a quicker engine start.
 - Attention kernels exist for head sizes of 32 and more (vllm/v1/attention/backends/cpu_attn.py),
   in float32, float16 and bfloat16; the AVX2 build (`vllm._C_AVX2`) has no native bf16 arithmetic.
-- The engine core and its worker are spawned processes (vllm/platforms/cpu.py forces
-  VLLM_WORKER_MULTIPROC_METHOD=spawn), so a script that makes an engine needs a `__main__` guard.
+- Processes. By default vLLM spawns an engine-core process and a worker process (vllm/platforms/
+  cpu.py forces VLLM_WORKER_MULTIPROC_METHOD=spawn), so a script that makes an engine needs a
+  `__main__` guard. With `generator.engine_in_process` (the default) a CPU engine runs in the
+  generator actor's own process, already a process of its own: 12.8 s against 28.5 s for the 0.5B
+  model's start (benchmarks/bench_engine_start.py). `VLLM_ENABLE_V1_MULTIPROCESSING=0` is set only
+  while `vllm.LLM` is built: vllm.envs reads a variable on each access (vllm/envs.py `__getattr__`),
+  `LLMEngine.from_engine_args` picks the in-process client by it, `CpuPlatform.check_and_update_config`
+  keeps the "uni" executor only when it is "0", and `EngineCore.__init__` caches the values it
+  read. `UniProcExecutor.collective_rpc` calls the worker's method directly, so `reload_weights`
+  works as across processes, and the model runner builds our grammar's logits processor in the
+  process it runs in. The worker's `init_device` seeds the actor's global generators with
+  `generator.seed` and makes `torch.set_num_threads` a no-op; seeded requests draw from their own
+  generators, so the samples are the same in both modes (tests/test_vllm_engine.py). GPU engines
+  keep vLLM's engine-core process (`builds_in_process`): the in-process path is untested there.
 """
 
 from __future__ import annotations
@@ -71,6 +83,8 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from envisions_ray.actors.backend import Sample, cut_at_stop
 from envisions_ray.config import GeneratorConfig
@@ -88,6 +102,14 @@ UNTIED_PREFIX = "envisions-untied-"
 # argument that hands it a grammar (actors/vllm_grammar.py).
 LOGITS_PROCESSOR = "envisions_ray.actors.vllm_grammar:GrammarAfterLogprobs"
 GRAMMAR_ARG = "grammar"
+# vLLM's switch between an engine core in a process of its own ("1", its default) and one in the
+# calling process ("0"), and its executor that runs the one worker in the engine core's process
+# (vllm/v1/executor/uniproc_executor.py): together, an engine with no process of its own (module docstring).
+MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
+MULTIPROCESSING_OFF = "0"
+IN_PROCESS_EXECUTOR = "uni"
+# The executor whose workers are child processes, for tensor parallelism inside one actor.
+CHILD_PROCESS_EXECUTOR = "mp"
 
 
 def counted_tokens(completion) -> int:
@@ -134,6 +156,43 @@ def target_logprob_sums(outputs, prompt_lengths: list[int]) -> list[float]:
     return sums
 
 
+def builds_in_process(cfg: GeneratorConfig) -> bool:
+    """Does the engine run in the actor's own process? On CPU, one worker, where the config asks;
+    GPU engines keep vLLM's engine-core process."""
+    return cfg.engine_in_process and cfg.num_gpus == 0 and cfg.tensor_parallel_size == 1
+
+
+def executor_backend(cfg: GeneratorConfig) -> str | None:
+    """vLLM's `distributed_executor_backend`. Inside our actor's placement group vLLM would pick its
+    "ray" executor, which wants one 1-GPU bundle per worker (vllm/v1/executor/ray_utils.py); the
+    actor already holds all its GPUs (actors/generator.py start_generators), so TP workers are its
+    child processes. None: vLLM's choice for one worker, "uni" (vllm/config/parallel.py), the worker
+    in the engine core's process, which the CPU platform turns into "mp", a worker process of its
+    own, while multiprocessing is on (vllm/platforms/cpu.py `check_and_update_config`)."""
+    if builds_in_process(cfg):
+        return IN_PROCESS_EXECUTOR
+    return CHILD_PROCESS_EXECUTOR if cfg.tensor_parallel_size > 1 else None
+
+
+@contextmanager
+def engine_process_setting(cfg: GeneratorConfig) -> Iterator[None]:
+    """Multiprocessing off while the engine is built, where it runs in this process, and the
+    variable as it was afterwards. vLLM reads it from os.environ as it builds the engine (module
+    docstring), so setting it at the call is enough, and nothing this process starts later inherits it."""
+    if not builds_in_process(cfg):
+        yield
+        return
+    before = os.environ.get(MULTIPROCESSING_ENV)
+    os.environ[MULTIPROCESSING_ENV] = MULTIPROCESSING_OFF
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(MULTIPROCESSING_ENV, None)
+        else:
+            os.environ[MULTIPROCESSING_ENV] = before
+
+
 def engine_args(cfg: GeneratorConfig, model_path: str, dtype: str) -> dict:
     """`vllm.LLM` keyword arguments: the KV cache by memory share on GPUs, by size and block size on CPUs."""
     memory = (
@@ -156,10 +215,7 @@ def engine_args(cfg: GeneratorConfig, model_path: str, dtype: str) -> dict:
         enforce_eager=cfg.enforce_eager,
         logprobs_mode="raw_logprobs",  # the default, pinned: self-reward depends on it
         logits_processors=[LOGITS_PROCESSOR],  # the grammar, after the raw logprobs (actors/vllm_grammar.py)
-        # Inside our actor's placement group vLLM would pick its "ray" executor, which wants one
-        # 1-GPU bundle per worker (vllm/v1/executor/ray_utils.py); the actor already holds all its
-        # GPUs (actors/generator.py start_generators), so TP workers are its child processes.
-        distributed_executor_backend="mp" if cfg.tensor_parallel_size > 1 else None,
+        distributed_executor_backend=executor_backend(cfg),
         **memory,
     )
 
@@ -181,7 +237,7 @@ class ServedWeights:
 
 class VLLMBackend:
     def __init__(self, cfg: GeneratorConfig, model_path: str, dtype: str):
-        if cfg.num_gpus == 0:  # read by the engine's processes, which inherit this environment
+        if cfg.num_gpus == 0:  # read by spawned engine processes, which inherit this environment
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
             os.environ.setdefault("OMP_NUM_THREADS", str(max(1, int(cfg.num_cpus))))
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # our progress bars say what runs
@@ -195,7 +251,8 @@ class VLLMBackend:
             ) from None
         self.vllm, self.cfg, self.dtype = vllm, cfg, dtype
         self.weights = ServedWeights(model_path)
-        self.llm = self.vllm.LLM(**engine_args(cfg, self.weights.path, dtype))
+        with engine_process_setting(cfg):
+            self.llm = self.vllm.LLM(**engine_args(cfg, self.weights.path, dtype))
         self.tokenizer = self.llm.get_tokenizer()
 
     def load(self, model_path: str) -> None:
@@ -207,7 +264,8 @@ class VLLMBackend:
         self.weights = weights
 
     def close(self) -> None:
-        """Stop the engine core and its workers now, rather than whenever the LLM is collected."""
+        """Stop the engine core and its workers now, rather than whenever the LLM is collected. An
+        engine in this process frees its weights and KV cache here (module docstring)."""
         self.llm.llm_engine.engine_core.shutdown()
         self.llm = None
         self.weights.close()

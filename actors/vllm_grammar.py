@@ -9,9 +9,10 @@ first and runs the logits processors after them (vllm/v1/sample/sampler.py `Samp
 logprobs the policy's own, and the prompt stays in the prefix cache: the teacher-forced pass this
 replaced could not read it (vLLM skips the cache for a request that asks for prompt logprobs).
 
-The engine loads `GrammarAfterLogprobs` by name (vllm_backend.LOGITS_PROCESSOR) in its own process. A request
-opts in with `SamplingParams(extra_args={GRAMMAR_ARG: EBNF})`; vLLM hands each request, and each of
-its n samples, its own `GrammarRow`, with the live list of the tokens it has sampled.
+The engine loads `GrammarAfterLogprobs` by name (vllm_backend.LOGITS_PROCESSOR) in the process its
+worker runs in: a spawned one, or the generator actor's own with `generator.engine_in_process`. A
+request opts in with `SamplingParams(extra_args={GRAMMAR_ARG: EBNF})`; vLLM hands each request, and
+each of its n samples, its own `GrammarRow`, with the live list of the tokens it has sampled.
 """
 
 from __future__ import annotations

@@ -66,6 +66,12 @@ class GeneratorConfig:
     kv_block_size: int = 32
     # vllm backend: no torch.compile. The engine starts in about a third of the time, and decodes slower.
     enforce_eager: bool = False
+    # vllm backend on CPU: build the engine in the generator actor's own process (vLLM's "uni"
+    # executor, its multiprocessing off) instead of spawning an engine-core and a worker process.
+    # The actor is already a process of its own, and those two spent about 40 s of a 73 s SmolLM2
+    # engine start starting and importing (benchmarks/bench_engine_start.py). GPU engines always
+    # keep vLLM's own processes (actors/vllm_backend.py, "What differs on CPU").
+    engine_in_process: bool = True
     # Constrain exploration, refinement and evaluation to the grammar in the domain's prompt file,
     # where it has one (logic, web), so every sample is a well-formed program; both backends use
     # xgrammar. Self-reward stays the policy's log-prob before the grammar's mask.

@@ -90,18 +90,21 @@ class Method:
 
 def l1_examples(ctx: MethodContext, positives: list[Trajectory]) -> list[TrainExample]:
     """L1: the training prompt (zero-shot, or algorithm.trained_shots), then a positive."""
-    return [TrainExample(ctx.training_prompt(t.example_id), t.solution, "l1") for t in positives]
+    return [TrainExample(ctx.training_prompt(t.example_id), t.solution, "l1", t.example_id) for t in positives]
 
 
 def l2_examples(ctx: MethodContext, pairs: list[tuple[Trajectory, Trajectory]]) -> list[TrainExample]:
     """L2: the refine prompt filled with the negative, then the positive."""
     return [
-        TrainExample(ctx.prompts.refine(ctx.problems[p.example_id], n.solution), p.solution, "l2") for p, n in pairs
+        TrainExample(ctx.prompts.refine(ctx.problems[p.example_id], n.solution), p.solution, "l2", p.example_id)
+        for p, n in pairs
     ]
 
 
 def preference_examples(ctx: MethodContext, pairs: list[tuple[Trajectory, Trajectory]]) -> list[PreferenceExample]:
-    return [PreferenceExample(ctx.training_prompt(p.example_id), p.solution, n.solution) for p, n in pairs]
+    return [
+        PreferenceExample(ctx.training_prompt(p.example_id), p.solution, n.solution, p.example_id) for p, n in pairs
+    ]
 
 
 def envisions_examples(ctx: MethodContext, i: int) -> Examples:

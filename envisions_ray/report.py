@@ -4,9 +4,11 @@ It writes, into the output directory (by default the runs' common parent, or the
 - `report.md`: final accuracy per run and eval set, held-in and held-out sets marked, their
   average, EA, STB and unique correct trajectories; each run's best policy (the one RUN_DIR/best
   keeps, chosen on its first eval set) and its accuracy on every set; for web eval sets, success
-  per task for each run's base model and every iteration (paper table 11), and why the final
-  policy failed on its weakest tasks; then each run's iterations, and its speed and environment
-  events;
+  per task for each run's base model and every iteration (paper table 11), each iteration's
+  training data per task (inputs explored, positives, and U1 and U2 by the input id of each
+  iter-N/train.jsonl row; tasks without a positive first) beside the task's success before and after,
+  and why the final policy failed on its weakest tasks; then each run's iterations, and its speed
+  and environment events;
 - `accuracy.png` (per eval set, per iteration), `explored.png`, `ea_stb.png` (one point per run),
   `delta_logp.png`, `unique_correct.png` and `wall_time.png` (where each iteration's time went);
 and it says where the runs' TensorBoard event files are (envisions_ray/tensorboard_scalars.py).
@@ -16,17 +18,23 @@ and it says where the runs' TensorBoard event files are (envisions_ray/tensorboa
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections import Counter
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from envisions_ray.actors.pool import COLUMNS
 from envisions_ray.best import METRICS_FILE, answers_path, best_policy, policy_name, read_lines
 from envisions_ray.confusion import Confusion, confusion, label_valued
 from envisions_ray.data import json_records
 from envisions_ray.errors import UserError
+from envisions_ray.paths import POOL_FILE
+from envisions_ray.task_training import TaskTraining, predates_ids, task_of, training_per_task, weakest_first
 from envisions_ray.tensorboard_scalars import TENSORBOARD_DIR
+from envisions_ray.types import Trajectory
 
 # Horizontal distance, in iterations, between runs' points in the accuracy plot.
 RUN_SPACING = 0.06
@@ -111,6 +119,7 @@ def markdown_tables(runs: list[RunRecord]) -> str:
         best_table(runs),
         *grammar_tables(runs),
         *per_task_tables(runs),
+        *training_tables(runs),
         *failure_tables(runs),
         *confusion_tables(runs),
     ]
@@ -236,6 +245,63 @@ def per_task_table(columns: dict[str, dict[str, float]]) -> str:
     return _markdown(["task", *columns], rows)
 
 
+def training_tables(runs: list[RunRecord]) -> list[str]:
+    """Per run with success per task and a pool, per iteration: what exploring found for each task,
+    what of it was trained on (U1, U2), and the task's success before and after training."""
+    tables = []
+    for run in runs:
+        pool = run.directory / POOL_FILE if run.directory else None
+        if pool is None or not pool.is_file() or not any(line.get("per_task") for line in run.lines):
+            continue
+        trajectories = read_pool(pool)
+        for line in run.iterations:
+            i = line["iteration"] - 1  # the pool's and iter-N's numbering: iteration 1 is pool iteration 0
+            train_file = run.directory / f"iter-{i}" / "train.jsonl"
+            rows = [row for _, row in json_records(train_file)] if train_file.is_file() else []
+            per_task = training_per_task(
+                [t for t in trajectories if t.iteration == i],
+                rows,
+                [task for scores in line.get("per_task", {}).values() for task in scores],
+            )
+            before = [earlier for earlier in run.lines if earlier["policy"] == line["policy"] - 1][-1:]
+            tables.append(training_table(run.name, line, before[0] if before else {}, per_task, predates_ids(rows)))
+    return tables
+
+
+def training_table(
+    name: str, after: dict, before: dict, per_task: dict[str, TaskTraining], no_ids: bool = False
+) -> str:
+    """Tasks by positives, fewest first: the iteration's exploration, its U1 and U2 (not when its
+    train.jsonl predates per-example ids: `no_ids`), and success per eval set of the policy that
+    explored (`before`) and of the one trained (`after`)."""
+    sets = list(after.get("per_task", {}))
+    header = ["task", "inputs explored", "samples", "positives", "inputs with a positive"]
+    header += [] if no_ids else ["U1", "U2"]
+    header += [f"{set_name} {when}" for set_name in sets for when in ("before", "after")]
+    rows = []
+    for task in weakest_first(per_task):
+        counts = per_task[task]
+        row = [task, *(str(n) for n in (counts.inputs, counts.samples, counts.positives, counts.solved))]
+        row += [] if no_ids else [str(counts.u1), str(counts.u2)]
+        for set_name in sets:
+            row += [_percent(line.get("per_task", {}).get(set_name, {}).get(task)) for line in (before, after)]
+        rows.append(row)
+    empty = sum(counts.positives == 0 for counts in per_task.values())
+    explorer = policy_name(before["policy"]) if before else "–"
+    note = "Its train.jsonl predates per-example ids: no U1 or U2 per task.\n\n" if no_ids else ""
+    return (
+        f"## Training data per task: {name} {policy_name(after['policy'])} (explored by {explorer})\n\n"
+        f"{empty} of the {len(per_task)} tasks had no positive.\n\n" + note + _markdown(header, rows)
+    )
+
+
+def read_pool(path: Path) -> list[Trajectory]:
+    """Every trajectory of a run's pool.sqlite, read-only (the run may still be writing it)."""
+    with closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as db:
+        rows = db.execute(f"SELECT {', '.join(COLUMNS)} FROM trajectories ORDER BY id").fetchall()
+    return [Trajectory(*row) for row in rows]
+
+
 def iteration_table(run: RunRecord) -> str:
     names = sorted({name for line in run.lines for name in line["eval"]})
     # "parsed": the share of eval solutions in the domain's language; "ran": that the environment
@@ -314,9 +380,9 @@ def failure_tables(runs: list[RunRecord]) -> list[str]:
         for name, scores in run.final["per_task"].items():
             weakest = sorted(scores, key=lambda task: (scores[task], task))[:FAILURE_TASKS]
             failed = [
-                (row["id"].split("@")[0], failure_cause(row["reward"], row["error"]), row)
+                (task_of(row["id"]), failure_cause(row["reward"], row["error"]), row)
                 for row in rows
-                if row["eval_set"] == name and row["reward"] <= 0 and row["id"].split("@")[0] in weakest
+                if row["eval_set"] == name and row["reward"] <= 0 and task_of(row["id"]) in weakest
             ]
             counts = Counter((task, cause) for task, cause, _ in failed)
             by_task = [[task, *(str(counts[task, cause]) for cause in CAUSES)] for task in weakest]

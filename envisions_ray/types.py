@@ -59,6 +59,7 @@ class TrainExample:
     prompt: str
     target: str
     kind: str  # "l1" or "l2", kept for per-loss reporting
+    example_id: str = ""  # the input's id (a pool example's); empty for a row scored, not trained on
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class PreferenceExample:
     prompt: str
     chosen: str
     rejected: str
+    example_id: str = ""  # the input's id
 
 
 @dataclass(frozen=True)

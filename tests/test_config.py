@@ -144,7 +144,7 @@ def test_epochs_step_at_the_end_of_every_pass_and_steps_cycle_the_data():
 
 
 def test_the_two_hour_recipe_is_the_quick_recipe_scaled_up():
-    scaled = ["algorithm.iterations=3"]
+    scaled = ["algorithm.iterations=3", "data.train_size=168"]
     quick = load_config("conf/math_gsm8k_qwen_quick.yaml", ["run_dir=runs/math_gsm8k_qwen", *scaled])
     assert load_config("conf/math_gsm8k_qwen.yaml") == quick
 

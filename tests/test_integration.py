@@ -224,6 +224,7 @@ def test_ablation_switches_shape_the_training_set(
     assert stopped_before_training[0] == 0 and len(jobs) == 1 and "arith" in summary["eval"]
     exported = [json.loads(line) for line in (run_dir / "iter-0" / "train.jsonl").read_text().splitlines()]
     assert summary["u2"] == 0 and exported and {e["kind"] for e in exported} == {"l1"}
+    assert all(e["example_id"] for e in exported)  # each row names its input (the report's U1 per task)
     # No pair is built, so no positive is held back for one: every pooled positive is in U1 (N1 = 10).
     with sqlite3.connect(run_dir / "pool.sqlite") as db:
         (positives,) = db.execute("SELECT COUNT(*) FROM trajectories WHERE in_pool = 1 AND reward = 1").fetchone()

@@ -65,6 +65,7 @@ def test_envisions_trains_l1_on_u1_and_l2_on_u2():
     assert [(e.kind, e.target) for e in examples.sft] == [("l1", RIGHT), ("l2", BETTER)]
     assert examples.sft[0].prompt == ctx.prompts.explore("Tom has 12 apples.")
     assert examples.sft[1].prompt == ctx.prompts.refine("Tom has 12 apples.", WRONG) and examples.pairs == []
+    assert [e.example_id for e in examples.sft] == ["a", "a"]  # each names its input (train.jsonl's example_id)
 
 
 def test_without_refinement_envisions_has_no_pairs_and_keeps_no_positive_back():
@@ -81,7 +82,7 @@ def test_star_and_distill_train_on_every_positive_only(method):
 def test_sft_dpo_adds_preference_pairs_to_the_positives():
     examples = METHODS["sft_dpo"].examples(context_of("sft_dpo"), 0)
     assert [e.target for e in examples.sft] == [RIGHT, BETTER]
-    assert [(p.chosen, p.rejected) for p in examples.pairs] == [(RIGHT, WRONG)]
+    assert [(p.chosen, p.rejected, p.example_id) for p in examples.pairs] == [(RIGHT, WRONG, "a")]
 
 
 def test_self_rewarding_trains_only_on_its_own_judgement():

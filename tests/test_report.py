@@ -318,3 +318,59 @@ def test_each_web_failure_has_one_cause(reward, error, cause):
     from envisions_ray.envs.web_failures import failure_cause
 
     assert failure_cause(reward, error) == cause
+
+
+def training_table_of(run_dir, capsys) -> str:
+    """The markdown report's training-data table of the run's first iteration."""
+    assert main(["report", "--markdown", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    return out.split("## Training data per task: web iter 1 (explored by base)\n\n")[1].split("\n\n##")[0]
+
+
+def test_report_gives_each_iterations_training_data_per_task_tasks_without_positives_first(tmp_path, capsys):
+    from envisions_ray.actors.pool import CandidatePool
+    from envisions_ray.types import Trajectory
+
+    run_dir = tmp_path / "web"
+    lines = write_run(run_dir, "envisions", [0.2, 0.3])
+    for line, per_task in zip(lines, [{"a": 0.5, "b": 0.0, "c": 0.0}, {"a": 1.0, "b": 0.5, "c": 0.0}]):
+        line["per_task"] = {"miniwob": per_task}
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    pool = CandidatePool(str(run_dir / "pool.sqlite"))
+    explored = [("a@1", "click(ref=1)", 1), ("a@1", "click(ref=2)", 0), ("a@2", "click(ref=1)", 1)]
+    explored += [("b@1", "click(ref=7)", 1), ("c@1", "click(ref=3)", 0)]
+    pool.record([Trajectory(x, s, r, 0.0, 0, "explore", sample=n) for n, (x, s, r) in enumerate(explored)])
+    pool.select(0)
+    pool.close()
+    rows = [("a@1", "click(ref=1)", "l1"), ("a@2", "click(ref=1)", "l1"), ("b@1", "click(ref=7)", "l1")]
+    rows += [("a@1", "click(ref=1)", "l2")]
+    (run_dir / "iter-0").mkdir()
+    train_file = run_dir / "iter-0" / "train.jsonl"
+    train_file.write_text(
+        "".join(json.dumps({"prompt": "p", "target": t, "kind": kind, "example_id": x}) + "\n" for x, t, kind in rows)
+    )
+    table = training_table_of(run_dir, capsys)
+    assert table.splitlines() == [
+        "1 of the 3 tasks had no positive.",
+        "",
+        "| task | inputs explored | samples | positives | inputs with a positive | U1 | U2 "
+        "| miniwob before | miniwob after |",
+        "|---|---|---|---|---|---|---|---|---|",
+        "| c | 1 | 1 | 0 | 0 | 0 | 0 | 0.0% | 0.0% |",
+        "| b | 1 | 1 | 1 | 1 | 1 | 0 | 0.0% | 50.0% |",
+        "| a | 2 | 3 | 2 | 2 | 2 | 1 | 50.0% | 100.0% |",
+    ]
+    # A train.jsonl from before rows named their input: said so, and no U1 or U2 columns.
+    train_file.write_text(json.dumps({"prompt": "p", "target": "click(ref=1)", "kind": "l1"}) + "\n")
+    table = training_table_of(run_dir, capsys)
+    assert table.splitlines() == [
+        "1 of the 3 tasks had no positive.",
+        "",
+        "Its train.jsonl predates per-example ids: no U1 or U2 per task.",
+        "",
+        "| task | inputs explored | samples | positives | inputs with a positive | miniwob before | miniwob after |",
+        "|---|---|---|---|---|---|---|",
+        "| c | 1 | 1 | 0 | 0 | 0.0% | 0.0% |",
+        "| b | 1 | 1 | 1 | 1 | 0.0% | 50.0% |",
+        "| a | 2 | 3 | 2 | 2 | 50.0% | 100.0% |",
+    ]

@@ -17,6 +17,7 @@ The fakes hold exactly the fields the adapter reads, shaped as vLLM's source def
 from __future__ import annotations
 
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -29,8 +30,10 @@ from envisions_ray.actors.generator import make_backend, start_generators
 from envisions_ray.actors.vllm_backend import (
     GRAMMAR_ARG,
     LOGITS_PROCESSOR,
+    MULTIPROCESSING_ENV,
     VLLMBackend,
     engine_args,
+    engine_process_setting,
     samples_from_outputs,
     target_logprob_sums,
 )
@@ -198,10 +201,35 @@ def test_engine_args_size_the_kv_cache_by_gpu_share_or_by_cpu_gibibytes():
     )
     assert cpu["kv_cache_memory_bytes"] == 1.5 * 2**30 and "gpu_memory_utilization" not in cpu
     assert cpu["block_size"] == 64 and "block_size" not in gpu  # GPUs keep vLLM's own
-    assert cpu["enforce_eager"] and cpu["distributed_executor_backend"] is None
+    assert cpu["enforce_eager"] and cpu["distributed_executor_backend"] == "uni"  # generator.engine_in_process
     # Whole prompts a step on CPU: a cut prompt kills the engine for seeded requests (vllm_backend docstring).
     assert cpu["enable_chunked_prefill"] is False and cpu["max_num_batched_tokens"] == 4096
     assert "enable_chunked_prefill" not in gpu
+
+
+def test_the_engine_runs_in_the_actors_process_on_cpu_only_where_the_config_asks(monkeypatch):
+    """vLLM's own executor (None) on GPUs and where the setting is off; on CPU, "uni" and
+    multiprocessing off while the engine is built, and as it was after."""
+    cpu, spawned = GeneratorConfig(backend="vllm"), GeneratorConfig(backend="vllm", engine_in_process=False)
+    gpu = GeneratorConfig(backend="vllm", num_gpus=1)
+    executors = [
+        engine_args(config, "model-a", "float32")["distributed_executor_backend"] for config in (cpu, spawned, gpu)
+    ]
+    assert executors == ["uni", None, None]
+    for before in [None, "1"]:
+        if before is None:
+            monkeypatch.delenv(MULTIPROCESSING_ENV, raising=False)
+        else:
+            monkeypatch.setenv(MULTIPROCESSING_ENV, before)
+        with engine_process_setting(cpu):
+            assert os.environ[MULTIPROCESSING_ENV] == "0"
+        assert os.environ.get(MULTIPROCESSING_ENV) == before
+        for config in (spawned, gpu):
+            with engine_process_setting(config):
+                assert os.environ.get(MULTIPROCESSING_ENV) == before
+    with pytest.raises(RuntimeError), engine_process_setting(cpu):
+        raise RuntimeError("the engine failed to start")
+    assert os.environ.get(MULTIPROCESSING_ENV) == before
 
 
 def test_without_vllm_the_backend_says_which_extra_to_install(monkeypatch):

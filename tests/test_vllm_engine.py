@@ -1,6 +1,8 @@
 """The vllm backend on a real vLLM engine (the CPU build), inside a Ray generator actor.
 
-One engine serves the whole module: starting one costs most of a minute on 2 cores. The hf backend
+One engine, in vLLM's own processes, serves the whole module: starting one costs most of a minute on
+2 cores. A second, in the actor's own process (`generator.engine_in_process`), is held to the first
+in one test. The hf backend
 on the same tiny model is the reference for greedy text, self-reward and teacher-forced logprobs;
 both run in float32, so they agree to float32 rounding (the kernels differ, the arithmetic does not).
 """
@@ -8,6 +10,7 @@ both run in float32, so they agree to float32 rounding (the kernels differ, the 
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -20,7 +23,7 @@ from conftest import SOLVER_PROGRAM
 
 from envisions_ray.actors.generator import Generator
 from envisions_ray.actors.hf_backend import HFBackend
-from envisions_ray.actors.vllm_backend import UNTIED_PREFIX, ServedWeights
+from envisions_ray.actors.vllm_backend import GIB, MULTIPROCESSING_ENV, UNTIED_PREFIX, ServedWeights
 from envisions_ray.config import GeneratorConfig
 from envisions_ray.model import is_tied
 from envisions_ray.prompts import PromptBook
@@ -32,6 +35,8 @@ PROMPT = PromptBook.load("conf/prompts/math.yaml").explore(
 )
 # Float32 on both sides; sums over ~15 tokens of differently ordered reductions.
 TOLERANCE = 1e-3
+# A grammar of one digit, each digit one token of the tiny model's vocabulary.
+ONE_DIGIT = "root ::= [0-9]"
 
 
 def engine_config(**overrides) -> GeneratorConfig:
@@ -41,9 +46,15 @@ def engine_config(**overrides) -> GeneratorConfig:
     return GeneratorConfig(**{**settings, **overrides})
 
 
+def start_engine(ray_session, model: str, in_process: bool):
+    config = engine_config(engine_in_process=in_process)
+    return ray_session.remote(Generator).options(num_cpus=1).remote(config, model, "float32")
+
+
 @pytest.fixture(scope="module")
 def engine(ray_session, tiny_solver):
-    actor = ray_session.remote(Generator).options(num_cpus=1).remote(engine_config(), tiny_solver, "float32")
+    """vLLM's engine-core and worker processes, whatever generator.engine_in_process defaults to."""
+    actor = start_engine(ray_session, tiny_solver, in_process=False)
     yield actor
     ray_session.kill(actor)
 
@@ -105,7 +116,7 @@ def test_a_constrained_sample_keeps_the_unmasked_policys_self_reward(ray_session
     """The grammar's mask comes after vLLM takes the raw logprobs (actors/vllm_grammar.py), so the
     sampling pass gives the unmasked policy's. One digit is one token, so the hf model's log
     p(digit) is the truth."""
-    [samples] = ray_session.get(engine.sample.remote([PROMPT], 16, 1.0, 8, True, "root ::= [0-9]"))
+    [samples] = ray_session.get(engine.sample.remote([PROMPT], 16, 1.0, 8, True, ONE_DIGIT))
     assert all(len(s.text) == 1 and s.text.isdigit() and s.num_tokens == 1 for s in samples)
     assert len({s.text for s in samples}) > 1
     for sample in samples:
@@ -144,6 +155,47 @@ def test_seeded_requests_whose_prompts_overflow_a_step_keep_the_engine_alive(ray
     seeds = [request_seed(0, 1, "explore", str(i)) for i in range(len(prompts))]
     groups = ray_session.get(engine.sample.remote(prompts, 2, 1.0, 4, True, "", seeds))
     assert [len(group) for group in groups] == [2] * len(prompts)
+
+
+def resident_bytes(ray_session, actor) -> int:
+    return psutil.Process(ray_session.get(actor_pid(actor))).memory_info().rss
+
+
+def test_an_engine_in_the_actors_process_samples_reloads_and_frees_as_the_spawned_one(
+    ray_session, engine, tiny_solver, tied_models
+):
+    """generator.engine_in_process: no engine process; seeded samples, free and under a grammar
+    (the logits processor loads in the actor), are those of the engine in vLLM's own processes,
+    self-reward included; an in-place reload computes the new weights; `close` frees the KV cache
+    in the actor. Before the spawned engine's own reload: both still serve the solver."""
+    in_process = start_engine(ray_session, tiny_solver, in_process=True)
+    try:
+        pid = ray_session.get(actor_pid(in_process))
+        assert not psutil.Process(pid).children(recursive=True)  # no engine core, no worker
+        setting, threads = ray_session.get(
+            in_process.__ray_call__.remote(lambda _: (os.environ.get(MULTIPROCESSING_ENV), torch.get_num_threads()))
+        )
+        assert setting is None and threads == 1  # restored after the build; the actor's num_cpus
+        seeds = [request_seed(0, 0, "explore", "a"), request_seed(0, 0, "explore", "b")]
+        for grammar in ["", ONE_DIGIT]:
+            call = ([PROMPT, PROMPT], 4, 1.0, 8, True, grammar, seeds)
+            ours, theirs = ray_session.get([in_process.sample.remote(*call), engine.sample.remote(*call)])
+            assert [[s.text for s in group] for group in ours] == [[s.text for s in group] for group in theirs]
+            texts = {s.text for group in ours for s in group}
+            assert len(texts) > 1 and (not grammar or all(text.isdigit() and len(text) == 1 for text in texts))
+            for mine, spawned in zip(sum(ours, []), sum(theirs, [])):
+                assert mine.self_reward == pytest.approx(spawned.self_reward, abs=TOLERANCE)
+        targets = [SOLVER_PROGRAM, "print('no')"]
+        hf = GeneratorConfig(backend="hf", stop=["\n\n"], num_cpus=1, top_p=1.0)
+        expected = HFBackend(hf, tied_models[1], "float32").logprob([PROMPT] * 2, targets)
+        ray_session.get(in_process.load.remote(tied_models[1]))
+        reloaded = ray_session.get(in_process.logprob.remote([PROMPT] * 2, targets))
+        assert reloaded == pytest.approx(expected, abs=TOLERANCE)
+        before = resident_bytes(ray_session, in_process)
+        ray_session.get(in_process.close.remote())
+        assert before - resident_bytes(ray_session, in_process) > engine_config().kv_cache_gib * GIB / 2
+    finally:
+        ray_session.kill(in_process)
 
 
 @pytest.fixture(scope="module")
