@@ -51,7 +51,10 @@ RECOVERY = "restore it from a copy, or start the run again with another run_dir"
 
 
 class CandidatePool:
-    def __init__(self, path: str):
+    def __init__(self, path: str, read_only: bool = False):
+        if read_only:  # for a report on a run that may still be writing it: no schema, no writes
+            self.db = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True)
+            return
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path)
         self.db.execute("PRAGMA synchronous = FULL")  # whatever this SQLite was built with

@@ -18,15 +18,13 @@ and it says where the runs' TensorBoard event files are (envisions_ray/tensorboa
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections import Counter
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from envisions_ray.actors.pool import COLUMNS
+from envisions_ray.actors.pool import CandidatePool
 from envisions_ray.best import METRICS_FILE, answers_path, best_policy, policy_name, read_lines
 from envisions_ray.confusion import Confusion, confusion, label_valued
 from envisions_ray.data import json_records
@@ -34,7 +32,6 @@ from envisions_ray.errors import UserError
 from envisions_ray.paths import POOL_FILE
 from envisions_ray.task_training import TaskTraining, predates_ids, task_of, training_per_task, weakest_first
 from envisions_ray.tensorboard_scalars import TENSORBOARD_DIR
-from envisions_ray.types import Trajectory
 
 # Horizontal distance, in iterations, between runs' points in the accuracy plot.
 RUN_SPACING = 0.06
@@ -253,18 +250,19 @@ def training_tables(runs: list[RunRecord]) -> list[str]:
         pool = run.directory / POOL_FILE if run.directory else None
         if pool is None or not pool.is_file() or not any(line.get("per_task") for line in run.lines):
             continue
-        trajectories = read_pool(pool)
+        stored = CandidatePool(str(pool), read_only=True)
         for line in run.iterations:
             i = line["iteration"] - 1  # the pool's and iter-N's numbering: iteration 1 is pool iteration 0
             train_file = run.directory / f"iter-{i}" / "train.jsonl"
             rows = [row for _, row in json_records(train_file)] if train_file.is_file() else []
             per_task = training_per_task(
-                [t for t in trajectories if t.iteration == i],
+                stored.trajectories(iteration=i),
                 rows,
                 [task for scores in line.get("per_task", {}).values() for task in scores],
             )
             before = [earlier for earlier in run.lines if earlier["policy"] == line["policy"] - 1][-1:]
             tables.append(training_table(run.name, line, before[0] if before else {}, per_task, predates_ids(rows)))
+        stored.close()
     return tables
 
 
@@ -293,13 +291,6 @@ def training_table(
         f"## Training data per task: {name} {policy_name(after['policy'])} (explored by {explorer})\n\n"
         f"{empty} of the {len(per_task)} tasks had no positive.\n\n" + note + _markdown(header, rows)
     )
-
-
-def read_pool(path: Path) -> list[Trajectory]:
-    """Every trajectory of a run's pool.sqlite, read-only (the run may still be writing it)."""
-    with closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as db:
-        rows = db.execute(f"SELECT {', '.join(COLUMNS)} FROM trajectories ORDER BY id").fetchall()
-    return [Trajectory(*row) for row in rows]
 
 
 def iteration_table(run: RunRecord) -> str:

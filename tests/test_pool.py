@@ -154,3 +154,17 @@ def test_the_pool_commits_through_a_synced_rollback_journal(tmp_path):
     pool = CandidatePool(str(tmp_path / "pool.sqlite"))
     assert pool.db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
     assert pool.db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+
+
+def test_a_read_only_pool_reads_what_was_written_and_refuses_to_write(tmp_path):
+    path = str(tmp_path / "pool.sqlite")
+    pool = CandidatePool(path)
+    written = [Trajectory("a", "x = 1", 1, -0.5, 0, "explore"), Trajectory("b", "x = 2", 0, -0.7, 1, "explore")]
+    pool.record(written)
+    pool.close()
+    reader = CandidatePool(path, read_only=True)
+    assert [t.example_id for t in reader.trajectories(iteration=1)] == ["b"]
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        reader.record([Trajectory("c", "x = 3", 1, -0.1, 1, "explore")])
+    reader.close()
+    assert [t.example_id for t in CandidatePool(path, read_only=True).trajectories()] == ["a", "b"]
